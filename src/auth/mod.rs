@@ -1,0 +1,74 @@
+//! Who is asking: JWTs, single-use WebSocket tickets and accounts.
+//!
+//! Every path in (HTTP bearer token, WebSocket header, ticket or query token, `refresh`)
+//! ends in the same [`Identity`], produced by [`jwt::JwtKeys::verify`], so one set of
+//! checks guards them all.
+
+pub mod accounts;
+pub mod jwt;
+pub mod tickets;
+
+use crate::error::ApiError;
+use crate::model::{Role, UserRef, room_allowed};
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+/// A verified caller, as taken from a token's claims.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub user: UserRef,
+    pub role: Role,
+    /// The `rooms` claim: `None` means every room.
+    pub rooms: Option<Vec<String>>,
+    /// Unix seconds: the connection closes with 4001 then unless refreshed.
+    pub expires_at: i64,
+    pub issued_at: i64,
+}
+
+impl Identity {
+    pub fn may_join(&self, room: &str) -> bool {
+        room_allowed(self.rooms.as_deref(), room)
+    }
+}
+
+/// An `Authorization` header that is not `Bearer <token>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MalformedAuthorization;
+
+/// The token of an `Authorization: Bearer …` header: `Ok(None)` when there is no such
+/// header, `Err` when there is one but it is not a bearer token.
+pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, MalformedAuthorization> {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| MalformedAuthorization)?;
+    let (scheme, token) = text.split_once(' ').ok_or(MalformedAuthorization)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(MalformedAuthorization);
+    }
+    Ok(Some(token.trim()))
+}
+
+/// Extractor for API routes that need a signed-in caller (`401 unauthorized` otherwise).
+pub struct Authenticated(pub Identity);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer_token(&parts.headers)
+            .ok()
+            .flatten()
+            .ok_or(ApiError::Unauthorized)?;
+        match state.jwt.verify(token) {
+            Ok(identity) => Ok(Authenticated(identity)),
+            Err(reason) => {
+                tracing::warn!(target: "security", event = "auth_rejected", path = %parts.uri.path(), reason = reason.as_str());
+                Err(ApiError::Unauthorized)
+            }
+        }
+    }
+}

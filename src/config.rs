@@ -1,0 +1,415 @@
+//! Configuration, layered: built-in defaults, then an optional `Secrets.toml`, then
+//! `PALISADE_*` environment variables, then command-line flags (the last one wins).
+//!
+//! Defaults are the embedded, single-node setup of `cargo run`: SQLite under `./data`,
+//! in-memory fan-out, 127.0.0.1:8000 and every limit of the wire contract. Production
+//! mode refuses to start unless the settings that must not be guessed are given.
+
+use crate::origin::{Origin, OriginPolicy};
+use clap::{ArgAction, Args, Parser, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// The shortest JWT secret accepted in production (HS256 wants at least 256 bits).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// Every number of the wire contract marked *(config)*, plus the server's own bounds.
+#[derive(Clone, Debug, Args)]
+pub struct Limits {
+    /// Largest client frame / message, in bytes (bigger closes with 1009).
+    #[arg(long, env = "PALISADE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_LIMITS.max_message_bytes)]
+    pub max_message_bytes: usize,
+    /// Frames each connection may send per second, on average.
+    #[arg(long, env = "PALISADE_MESSAGES_PER_SEC", default_value_t = DEFAULT_LIMITS.messages_per_sec)]
+    pub messages_per_sec: u32,
+    /// Frames a connection may send at once before the rate applies.
+    #[arg(long, env = "PALISADE_MESSAGE_BURST", default_value_t = DEFAULT_LIMITS.message_burst)]
+    pub message_burst: u32,
+    /// Refused frames within `abuse_window_secs` that close the connection with 1008.
+    #[arg(long, env = "PALISADE_ABUSE_REFUSALS", default_value_t = DEFAULT_LIMITS.abuse_refusals)]
+    pub abuse_refusals: u32,
+    #[arg(long, env = "PALISADE_ABUSE_WINDOW_SECS", default_value_t = DEFAULT_LIMITS.abuse_window_secs)]
+    pub abuse_window_secs: u64,
+    /// Rooms one connection may be in at once.
+    #[arg(long, env = "PALISADE_MAX_ROOMS_PER_CONNECTION", default_value_t = DEFAULT_LIMITS.max_rooms_per_connection)]
+    pub max_rooms_per_connection: usize,
+    /// Longest message body, in characters.
+    #[arg(long, env = "PALISADE_MAX_BODY_CHARS", default_value_t = DEFAULT_LIMITS.max_body_chars)]
+    pub max_body_chars: usize,
+    /// Messages sent with `joined` when the client gives no `since`.
+    #[arg(long, env = "PALISADE_JOIN_HISTORY", default_value_t = DEFAULT_LIMITS.join_history)]
+    pub join_history: u32,
+    /// Most messages a `join` with `since` replays; past it `complete` is false.
+    #[arg(long, env = "PALISADE_REPLAY_MAX", default_value_t = DEFAULT_LIMITS.replay_max)]
+    pub replay_max: u32,
+    /// Outbound frames queued per connection before it is closed with 4008.
+    #[arg(long, env = "PALISADE_OUTBOUND_QUEUE", default_value_t = DEFAULT_LIMITS.outbound_queue)]
+    pub outbound_queue: usize,
+    /// Open WebSocket connections per client IP.
+    #[arg(long, env = "PALISADE_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_LIMITS.max_connections_per_ip)]
+    pub max_connections_per_ip: usize,
+    /// Open WebSocket connections per user.
+    #[arg(long, env = "PALISADE_MAX_CONNECTIONS_PER_USER", default_value_t = DEFAULT_LIMITS.max_connections_per_user)]
+    pub max_connections_per_user: usize,
+    /// Open WebSocket connections for the whole server.
+    #[arg(long, env = "PALISADE_MAX_CONNECTIONS", default_value_t = DEFAULT_LIMITS.max_connections)]
+    pub max_connections: usize,
+    /// Seconds between server pings.
+    #[arg(long, env = "PALISADE_HEARTBEAT_SECS", default_value_t = DEFAULT_LIMITS.heartbeat_secs)]
+    pub heartbeat_secs: u64,
+    /// Seconds of silence from the client (no pong, no frame) before closing with 4002.
+    #[arg(long, env = "PALISADE_PONG_TIMEOUT_SECS", default_value_t = DEFAULT_LIMITS.pong_timeout_secs)]
+    pub pong_timeout_secs: u64,
+    /// Lifetime of the tokens palisade issues, in seconds.
+    #[arg(long, env = "PALISADE_TOKEN_TTL_SECS", default_value_t = DEFAULT_LIMITS.token_ttl_secs)]
+    pub token_ttl_secs: u64,
+    /// Lifetime of a WebSocket ticket, in seconds.
+    #[arg(long, env = "PALISADE_TICKET_TTL_SECS", default_value_t = DEFAULT_LIMITS.ticket_ttl_secs)]
+    pub ticket_ttl_secs: u64,
+    /// Largest API request body, in bytes (bigger is 413).
+    #[arg(long, env = "PALISADE_API_BODY_BYTES", default_value_t = DEFAULT_LIMITS.api_body_bytes)]
+    pub api_body_bytes: usize,
+    /// Register and login attempts per client IP per minute.
+    #[arg(long, env = "PALISADE_AUTH_PER_MINUTE", default_value_t = DEFAULT_LIMITS.auth_per_minute)]
+    pub auth_per_minute: u32,
+    #[arg(long, env = "PALISADE_AUTH_BURST", default_value_t = DEFAULT_LIMITS.auth_burst)]
+    pub auth_burst: u32,
+}
+
+/// The contract's defaults, in one place for both clap and [`Limits::default`].
+pub const DEFAULT_LIMITS: Limits = Limits {
+    max_message_bytes: 4096,
+    messages_per_sec: 5,
+    message_burst: 10,
+    abuse_refusals: 10,
+    abuse_window_secs: 10,
+    max_rooms_per_connection: 32,
+    max_body_chars: 2000,
+    join_history: 50,
+    replay_max: 1000,
+    outbound_queue: 256,
+    max_connections_per_ip: 20,
+    max_connections_per_user: 5,
+    max_connections: 10_000,
+    heartbeat_secs: 25,
+    pong_timeout_secs: 60,
+    token_ttl_secs: 15 * 60,
+    ticket_ttl_secs: 30,
+    api_body_bytes: 16 * 1024,
+    auth_per_minute: 10,
+    auth_burst: 10,
+};
+
+impl Default for Limits {
+    fn default() -> Self {
+        DEFAULT_LIMITS
+    }
+}
+
+/// Command-line flags; each also reads a `PALISADE_*` environment variable.
+#[derive(Debug, Parser)]
+#[command(name = "palisade", version, about = "A secure real-time chat server")]
+pub struct Cli {
+    /// `development` fills in safe local defaults; `production` insists on explicit secrets.
+    #[arg(long, env = "PALISADE_ENV", value_enum, default_value = "development")]
+    pub env: Environment,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "PALISADE_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// `sqlite://path` (default `sqlite://./data/palisade.db`).
+    #[arg(long, env = "PALISADE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// HS256 secret for the tokens palisade issues and accepts (at least 32 bytes).
+    #[arg(long, env = "PALISADE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Expected `iss` claim; tokens palisade issues carry it.
+    #[arg(long, env = "PALISADE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Expected `aud` claim; tokens palisade issues carry it.
+    #[arg(long, env = "PALISADE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Comma-separated browser origins allowed to open the WebSocket and call the API
+    /// (`*` allows every origin and must be said explicitly).
+    #[arg(long, env = "PALISADE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Whether a handshake without an `Origin` header (not a browser) is accepted.
+    #[arg(long, env = "PALISADE_ALLOW_MISSING_ORIGIN", default_value_t = true, action = ArgAction::Set)]
+    pub allow_missing_origin: bool,
+    /// Comma-separated proxy addresses whose `X-Forwarded-For` is believed.
+    #[arg(long, env = "PALISADE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Optional TOML file of secrets (keys as in `Secrets.toml.example`).
+    #[arg(long, env = "PALISADE_SECRETS_FILE", default_value = "Secrets.toml")]
+    pub secrets_file: PathBuf,
+    /// Folder of the web client served at `/`.
+    #[arg(long, env = "PALISADE_FRONTEND_DIR")]
+    pub frontend_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// The validated settings the server runs with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub environment: Environment,
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub jwt_secret: SecretString,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub origins: OriginPolicy,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub frontend_dir: PathBuf,
+    pub limits: Limits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("production mode needs: {}", .0.join("; "))]
+    MissingForProduction(Vec<String>),
+    #[error(
+        "invalid allowed origin {0:?}: expected scheme://host[:port], e.g. https://chat.example.com"
+    )]
+    BadOrigin(String),
+    #[error("cannot read secrets file {path}: {reason}")]
+    SecretsFile { path: PathBuf, reason: String },
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/palisade.db";
+pub const DEFAULT_ORIGINS: [&str; 2] = ["http://localhost:8000", "http://127.0.0.1:8000"];
+
+impl Settings {
+    /// Development settings with a fresh random secret: what tests and `cargo run` start from.
+    pub fn development() -> Self {
+        Self {
+            environment: Environment::Development,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            jwt_secret: random_secret(),
+            jwt_issuer: None,
+            jwt_audience: None,
+            origins: OriginPolicy::new(
+                DEFAULT_ORIGINS
+                    .iter()
+                    .filter_map(|o| Origin::parse(o))
+                    .collect(),
+                true,
+            ),
+            trusted_proxies: Vec::new(),
+            frontend_dir: default_frontend_dir(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Applies the layers and the production checks.
+    pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
+        let secrets = read_secrets_file(&cli.secrets_file)?;
+        let from_secrets = |key: &str| secrets.get(key).filter(|v| !v.is_empty()).cloned();
+
+        let jwt_secret = cli.jwt_secret.or_else(|| from_secrets("JWT_SECRET"));
+        let database_url = cli.database_url.or_else(|| from_secrets("DATABASE_URL"));
+        let origins_given = if cli.allowed_origins.is_empty() {
+            from_secrets("ALLOWED_ORIGINS")
+                .map(|list| list.split(',').map(str::to_owned).collect::<Vec<_>>())
+                .unwrap_or_default()
+        } else {
+            cli.allowed_origins
+        };
+        let origins_given: Vec<String> = origins_given
+            .into_iter()
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+
+        if cli.env == Environment::Production {
+            let mut missing = Vec::new();
+            match &jwt_secret {
+                None => missing.push(format!(
+                    "a JWT secret (PALISADE_JWT_SECRET or JWT_SECRET in Secrets.toml) of at least {MIN_SECRET_BYTES} bytes"
+                )),
+                Some(s) if s.len() < MIN_SECRET_BYTES => missing.push(format!(
+                    "a longer JWT secret: {} bytes given, at least {MIN_SECRET_BYTES} required",
+                    s.len()
+                )),
+                Some(_) => {}
+            }
+            if origins_given.is_empty() {
+                missing.push(
+                    "an explicit origin list (PALISADE_ALLOWED_ORIGINS, e.g. https://chat.example.com)"
+                        .to_owned(),
+                );
+            }
+            if !missing.is_empty() {
+                return Err(ConfigError::MissingForProduction(missing));
+            }
+        }
+
+        let jwt_secret = match jwt_secret {
+            Some(secret) => SecretString::from(secret),
+            None => {
+                tracing::warn!(
+                    "no JWT secret configured: using a random one for this run (tokens stop working on restart); set PALISADE_JWT_SECRET"
+                );
+                random_secret()
+            }
+        };
+        if jwt_secret.expose_secret().len() < MIN_SECRET_BYTES {
+            tracing::warn!("the JWT secret is shorter than {MIN_SECRET_BYTES} bytes");
+        }
+
+        let origins = if origins_given.is_empty() {
+            Settings::development()
+                .origins
+                .with_allow_missing(cli.allow_missing_origin)
+        } else if origins_given.iter().any(|o| o == "*") {
+            tracing::warn!("PALISADE_ALLOWED_ORIGINS is '*': every web site may open sockets here");
+            OriginPolicy::any(cli.allow_missing_origin)
+        } else {
+            let parsed = origins_given
+                .iter()
+                .map(|o| Origin::parse(o).ok_or_else(|| ConfigError::BadOrigin(o.clone())))
+                .collect::<Result<Vec<_>, _>>()?;
+            OriginPolicy::new(parsed, cli.allow_missing_origin)
+        };
+
+        Ok(Self {
+            environment: cli.env,
+            listen: cli.listen,
+            database_url: database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            jwt_secret,
+            jwt_issuer: cli.jwt_issuer,
+            jwt_audience: cli.jwt_audience,
+            origins,
+            trusted_proxies: cli.trusted_proxies,
+            frontend_dir: cli.frontend_dir.unwrap_or_else(default_frontend_dir),
+            limits: cli.limits,
+        })
+    }
+}
+
+fn random_secret() -> SecretString {
+    let bytes: [u8; 32] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    SecretString::from(hex)
+}
+
+/// `./frontend` when run from the repository, else the copy next to the sources.
+fn default_frontend_dir() -> PathBuf {
+    let local = PathBuf::from("frontend");
+    if local.is_dir() {
+        local
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("frontend")
+    }
+}
+
+/// Reads a flat `KEY = "value"` TOML file; a missing file is an empty one.
+fn read_secrets_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => {
+            return Err(ConfigError::SecretsFile {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    parse_secrets(&text).map_err(|reason| ConfigError::SecretsFile {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
+fn parse_secrets(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| e.message().to_owned())?;
+    table
+        .into_iter()
+        .map(|(key, value)| match value {
+            toml::Value::String(s) => Ok((key, s)),
+            _ => Err(format!("{key} must be a string")),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["palisade", "--secrets-file", "/nonexistent/Secrets.toml"];
+        all.extend_from_slice(args);
+        Cli::parse_from(all)
+    }
+
+    #[test]
+    fn production_without_secret_or_origins_names_both() {
+        let err = Settings::from_cli(cli(&["--env", "production"])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("JWT secret"), "{text}");
+        assert!(text.contains("origin list"), "{text}");
+    }
+
+    #[test]
+    fn production_rejects_a_short_secret() {
+        let err = Settings::from_cli(cli(&[
+            "--env",
+            "production",
+            "--jwt-secret",
+            "short",
+            "--allowed-origins",
+            "https://chat.example.com",
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("5 bytes given"), "{err}");
+    }
+
+    #[test]
+    fn production_starts_with_secret_and_origins() {
+        let settings = Settings::from_cli(cli(&[
+            "--env",
+            "production",
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef",
+            "--allowed-origins",
+            "https://chat.example.com",
+        ]))
+        .unwrap();
+        assert!(settings.origins.allows(Some("https://chat.example.com")));
+        assert!(!settings.origins.allows(Some("http://localhost:8000")));
+    }
+
+    #[test]
+    fn development_defaults_follow_the_contract() {
+        let settings = Settings::from_cli(cli(&[])).unwrap();
+        assert_eq!(settings.listen, SocketAddr::from(([127, 0, 0, 1], 8000)));
+        assert_eq!(settings.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(settings.limits.max_message_bytes, 4096);
+        assert!(settings.origins.allows(Some("http://localhost:8000")));
+        assert!(settings.origins.allows(None));
+    }
+
+    #[test]
+    fn secrets_file_values_fill_in_what_flags_leave_out() {
+        let parsed =
+            parse_secrets("JWT_SECRET = \"abc\"\nDATABASE_URL = \"sqlite://x.db\"\n").unwrap();
+        assert_eq!(parsed.get("JWT_SECRET").map(String::as_str), Some("abc"));
+        assert!(parse_secrets("JWT_SECRET = 3").is_err());
+    }
+
+    #[test]
+    fn a_malformed_origin_is_a_config_error() {
+        let err = Settings::from_cli(cli(&["--allowed-origins", "chat.example.com"])).unwrap_err();
+        assert!(matches!(err, ConfigError::BadOrigin(_)));
+    }
+}

@@ -1,0 +1,104 @@
+//! `POST /api/register` and `POST /api/login`: accounts and the tokens they get.
+//!
+//! Both are rate limited per client IP, and login answers the same
+//! `401 invalid_credentials` for an unknown name and a wrong password.
+
+use crate::auth::accounts::{self, AccountError};
+use crate::client_ip::ClientIp;
+use crate::error::{ApiError, ApiJson};
+use crate::model::{Role, UserRef, is_acceptable_password, is_valid_username};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use governor::clock::{Clock, DefaultClock};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/register", post(register))
+        .route("/login", post(login))
+}
+
+#[derive(Deserialize)]
+pub struct Credentials {
+    username: String,
+    password: SecretString,
+}
+
+#[derive(Serialize)]
+pub struct Session {
+    user: UserRef,
+    token: String,
+    expires_at: i64,
+}
+
+async fn register(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(credentials): ApiJson<Credentials>,
+) -> Result<(StatusCode, Json<Session>), ApiError> {
+    check_rate(&state, ip, "register")?;
+    if !is_valid_username(&credentials.username) {
+        return Err(ApiError::InvalidUsername);
+    }
+    if !is_acceptable_password(secrecy::ExposeSecret::expose_secret(&credentials.password)) {
+        return Err(ApiError::WeakPassword);
+    }
+    let user = accounts::register(&state.store, &credentials.username, credentials.password)
+        .await
+        .map_err(account_error)?;
+    tracing::info!(user = %user.id, "account created");
+    Ok((
+        StatusCode::CREATED,
+        Json(session_for(&state, user, Role::User)?),
+    ))
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(credentials): ApiJson<Credentials>,
+) -> Result<Json<Session>, ApiError> {
+    check_rate(&state, ip, "login")?;
+    match accounts::login(&state.store, &credentials.username, credentials.password).await {
+        Ok((user, role)) => Ok(Json(session_for(&state, user, role)?)),
+        Err(AccountError::InvalidCredentials) => {
+            tracing::warn!(target: "security", event = "login_failed", %ip);
+            Err(ApiError::InvalidCredentials)
+        }
+        Err(other) => Err(account_error(other)),
+    }
+}
+
+fn session_for(state: &AppState, user: UserRef, role: Role) -> Result<Session, ApiError> {
+    let issued = state.jwt.issue(&user, role).map_err(ApiError::internal)?;
+    Ok(Session {
+        user,
+        token: issued.token,
+        expires_at: issued.expires_at,
+    })
+}
+
+fn account_error(error: AccountError) -> ApiError {
+    match error {
+        AccountError::UsernameTaken => ApiError::UsernameTaken,
+        AccountError::InvalidCredentials => ApiError::InvalidCredentials,
+        other => ApiError::internal(other),
+    }
+}
+
+fn check_rate(state: &AppState, ip: std::net::IpAddr, what: &'static str) -> Result<(), ApiError> {
+    let limiter = &state.auth_limiter;
+    if limiter.len() > 100_000 {
+        limiter.retain_recent();
+    }
+    limiter.check_key(&ip).map_err(|not_until| {
+        tracing::warn!(target: "security", event = "rate_limited", %ip, endpoint = what);
+        ApiError::RateLimited {
+            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+        }
+    })
+}

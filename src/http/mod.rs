@@ -1,0 +1,69 @@
+//! The HTTP side: one module per resource, each with its own `router()`, assembled here
+//! with the layers every response gets (security headers, CORS on `/api`, body limit,
+//! JSON errors for unknown paths and methods).
+
+pub mod accounts;
+pub mod health;
+pub mod rooms;
+pub mod tickets;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::ws;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, Request, header};
+use axum::routing::get;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+/// The Content-Security-Policy of every response: only this origin's scripts, styles,
+/// images and sockets; never framed.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(accounts::router())
+        .merge(tickets::router())
+        .merge(rooms::router())
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(state.settings.limits.api_body_bytes))
+        .layer(cors(&state));
+
+    Router::new()
+        .nest("/api", api)
+        .merge(health::router())
+        .route("/ws", get(ws::handshake::upgrade))
+        .fallback_service(ServeDir::new(&state.settings.frontend_dir))
+        .layer(security_header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(security_header(header::REFERRER_POLICY, "no-referrer"))
+        .layer(security_header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(
+            // Only the path: the query string may hold a token or ticket.
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                tracing::debug_span!("http", method = %request.method(), path = %request.uri().path())
+            }),
+        )
+        .with_state(state)
+}
+
+fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+}
+
+/// Browsers may call the API only from the allowed origins.
+fn cors(state: &AppState) -> CorsLayer {
+    let policy = state.settings.origins.clone();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origin.to_str().is_ok_and(|o| policy.allows(Some(o)))
+        }))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(std::time::Duration::from_secs(600))
+}

@@ -1,0 +1,40 @@
+//! palisade: a secure real-time chat server.
+//!
+//! One axum service speaking the wire contract of `shared/PROTOCOL.md`: an HTTP API for
+//! accounts and tickets, and a WebSocket endpoint for rooms, history, presence and typing.
+//!
+//! # Map of the crate
+//!
+//! - [`config`]: settings, layered from defaults, `Secrets.toml`, env and flags.
+//! - [`startup`]: [`startup::Application`] builds everything and runs until stopped.
+//! - [`shutdown`]: the one stop signal every task listens to.
+//! - [`error`]: the HTTP error type and its JSON body.
+//! - [`auth`]: JWTs, single-use tickets, accounts (Argon2id).
+//! - [`http`]: the HTTP routes, one module per resource.
+//! - [`ws`]: handshake checks, the session loop, the writer, frames, close codes, limits.
+//! - [`hub`]: rooms and members on this node; fans events out to bounded outboxes.
+//! - [`broker`]: stores and publishes a message as one step (in memory for one node).
+//! - [`store`]: durable accounts and history (SQLite by default).
+//! - [`origin`], [`client_ip`]: who is asking, from where.
+//! - [`model`]: data and value rules shared by all of the above.
+//!
+//! A message's path: the session validates a `send`, the broker stores it (the store
+//! gives it its `seq`) and hands it to the hub, the hub queues the once-serialised frame
+//! in every member's outbox, and each connection's writer flushes its queue.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod broker;
+pub mod client_ip;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod model;
+pub mod origin;
+pub mod shutdown;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod ws;

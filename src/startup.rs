@@ -1,0 +1,123 @@
+//! Builds the application from its settings and runs it until it is told to stop.
+//!
+//! [`Application::build`] opens the store, wires broker, hub and state, and binds the
+//! listener (port 0 picks a free port: what tests do). [`Application::run_until_stopped`]
+//! serves until the [`Shutdown`] fires, then closes every session with 1001 and waits
+//! for their last writes.
+
+use crate::broker::Broker;
+use crate::broker::memory::MemoryBroker;
+use crate::config::Settings;
+use crate::hub::Hub;
+use crate::shutdown::Shutdown;
+use crate::state::AppState;
+use crate::store::{self, Store, StoreError};
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+/// How long shutdown waits for sessions to send their close frames.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let store = store::connect(&settings.database_url).await?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        let state = build_state(settings, store);
+        let router = build_router(state.clone());
+        Ok(Self {
+            listener,
+            local_addr,
+            router,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// Triggering this handle drains and stops the application.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.state.shutdown.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let shutdown = self.state.shutdown.clone();
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let stopping = shutdown.clone();
+        axum::serve(self.listener, service)
+            .with_graceful_shutdown(async move { stopping.triggered().await })
+            .await?;
+        // Sessions saw the same signal and are sending their 1001 close frames.
+        let sessions = &self.state.sessions;
+        sessions.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = sessions.len(),
+                "sessions still open after the drain timeout"
+            );
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Wires store, hub and broker into the shared state.
+pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> AppState {
+    let hub = Arc::new(Hub::new(settings.limits.outbound_queue));
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(Arc::clone(&store), Arc::clone(&hub)));
+    AppState::new(
+        settings,
+        store,
+        broker,
+        hub,
+        Shutdown::new(),
+        TaskTracker::new(),
+    )
+}
+
+/// The whole HTTP and WebSocket surface, for [`Application`] or any other host.
+pub fn build_router(state: AppState) -> Router {
+    crate::http::router(state)
+}

@@ -1,0 +1,85 @@
+//! The shared state every handler and session reaches through [`AppState`].
+
+use crate::auth::jwt::JwtKeys;
+use crate::auth::tickets::TicketStore;
+use crate::broker::Broker;
+use crate::config::Settings;
+use crate::hub::{ConnId, Hub};
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+use crate::ws::limits::ConnectionCaps;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio_util::task::TaskTracker;
+
+/// Cheap to clone: one `Arc` around everything.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub broker: Arc<dyn Broker>,
+    pub hub: Arc<Hub>,
+    pub jwt: JwtKeys,
+    pub tickets: TicketStore,
+    pub caps: Arc<ConnectionCaps>,
+    /// Register and login attempts per client IP.
+    pub auth_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    pub shutdown: Shutdown,
+    /// Every WebSocket session and writer task, so shutdown can wait for them.
+    pub sessions: TaskTracker,
+    next_conn_id: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        broker: Arc<dyn Broker>,
+        hub: Arc<Hub>,
+        shutdown: Shutdown,
+        sessions: TaskTracker,
+    ) -> Self {
+        let limits = &settings.limits;
+        let caps = Arc::new(ConnectionCaps::new(
+            limits.max_connections_per_ip,
+            limits.max_connections_per_user,
+            limits.max_connections,
+        ));
+        let tickets = TicketStore::new(std::time::Duration::from_secs(limits.ticket_ttl_secs));
+        let jwt = JwtKeys::new(&settings);
+        let per_minute = NonZeroU32::new(limits.auth_per_minute).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(limits.auth_burst).unwrap_or(NonZeroU32::MIN);
+        let auth_limiter = RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst));
+        Self(Arc::new(Inner {
+            settings,
+            store,
+            broker,
+            hub,
+            jwt,
+            tickets,
+            caps,
+            auth_limiter,
+            shutdown,
+            sessions,
+            next_conn_id: AtomicU64::new(1),
+        }))
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        self.0.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

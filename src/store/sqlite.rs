@@ -1,0 +1,362 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! Writes go through a single connection, so appends are serialised by the database
+//! itself and never meet `SQLITE_BUSY`; reads use a small pool of their own and see a
+//! consistent snapshot thanks to WAL. `synchronous = FULL`: a commit is on disk before
+//! `append` returns, so an acked message survives a crash of the process or the machine.
+
+use super::{Appended, NewMessage, ReplayFrom, RoomSnapshot, Store, StoreError, UserRecord};
+use crate::model::{Role, StoredMessage, UserRef};
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+type MessageRow = (i64, String, String, String, Option<String>, i64);
+
+const MESSAGE_COLUMNS: &str = "seq, user_id, user_name, body, nonce, ts";
+
+fn to_message(room: &str, row: MessageRow) -> StoredMessage {
+    let (seq, user_id, user_name, body, nonce, ts) = row;
+    StoredMessage {
+        room: room.to_owned(),
+        seq: u64::try_from(seq).unwrap_or(0),
+        from: UserRef {
+            id: user_id,
+            name: user_name,
+        },
+        body,
+        ts,
+        nonce,
+    }
+}
+
+fn to_db_seq(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+impl SqliteStore {
+    /// Opens (creating file and folder if needed) and migrates the database.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        if let Some(parent) = options.get_filename().parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)?;
+            }
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { writer, reader })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_user(
+        &self,
+        id: &str,
+        name: &str,
+        password_hash: &str,
+    ) -> Result<UserRecord, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO users (id, name, password_hash, role, created_at) VALUES (?1, ?2, ?3, 'user', ?4)",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(password_hash)
+        .bind(crate::model::now_secs())
+        .execute(&self.writer)
+        .await;
+        match result {
+            Ok(_) => Ok(UserRecord {
+                user: UserRef {
+                    id: id.to_owned(),
+                    name: name.to_owned(),
+                },
+                password_hash: password_hash.to_owned(),
+                role: Role::User,
+            }),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::UsernameTaken)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn find_user_by_name(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        let row: Option<(String, String, String, String)> = sqlx::query_as(
+            "SELECT id, name, password_hash, role FROM users WHERE name = ?1 COLLATE NOCASE",
+        )
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|(id, name, password_hash, role)| UserRecord {
+            user: UserRef { id, name },
+            password_hash,
+            role: Role::from_db(&role),
+        }))
+    }
+
+    async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        if let Some(nonce) = &message.nonce {
+            let earlier: Option<MessageRow> = sqlx::query_as(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1 AND user_id = ?2 AND nonce = ?3"
+            ))
+            .bind(&message.room)
+            .bind(&message.from.id)
+            .bind(nonce)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = earlier {
+                tx.rollback().await?;
+                return Ok(Appended {
+                    message: to_message(&message.room, row),
+                    duplicate: true,
+                });
+            }
+        }
+        let (seq,): (i64,) = sqlx::query_as(
+            "INSERT INTO rooms (name, last_seq, created_at) VALUES (?1, 1, ?2)
+             ON CONFLICT (name) DO UPDATE SET last_seq = last_seq + 1
+             RETURNING last_seq",
+        )
+        .bind(&message.room)
+        .bind(message.ts / 1000)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO messages (room, seq, user_id, user_name, body, nonce, ts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(&message.room)
+        .bind(seq)
+        .bind(&message.from.id)
+        .bind(&message.from.name)
+        .bind(&message.body)
+        .bind(&message.nonce)
+        .bind(message.ts)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Appended {
+            message: StoredMessage {
+                room: message.room,
+                seq: u64::try_from(seq).unwrap_or(0),
+                from: message.from,
+                body: message.body,
+                ts: message.ts,
+                nonce: message.nonce,
+            },
+            duplicate: false,
+        })
+    }
+
+    async fn snapshot(&self, room: &str, from: ReplayFrom) -> Result<RoomSnapshot, StoreError> {
+        // One read transaction: WAL gives it a stable snapshot for both queries.
+        let mut tx = self.reader.begin().await?;
+        let last_seq: Option<(i64,)> = sqlx::query_as("SELECT last_seq FROM rooms WHERE name = ?1")
+            .bind(room)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((last_seq,)) = last_seq else {
+            tx.commit().await?;
+            return Ok(RoomSnapshot {
+                last_seq: 0,
+                messages: Vec::new(),
+                complete: true,
+            });
+        };
+        let (after, limit) = match from {
+            ReplayFrom::Latest(n) => (0, n),
+            ReplayFrom::Since { seq, max } => (to_db_seq(seq), max),
+        };
+        let mut rows: Vec<MessageRow> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE room = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq DESC LIMIT ?4"
+        ))
+        .bind(room)
+        .bind(after)
+        .bind(last_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let first_kept: Option<(i64,)> =
+            sqlx::query_as("SELECT MIN(seq) FROM messages WHERE room = ?1")
+                .bind(room)
+                .fetch_optional(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        rows.reverse();
+        let oldest_wanted = after.saturating_add(1).max(first_kept.map_or(1, |(s,)| s));
+        let complete = match rows.first() {
+            None => after >= last_seq,
+            Some(first) => first.0 <= oldest_wanted,
+        };
+        Ok(RoomSnapshot {
+            last_seq: u64::try_from(last_seq).unwrap_or(0),
+            messages: rows.into_iter().map(|row| to_message(room, row)).collect(),
+            complete,
+        })
+    }
+
+    async fn before(
+        &self,
+        room: &str,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut rows: Vec<MessageRow> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+        ))
+        .bind(room)
+        .bind(to_db_seq(before))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.reverse();
+        Ok(rows.into_iter().map(|row| to_message(room, row)).collect())
+    }
+
+    async fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, last_seq FROM rooms ORDER BY name LIMIT 10000")
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, seq)| (name, u64::try_from(seq).unwrap_or(0)))
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("nested/t.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        (dir, store)
+    }
+
+    fn draft(room: &str, body: &str, nonce: Option<&str>) -> NewMessage {
+        NewMessage {
+            room: room.to_owned(),
+            from: UserRef {
+                id: "u1".into(),
+                name: "alice".into(),
+            },
+            body: body.to_owned(),
+            nonce: nonce.map(str::to_owned),
+            ts: 1_700_000_000_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn seq_counts_from_one_per_room() {
+        let (_dir, store) = store().await;
+        let a1 = store.append(draft("a", "1", None)).await.unwrap();
+        let a2 = store.append(draft("a", "2", None)).await.unwrap();
+        let b1 = store.append(draft("b", "1", None)).await.unwrap();
+        assert_eq!((a1.message.seq, a2.message.seq, b1.message.seq), (1, 2, 1));
+    }
+
+    #[tokio::test]
+    async fn a_repeated_nonce_returns_the_first_message() {
+        let (_dir, store) = store().await;
+        let first = store.append(draft("a", "hi", Some("n1"))).await.unwrap();
+        let again = store
+            .append(draft("a", "hi again", Some("n1")))
+            .await
+            .unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.message.seq, first.message.seq);
+        assert_eq!(again.message.body, "hi");
+        let snap = store.snapshot("a", ReplayFrom::Latest(50)).await.unwrap();
+        assert_eq!(snap.messages.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn snapshots_page_and_report_completeness() {
+        let (_dir, store) = store().await;
+        for i in 1..=10 {
+            store
+                .append(draft("a", &i.to_string(), None))
+                .await
+                .unwrap();
+        }
+        let latest = store.snapshot("a", ReplayFrom::Latest(3)).await.unwrap();
+        assert_eq!(latest.last_seq, 10);
+        assert_eq!(
+            latest.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            [8, 9, 10]
+        );
+        assert!(!latest.complete);
+        let all = store.snapshot("a", ReplayFrom::Latest(50)).await.unwrap();
+        assert!(all.complete);
+        let since = store
+            .snapshot("a", ReplayFrom::Since { seq: 7, max: 100 })
+            .await
+            .unwrap();
+        assert_eq!(
+            since.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            [8, 9, 10]
+        );
+        assert!(since.complete);
+        let capped = store
+            .snapshot("a", ReplayFrom::Since { seq: 2, max: 2 })
+            .await
+            .unwrap();
+        assert_eq!(
+            capped.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            [9, 10]
+        );
+        assert!(!capped.complete);
+        let before = store.before("a", 5, 2).await.unwrap();
+        assert_eq!(before.iter().map(|m| m.seq).collect::<Vec<_>>(), [3, 4]);
+        let empty = store
+            .snapshot("nowhere", ReplayFrom::Latest(50))
+            .await
+            .unwrap();
+        assert_eq!((empty.last_seq, empty.complete), (0, true));
+    }
+
+    #[tokio::test]
+    async fn usernames_are_unique_whatever_their_case() {
+        let (_dir, store) = store().await;
+        store.create_user("1", "alice", "h").await.unwrap();
+        assert!(matches!(
+            store.create_user("2", "ALICE", "h").await,
+            Err(StoreError::UsernameTaken)
+        ));
+        let found = store.find_user_by_name("Alice").await.unwrap().unwrap();
+        assert_eq!(found.user.id, "1");
+    }
+}

@@ -1,0 +1,142 @@
+//! `GET /ws`: the checks that run before a connection is upgraded, in the contract's
+//! order, each failure a plain HTTP answer with the JSON error body and a security log
+//! line (never with the token, ticket or query string).
+//!
+//! 1. Origin allowlist (`403 origin_forbidden`)
+//! 2. Draining or at the global cap (`503 unavailable`)
+//! 3. Credentials: bearer header, `?ticket=` or `?token=` (`401 unauthorized`)
+//! 4. Per-IP and per-user connection caps (`429 too_many_connections`)
+
+use super::limits::CapRejection;
+use super::session::{self, SessionContext};
+use crate::auth::{Identity, bearer_token};
+use crate::client_ip::ClientIp;
+use crate::error::ApiError;
+use crate::model::now_secs;
+use crate::state::AppState;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::http::header::ORIGIN;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// How long a client refused by a connection cap is told to wait.
+const CAP_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The read buffer per connection: frames are at most a few KiB.
+const READ_BUFFER_BYTES: usize = 4096;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct QueryCredentials {
+    ticket: Option<String>,
+    token: Option<String>,
+}
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    query: Result<Query<QueryCredentials>, QueryRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    // 1. Origin.
+    let mut origins = headers.get_all(ORIGIN).iter();
+    let origin: Result<Option<&str>, ()> = match (origins.next(), origins.next()) {
+        (None, _) => Ok(None),
+        (Some(value), None) => value.to_str().map(Some).map_err(|_| ()),
+        (Some(_), Some(_)) => Err(()),
+    };
+    let verdict = match origin {
+        Ok(origin) => state.settings.origins.check(origin),
+        Err(_) => Err(crate::origin::OriginRejection::Malformed),
+    };
+    if let Err(reason) = verdict {
+        tracing::warn!(target: "security", event = "handshake_rejected", %ip, reason = reason.as_str());
+        return ApiError::OriginForbidden.into_response();
+    }
+
+    // 2. Capacity.
+    if state.shutdown.is_triggered() || state.caps.is_full() {
+        tracing::warn!(target: "security", event = "handshake_rejected", %ip, reason = "unavailable");
+        return ApiError::Unavailable.into_response();
+    }
+
+    // 3. Credentials.
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let identity = match authenticate(&state, &headers, &query) {
+        Ok(identity) => identity,
+        Err(reason) => {
+            tracing::warn!(target: "security", event = "handshake_rejected", %ip, reason);
+            return ApiError::Unauthorized.into_response();
+        }
+    };
+
+    // 4. Connection caps.
+    let slot = match state.caps.acquire(ip, &identity.user.id) {
+        Ok(slot) => slot,
+        Err(CapRejection::ServerFull) => {
+            tracing::warn!(target: "security", event = "handshake_rejected", %ip, user = %identity.user.id, reason = "server_full");
+            return ApiError::Unavailable.into_response();
+        }
+        Err(cap) => {
+            tracing::warn!(target: "security", event = "handshake_rejected", %ip, user = %identity.user.id, reason = cap.as_str());
+            return ApiError::TooManyConnections {
+                retry_after: CAP_RETRY_AFTER,
+            }
+            .into_response();
+        }
+    };
+
+    let Ok(ws) = ws else {
+        return ApiError::UpgradeRequired.into_response();
+    };
+    let max = state.settings.limits.max_message_bytes;
+    let tracker = state.sessions.clone();
+    let context = SessionContext {
+        state,
+        identity,
+        ip,
+        slot,
+    };
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .on_failed_upgrade(move |error| {
+            tracing::debug!(%error, "websocket upgrade failed");
+        })
+        .on_upgrade(move |socket| tracker.track_future(session::run(socket, context)))
+}
+
+/// Finds and checks the credentials; the reason for the log when there are none good.
+fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &QueryCredentials,
+) -> Result<Identity, &'static str> {
+    if let Some(token) = bearer_token(headers).map_err(|_| "malformed_authorization")? {
+        return verify(state, token);
+    }
+    if let Some(ticket) = &query.ticket {
+        let identity = state.tickets.redeem(ticket).ok_or("ticket_invalid")?;
+        if identity.expires_at <= now_secs() {
+            return Err("token_expired");
+        }
+        return Ok(identity);
+    }
+    if let Some(token) = &query.token {
+        return verify(state, token);
+    }
+    Err("missing_credentials")
+}
+
+fn verify(state: &AppState, token: &str) -> Result<Identity, &'static str> {
+    state
+        .jwt
+        .verify(token)
+        .map_err(|rejection| rejection.as_str())
+}

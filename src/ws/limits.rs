@@ -1,0 +1,238 @@
+//! What bounds a WebSocket client: how many connections it may hold, and how fast it
+//! may send.
+//!
+//! [`ConnectionCaps`] counts open connections per client IP, per user and for the whole
+//! server; a [`ConnectionSlot`] gives its place back when dropped, however the session
+//! ends. [`FrameBudget`] is the per-connection token bucket (via `governor`) plus the
+//! abuse rule: too many refusals in a short window close the connection with 1008.
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::collections::VecDeque;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Which cap refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapRejection {
+    ServerFull,
+    TooManyForIp,
+    TooManyForUser,
+}
+
+impl CapRejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CapRejection::ServerFull => "server_full",
+            CapRejection::TooManyForIp => "too_many_for_ip",
+            CapRejection::TooManyForUser => "too_many_for_user",
+        }
+    }
+}
+
+pub struct ConnectionCaps {
+    per_ip: DashMap<IpAddr, usize>,
+    per_user: DashMap<String, usize>,
+    total: AtomicUsize,
+    max_per_ip: usize,
+    max_per_user: usize,
+    max_total: usize,
+}
+
+/// One open connection's place in the counts.
+pub struct ConnectionSlot {
+    caps: Arc<ConnectionCaps>,
+    ip: IpAddr,
+    user: String,
+}
+
+impl ConnectionCaps {
+    pub fn new(max_per_ip: usize, max_per_user: usize, max_total: usize) -> Self {
+        Self {
+            per_ip: DashMap::new(),
+            per_user: DashMap::new(),
+            total: AtomicUsize::new(0),
+            max_per_ip,
+            max_per_user,
+            max_total,
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.total.load(Ordering::Acquire) >= self.max_total
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+
+    /// Takes a place for a connection from `ip` by `user`, or says which cap is reached.
+    pub fn acquire(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        user: &str,
+    ) -> Result<ConnectionSlot, CapRejection> {
+        self.total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_total).then_some(n + 1)
+            })
+            .map_err(|_| CapRejection::ServerFull)?;
+        if !increment_below(&self.per_ip, ip, self.max_per_ip) {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(CapRejection::TooManyForIp);
+        }
+        if !increment_below(&self.per_user, user.to_owned(), self.max_per_user) {
+            decrement(&self.per_ip, ip);
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(CapRejection::TooManyForUser);
+        }
+        Ok(ConnectionSlot {
+            caps: Arc::clone(self),
+            ip,
+            user: user.to_owned(),
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        decrement(&self.caps.per_user, self.user.clone());
+        decrement(&self.caps.per_ip, self.ip);
+        self.caps.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn increment_below<K: Eq + Hash>(map: &DashMap<K, usize>, key: K, max: usize) -> bool {
+    let mut count = map.entry(key).or_insert(0);
+    if *count >= max {
+        return false;
+    }
+    *count += 1;
+    true
+}
+
+fn decrement<K: Eq + Hash>(map: &DashMap<K, usize>, key: K) {
+    if let Entry::Occupied(mut entry) = map.entry(key) {
+        *entry.get_mut() = entry.get().saturating_sub(1);
+        if *entry.get() == 0 {
+            entry.remove();
+        }
+    }
+}
+
+/// What [`FrameBudget::spend`] decided for one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spend {
+    Allowed,
+    /// Not acted on; the client may retry after this long.
+    Refused {
+        retry_after_ms: u64,
+        abusive: bool,
+    },
+}
+
+pub struct FrameBudget {
+    limiter: DefaultDirectRateLimiter,
+    refusals: VecDeque<Instant>,
+    abuse_refusals: usize,
+    abuse_window: Duration,
+}
+
+impl FrameBudget {
+    pub fn new(per_sec: u32, burst: u32, abuse_refusals: u32, abuse_window: Duration) -> Self {
+        let rate = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        Self {
+            limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+            refusals: VecDeque::new(),
+            abuse_refusals: usize::try_from(abuse_refusals.max(1)).unwrap_or(usize::MAX),
+            abuse_window,
+        }
+    }
+
+    /// Spends one token for a client frame.
+    pub fn spend(&mut self) -> Spend {
+        match self.limiter.check() {
+            Ok(()) => Spend::Allowed,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let now = Instant::now();
+                while self
+                    .refusals
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > self.abuse_window)
+                {
+                    self.refusals.pop_front();
+                }
+                self.refusals.push_back(now);
+                Spend::Refused {
+                    retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+                    abusive: self.refusals.len() >= self.abuse_refusals,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    #[test]
+    fn caps_count_per_ip_per_user_and_in_total_and_free_on_drop() {
+        let caps = Arc::new(ConnectionCaps::new(2, 2, 3));
+        let a = caps.acquire(ip(1), "alice").unwrap();
+        let _b = caps.acquire(ip(1), "bob").unwrap();
+        assert_eq!(
+            caps.acquire(ip(1), "carol").err(),
+            Some(CapRejection::TooManyForIp)
+        );
+        let _c = caps.acquire(ip(2), "alice").unwrap();
+        assert_eq!(
+            caps.acquire(ip(3), "dave").err(),
+            Some(CapRejection::ServerFull)
+        );
+        drop(a);
+        let _d = caps
+            .acquire(ip(3), "alice")
+            .expect("a freed place is free again");
+        assert_eq!(caps.open_connections(), 3);
+    }
+
+    #[test]
+    fn a_user_cap_refusal_gives_back_the_ip_place() {
+        let caps = Arc::new(ConnectionCaps::new(5, 1, 10));
+        let _a = caps.acquire(ip(1), "alice").unwrap();
+        assert_eq!(
+            caps.acquire(ip(1), "alice").err(),
+            Some(CapRejection::TooManyForUser)
+        );
+        assert_eq!(caps.open_connections(), 1);
+        assert_eq!(caps.per_ip.get(&ip(1)).map(|c| *c), Some(1));
+    }
+
+    #[test]
+    fn the_budget_allows_a_burst_then_refuses_then_calls_it_abuse() {
+        let mut budget = FrameBudget::new(1, 3, 2, Duration::from_secs(10));
+        for _ in 0..3 {
+            assert_eq!(budget.spend(), Spend::Allowed);
+        }
+        assert!(
+            matches!(budget.spend(), Spend::Refused { abusive: false, retry_after_ms } if retry_after_ms > 0)
+        );
+        assert!(matches!(
+            budget.spend(),
+            Spend::Refused { abusive: true, .. }
+        ));
+    }
+}

@@ -1,0 +1,14 @@
+//! The WebSocket side: handshake checks, the per-connection session, and what bounds it.
+//!
+//! - [`handshake`]: `GET /ws`, every check of the contract answered before the upgrade.
+//! - [`session`]: one task per connection reading client frames and acting on them.
+//! - [`writer`]: one task per connection draining its [`outbox::Outbox`] to the socket.
+//! - [`protocol`]: the frame types; [`close`]: the close codes; [`limits`]: caps and rates.
+
+pub mod close;
+pub mod handshake;
+pub mod limits;
+pub mod outbox;
+pub mod protocol;
+pub mod session;
+pub mod writer;

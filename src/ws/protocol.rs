@@ -1,0 +1,235 @@
+//! The frames of the wire contract (`shared/PROTOCOL.md`), as Rust types.
+//!
+//! Client frames are parsed strictly: an unknown `type` or field, a missing required
+//! field or a wrong type fails to parse, and the session closes with 1007. Value rules
+//! (room names, bodies, limits…) are checked afterwards and answered with `error` frames.
+
+use crate::model::{StoredMessage, UserRef};
+use serde::{Deserialize, Serialize};
+
+/// Everything a client may send.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    Join {
+        id: Option<u32>,
+        room: String,
+        since: Option<u64>,
+    },
+    Leave {
+        id: Option<u32>,
+        room: String,
+    },
+    Send {
+        id: Option<u32>,
+        room: String,
+        body: String,
+        nonce: Option<String>,
+    },
+    History {
+        id: Option<u32>,
+        room: String,
+        before: Option<u64>,
+        limit: Option<u32>,
+    },
+    Typing {
+        id: Option<u32>,
+        room: String,
+    },
+    Refresh {
+        id: Option<u32>,
+        token: String,
+    },
+}
+
+impl ClientFrame {
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The client's correlation id, echoed on the reply.
+    pub fn id(&self) -> Option<u32> {
+        match self {
+            ClientFrame::Join { id, .. }
+            | ClientFrame::Leave { id, .. }
+            | ClientFrame::Send { id, .. }
+            | ClientFrame::History { id, .. }
+            | ClientFrame::Typing { id, .. }
+            | ClientFrame::Refresh { id, .. } => *id,
+        }
+    }
+}
+
+/// Limits announced in `welcome`.
+#[derive(Debug, Serialize)]
+pub struct AdvertisedLimits {
+    pub max_message_bytes: usize,
+    pub messages_per_sec: u32,
+    pub burst: u32,
+}
+
+/// Error codes of `error` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    NotJoined,
+    Forbidden,
+    RateLimited,
+    InvalidBody,
+    Unauthorized,
+    Internal,
+}
+
+/// Everything the server sends (messages themselves are [`StoredMessage`]).
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    Welcome {
+        user: &'a UserRef,
+        expires_at: i64,
+        heartbeat_secs: u64,
+        limits: AdvertisedLimits,
+    },
+    Joined {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u32>,
+        room: &'a str,
+        last_seq: u64,
+        messages: &'a [StoredMessage],
+        complete: bool,
+        members: &'a [UserRef],
+    },
+    Left {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u32>,
+        room: &'a str,
+    },
+    Ack {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u32>,
+        room: &'a str,
+        seq: u64,
+        ts: i64,
+        duplicate: bool,
+    },
+    History {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u32>,
+        room: &'a str,
+        messages: &'a [StoredMessage],
+    },
+    Presence {
+        room: &'a str,
+        user: &'a UserRef,
+        event: PresenceEvent,
+    },
+    Typing {
+        room: &'a str,
+        user: &'a UserRef,
+    },
+    Refreshed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u32>,
+        expires_at: i64,
+    },
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u32>,
+        code: ErrorCode,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceEvent {
+    Join,
+    Leave,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn client_frames_of_the_contract_parse() {
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"join","id":1,"room":"general","since":41}"#).unwrap(),
+            ClientFrame::Join {
+                id: Some(1),
+                room: "general".into(),
+                since: Some(41)
+            }
+        );
+        for text in [
+            r#"{"type":"leave","id":2,"room":"general"}"#,
+            r#"{"type":"send","id":3,"room":"general","body":"hi","nonce":"c1f2a9"}"#,
+            r#"{"type":"history","id":4,"room":"general","before":100,"limit":50}"#,
+            r#"{"type":"typing","room":"general"}"#,
+            r#"{"type":"refresh","id":5,"token":"t"}"#,
+        ] {
+            assert!(ClientFrame::parse(text).is_ok(), "{text}");
+        }
+    }
+
+    #[test]
+    fn schema_violations_do_not_parse() {
+        for text in [
+            "not json",
+            "[]",
+            r#"{"room":"general"}"#,
+            r#"{"type":"dance","room":"general"}"#,
+            r#"{"type":"join","room":"general","extra":1}"#,
+            r#"{"type":"join"}"#,
+            r#"{"type":"join","room":7}"#,
+            r#"{"type":"join","id":-1,"room":"general"}"#,
+            r#"{"type":"join","id":4294967296,"room":"general"}"#,
+            r#"{"type":"send","room":"general"}"#,
+        ] {
+            assert!(ClientFrame::parse(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn server_frames_have_the_contract_shape() {
+        let user = UserRef {
+            id: "u".into(),
+            name: "alice".into(),
+        };
+        let error = serde_json::to_value(ServerFrame::Error {
+            id: Some(3),
+            code: ErrorCode::RateLimited,
+            message: "slow down",
+            retry_after_ms: Some(180),
+        })
+        .unwrap();
+        assert_eq!(
+            error,
+            json!({"type":"error","id":3,"code":"rate_limited","message":"slow down","retry_after_ms":180})
+        );
+        let message = StoredMessage {
+            room: "general".into(),
+            seq: 58,
+            from: user.clone(),
+            body: "hi".into(),
+            ts: 1,
+            nonce: None,
+        };
+        let value: Value = serde_json::to_value(&message).unwrap();
+        assert_eq!(
+            value,
+            json!({"type":"message","room":"general","seq":58,"from":{"id":"u","name":"alice"},"body":"hi","ts":1})
+        );
+        let presence = serde_json::to_value(ServerFrame::Presence {
+            room: "general",
+            user: &user,
+            event: PresenceEvent::Join,
+        })
+        .unwrap();
+        assert_eq!(presence["event"], "join");
+    }
+}

@@ -1,0 +1,469 @@
+//! One WebSocket connection, from `welcome` to close.
+//!
+//! The session reads client frames one at a time and acts on each before reading the
+//! next, so a client's own frames are handled in order; everything it sends back goes
+//! through the connection's [`Outbox`], like the broadcasts, and leaves in queue order.
+//! The session ends when the client leaves, breaks a rule that closes the connection,
+//! its token expires, it stops answering pings, or the server shuts down; then it
+//! leaves its rooms (announcing presence), lets the writer send the close frame, and
+//! waits briefly for the client's answer so the close is clean.
+
+use super::close::CloseCode;
+use super::limits::{ConnectionSlot, FrameBudget, Spend};
+use super::outbox::{Closer, Outbox};
+use super::protocol::{AdvertisedLimits, ClientFrame, ErrorCode, PresenceEvent, ServerFrame};
+use super::writer::{self, CLOSE_GRACE};
+use crate::auth::Identity;
+use crate::broker::encode;
+use crate::hub::ConnId;
+use crate::model::{check_body, is_valid_nonce, is_valid_room, now_millis, now_secs};
+use crate::state::AppState;
+use crate::store::{NewMessage, ReplayFrom};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::Duration;
+use tokio::time::{Instant, sleep_until, timeout};
+
+/// Most messages a `history` request may ask for.
+pub const HISTORY_MAX: u32 = 100;
+/// What `history` returns when the client gives no `limit`.
+pub const HISTORY_DEFAULT: u32 = 50;
+
+/// What the handshake established about a connection.
+pub struct SessionContext {
+    pub state: AppState,
+    pub identity: Identity,
+    pub ip: IpAddr,
+    pub slot: ConnectionSlot,
+}
+
+struct Session {
+    state: AppState,
+    identity: Identity,
+    ip: IpAddr,
+    conn: ConnId,
+    outbox: Outbox,
+    closer: Closer,
+    budget: FrameBudget,
+    rooms: BTreeSet<String>,
+}
+
+pub async fn run(socket: WebSocket, context: SessionContext) {
+    let SessionContext {
+        state,
+        identity,
+        ip,
+        slot,
+    } = context;
+    let limits = state.settings.limits.clone();
+    let closer = Closer::new(state.shutdown.child_token());
+    let (outbox, queue) = Outbox::new(limits.outbound_queue, closer.clone());
+    let (sink, mut stream) = socket.split();
+    let writer = state.sessions.spawn(writer::run(
+        sink,
+        queue,
+        closer.clone(),
+        Duration::from_secs(limits.heartbeat_secs.max(1)),
+    ));
+    let mut session = Session {
+        conn: state.next_conn_id(),
+        budget: FrameBudget::new(
+            limits.messages_per_sec,
+            limits.message_burst,
+            limits.abuse_refusals,
+            Duration::from_secs(limits.abuse_window_secs),
+        ),
+        state,
+        identity,
+        ip,
+        outbox,
+        closer,
+        rooms: BTreeSet::new(),
+    };
+    tracing::debug!(ip = %session.ip, user = %session.identity.user.id, conn = session.conn, "session open");
+
+    session.welcome();
+    session.read_until_closing(&mut stream).await;
+    // The connection is closing: its place is free for the client's next attempt.
+    drop(slot);
+    session.leave_all().await;
+    session.log_close();
+    let _ = timeout(CLOSE_GRACE, writer).await;
+    // Read until the client answers the close frame, so its side sees a clean close.
+    let _ = timeout(CLOSE_GRACE, async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+}
+
+impl Session {
+    fn push(&self, frame: &ServerFrame<'_>) {
+        self.outbox.push(encode(frame));
+    }
+
+    fn error(&self, id: Option<u32>, code: ErrorCode, message: &str) {
+        self.push(&ServerFrame::Error {
+            id,
+            code,
+            message,
+            retry_after_ms: None,
+        });
+    }
+
+    fn welcome(&self) {
+        let limits = &self.state.settings.limits;
+        self.push(&ServerFrame::Welcome {
+            user: &self.identity.user,
+            expires_at: self.identity.expires_at,
+            heartbeat_secs: limits.heartbeat_secs,
+            limits: AdvertisedLimits {
+                max_message_bytes: limits.max_message_bytes,
+                messages_per_sec: limits.messages_per_sec,
+                burst: limits.message_burst,
+            },
+        });
+    }
+
+    /// When the token expires, as a point on the runtime's clock.
+    fn expiry(&self) -> Instant {
+        let left = self.identity.expires_at.saturating_sub(now_secs()).max(0);
+        Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0))
+    }
+
+    async fn read_until_closing(&mut self, stream: &mut SplitStream<WebSocket>) {
+        let silence_limit =
+            Duration::from_secs(self.state.settings.limits.pong_timeout_secs.max(1));
+        let mut last_heard = Instant::now();
+        let mut expiry = self.expiry();
+        while !self.closer.is_closed() {
+            let closer = self.closer.clone();
+            tokio::select! {
+                biased;
+                () = closer.closed() => break,
+                () = sleep_until(expiry) => self.closer.close(CloseCode::TokenExpired),
+                () = sleep_until(last_heard + silence_limit) => self.closer.close(CloseCode::HeartbeatTimeout),
+                next = stream.next() => {
+                    last_heard = Instant::now();
+                    match next {
+                        None => self.closer.close(CloseCode::Normal),
+                        Some(Err(error)) => {
+                            let code = if is_too_big(&error) { CloseCode::TooBig } else { CloseCode::Normal };
+                            self.closer.close(code);
+                        }
+                        Some(Ok(Message::Text(text))) => {
+                            self.on_text(text).await;
+                            expiry = self.expiry();
+                        }
+                        Some(Ok(Message::Binary(_))) => self.closer.close(CloseCode::Unsupported),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) => self.closer.close(CloseCode::Normal),
+                    }
+                }
+            }
+        }
+    }
+
+    fn log_close(&self) {
+        let code = self.closer.code();
+        match code {
+            CloseCode::Normal | CloseCode::GoingAway => {
+                tracing::debug!(ip = %self.ip, user = %self.identity.user.id, code = code.code(), "session closed");
+            }
+            _ => {
+                tracing::warn!(target: "security", event = "connection_closed", ip = %self.ip, user = %self.identity.user.id, code = code.code(), reason = code.reason());
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: Utf8Bytes) {
+        let frame = match ClientFrame::parse(text.as_str()) {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::debug!(category = ?error.classify(), "unparseable client frame");
+                self.closer.close(CloseCode::InvalidPayload);
+                return;
+            }
+        };
+        let id = frame.id();
+        if let Spend::Refused {
+            retry_after_ms,
+            abusive,
+        } = self.budget.spend()
+        {
+            self.push(&ServerFrame::Error {
+                id,
+                code: ErrorCode::RateLimited,
+                message: "too many frames: slow down",
+                retry_after_ms: Some(retry_after_ms),
+            });
+            if abusive {
+                self.closer.close(CloseCode::PolicyViolation);
+            }
+            return;
+        }
+        match frame {
+            ClientFrame::Join { id, room, since } => self.join(id, room, since).await,
+            ClientFrame::Leave { id, room } => self.leave(id, room).await,
+            ClientFrame::Send {
+                id,
+                room,
+                body,
+                nonce,
+            } => self.send(id, room, body, nonce).await,
+            ClientFrame::History {
+                id,
+                room,
+                before,
+                limit,
+            } => self.history(id, room, before, limit).await,
+            ClientFrame::Typing { id, room } => self.typing(id, room).await,
+            ClientFrame::Refresh { id, token } => self.refresh(id, &token),
+        }
+    }
+
+    /// The value rule for room names, then membership: `Err` has been answered.
+    fn joined_room(&self, id: Option<u32>, room: &str) -> Result<(), ()> {
+        if !is_valid_room(room) {
+            self.error(id, ErrorCode::BadRequest, BAD_ROOM);
+            return Err(());
+        }
+        if !self.rooms.contains(room) {
+            self.error(id, ErrorCode::NotJoined, "join the room first");
+            return Err(());
+        }
+        Ok(())
+    }
+
+    async fn join(&mut self, id: Option<u32>, room: String, since: Option<u64>) {
+        if !is_valid_room(&room) {
+            return self.error(id, ErrorCode::BadRequest, BAD_ROOM);
+        }
+        if !self.identity.may_join(&room) {
+            tracing::warn!(target: "security", event = "room_forbidden", ip = %self.ip, user = %self.identity.user.id, room = %room);
+            return self.error(
+                id,
+                ErrorCode::Forbidden,
+                "your token does not allow this room",
+            );
+        }
+        let limits = &self.state.settings.limits;
+        if !self.rooms.contains(&room) && self.rooms.len() >= limits.max_rooms_per_connection {
+            return self.error(
+                id,
+                ErrorCode::BadRequest,
+                "in too many rooms: leave one first",
+            );
+        }
+        let from = match since {
+            Some(seq) => ReplayFrom::Since {
+                seq,
+                max: limits.replay_max,
+            },
+            None => ReplayFrom::Latest(limits.join_history),
+        };
+        let user = self.identity.user.clone();
+        let first = self
+            .state
+            .hub
+            .begin_join(&room, self.conn, &user, &self.outbox);
+        self.rooms.insert(room.clone());
+        let snapshot = match self.state.store.snapshot(&room, from).await {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                tracing::error!(%error, room = %room, "cannot read the room for a join");
+                self.error(
+                    id,
+                    ErrorCode::Internal,
+                    "could not join the room, try again",
+                );
+                self.rooms.remove(&room);
+                self.leave_hub(&room).await;
+                return;
+            }
+        };
+        self.state
+            .hub
+            .finish_join(&room, self.conn, snapshot.last_seq, |members| {
+                encode(&ServerFrame::Joined {
+                    id,
+                    room: &room,
+                    last_seq: snapshot.last_seq,
+                    messages: &snapshot.messages,
+                    complete: snapshot.complete,
+                    members,
+                })
+            });
+        if first {
+            self.announce(&room, PresenceEvent::Join).await;
+        }
+    }
+
+    async fn leave(&mut self, id: Option<u32>, room: String) {
+        if self.joined_room(id, &room).is_err() {
+            return;
+        }
+        self.rooms.remove(&room);
+        self.leave_hub(&room).await;
+        self.push(&ServerFrame::Left { id, room: &room });
+    }
+
+    async fn leave_all(&mut self) {
+        for room in std::mem::take(&mut self.rooms) {
+            self.leave_hub(&room).await;
+        }
+    }
+
+    async fn leave_hub(&self, room: &str) {
+        if let Some((_, true)) = self.state.hub.leave(room, self.conn) {
+            self.announce(room, PresenceEvent::Leave).await;
+        }
+    }
+
+    async fn announce(&self, room: &str, event: PresenceEvent) {
+        let frame = encode(&ServerFrame::Presence {
+            room,
+            user: &self.identity.user,
+            event,
+        });
+        self.state
+            .broker
+            .publish_ephemeral(room, &self.identity.user.id, frame)
+            .await;
+    }
+
+    async fn send(&mut self, id: Option<u32>, room: String, body: String, nonce: Option<String>) {
+        let max_chars = self.state.settings.limits.max_body_chars;
+        if !is_valid_room(&room) {
+            return self.error(id, ErrorCode::BadRequest, BAD_ROOM);
+        }
+        if let Err(problem) = check_body(&body, max_chars) {
+            return self.error(id, ErrorCode::InvalidBody, &problem.message(max_chars));
+        }
+        if nonce.as_deref().is_some_and(|n| !is_valid_nonce(n)) {
+            return self.error(
+                id,
+                ErrorCode::BadRequest,
+                "a nonce is 1 to 64 characters: letters, digits, _ and -",
+            );
+        }
+        if self.joined_room(id, &room).is_err() {
+            return;
+        }
+        let draft = NewMessage {
+            room,
+            from: self.identity.user.clone(),
+            body,
+            nonce,
+            ts: now_millis(),
+        };
+        match self.state.broker.publish_message(draft).await {
+            Ok(appended) => self.push(&ServerFrame::Ack {
+                id,
+                room: &appended.message.room,
+                seq: appended.message.seq,
+                ts: appended.message.ts,
+                duplicate: appended.duplicate,
+            }),
+            Err(error) => {
+                tracing::error!(%error, "cannot store a message");
+                self.error(
+                    id,
+                    ErrorCode::Internal,
+                    "the message was not stored, send it again",
+                );
+            }
+        }
+    }
+
+    async fn history(
+        &mut self,
+        id: Option<u32>,
+        room: String,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) {
+        let limit = limit.unwrap_or(HISTORY_DEFAULT);
+        if !is_valid_room(&room) {
+            return self.error(id, ErrorCode::BadRequest, BAD_ROOM);
+        }
+        if !(1..=HISTORY_MAX).contains(&limit) {
+            return self.error(id, ErrorCode::BadRequest, "limit must be between 1 and 100");
+        }
+        if self.joined_room(id, &room).is_err() {
+            return;
+        }
+        match self
+            .state
+            .store
+            .before(&room, before.unwrap_or(u64::MAX), limit)
+            .await
+        {
+            Ok(messages) => self.push(&ServerFrame::History {
+                id,
+                room: &room,
+                messages: &messages,
+            }),
+            Err(error) => {
+                tracing::error!(%error, "cannot read history");
+                self.error(id, ErrorCode::Internal, "could not read history, try again");
+            }
+        }
+    }
+
+    async fn typing(&mut self, id: Option<u32>, room: String) {
+        if self.joined_room(id, &room).is_err() {
+            return;
+        }
+        let frame = encode(&ServerFrame::Typing {
+            room: &room,
+            user: &self.identity.user,
+        });
+        self.state
+            .broker
+            .publish_ephemeral(&room, &self.identity.user.id, frame)
+            .await;
+    }
+
+    fn refresh(&mut self, id: Option<u32>, token: &str) {
+        match self.state.jwt.verify(token) {
+            Ok(fresh) if fresh.user.id == self.identity.user.id => {
+                self.identity = fresh;
+                self.push(&ServerFrame::Refreshed {
+                    id,
+                    expires_at: self.identity.expires_at,
+                });
+            }
+            Ok(_) => {
+                tracing::warn!(target: "security", event = "refresh_rejected", ip = %self.ip, user = %self.identity.user.id, reason = "different_subject");
+                self.error(
+                    id,
+                    ErrorCode::Unauthorized,
+                    "that token is for another user",
+                );
+            }
+            Err(rejection) => {
+                tracing::warn!(target: "security", event = "refresh_rejected", ip = %self.ip, user = %self.identity.user.id, reason = rejection.as_str());
+                self.error(id, ErrorCode::Unauthorized, "that token is not valid");
+            }
+        }
+    }
+}
+
+const BAD_ROOM: &str =
+    "room names are 1 to 64 characters of a-z, 0-9, _ and -, starting with a letter or digit";
+
+/// Whether a read error is tungstenite refusing a frame or message over the size limit.
+fn is_too_big(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = current.downcast_ref::<tungstenite::Error>()
+        {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}

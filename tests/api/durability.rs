@@ -1,0 +1,156 @@
+//! Acked means durable, and stopping is orderly: restarts, `kill -9` and SIGTERM.
+
+use crate::helpers::{TEST_SECRET, WAIT, restart, spawn_app};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+#[tokio::test]
+async fn acked_messages_are_still_there_after_a_restart_on_the_same_database() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.join("alice", "general").await;
+    for i in 1..=5 {
+        assert_eq!(alice.say("general", &format!("m{i}")).await["seq"], i);
+    }
+    let stopped = app.stop().await;
+    let app = restart(&stopped).await;
+    let (mut alice, joined) = app.join("alice", "general").await;
+    let bodies: Vec<&str> = joined["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["m1", "m2", "m3", "m4", "m5"]);
+    assert_eq!(
+        alice.say("general", "m6").await["seq"],
+        6,
+        "seq goes on from the stored one"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_session_with_1001() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.join("alice", "general").await;
+    let mut bob = app.connect("bob").await;
+    app.shutdown.trigger();
+    assert_eq!(alice.expect_close().await, 1001);
+    assert_eq!(bob.expect_close().await, 1001);
+    tokio::time::timeout(WAIT, app.server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+}
+
+/// The real binary, started on a free port.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    async fn start(database_url: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .args(["--listen", "127.0.0.1:0", "--database-url", database_url])
+            .env("PALISADE_JWT_SECRET", TEST_SECRET)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some((_, rest)) = line.split_once("listening on http://") {
+                    return rest.split_whitespace().next().unwrap().parse().unwrap();
+                }
+            }
+            panic!("the server exited before listening");
+        })
+        .await
+        .expect("the server listens in time");
+        // Keep draining its output so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, addr }
+    }
+}
+
+async fn connect(addr: SocketAddr, name: &str) -> crate::helpers::Client {
+    let now = crate::helpers::now();
+    let token = crate::helpers::sign(
+        &json!({"sub": format!("id-{name}"), "name": name, "iat": now, "exp": now + 900}),
+    );
+    let (stream, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}"))
+        .await
+        .expect("connects");
+    let mut client = crate::helpers::Client { stream };
+    assert_eq!(client.recv().await["type"], "welcome");
+    client
+}
+
+#[tokio::test]
+async fn acked_messages_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let mut server = ServerProcess::start(&url).await;
+    let mut alice = connect(server.addr, "alice").await;
+    alice.send(json!({"type":"join","room":"general"})).await;
+    alice.recv_type("joined").await;
+    // Send a burst without waiting, then collect the acks that came back.
+    for i in 0..8 {
+        alice
+            .send(json!({"type":"send","room":"general","body":format!("m{i}")}))
+            .await;
+    }
+    let mut acked = Vec::new();
+    while acked.len() < 8 {
+        let frame = alice.recv().await;
+        if frame["type"] == "ack" {
+            acked.push(frame["seq"].as_u64().unwrap());
+        }
+    }
+    server.child.start_kill().unwrap();
+    server.child.wait().await.unwrap();
+
+    let server = ServerProcess::start(&url).await;
+    let mut bob = connect(server.addr, "bob").await;
+    bob.send(json!({"type":"join","room":"general","since":0}))
+        .await;
+    let joined = bob.recv_type("joined").await;
+    let stored: Vec<u64> = joined["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    for seq in &acked {
+        assert!(stored.contains(seq), "acked seq {seq} lost: {stored:?}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_closes_sessions_with_1001_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let mut server = ServerProcess::start(&url).await;
+    let mut alice = connect(server.addr, "alice").await;
+    let pid = server.child.id().expect("running").to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(alice.expect_close().await, 1001);
+    let exit = tokio::time::timeout(WAIT, server.child.wait())
+        .await
+        .expect("the server exits in time")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}

@@ -1,0 +1,368 @@
+//! Test harness: start the real server on port 0 and talk to it like a client would.
+
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::{EncodingKey, Header};
+use palisade::config::Settings;
+use palisade::shutdown::Shutdown;
+use palisade::startup::Application;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The secret every test server signs with, so tests can mint their own tokens.
+pub const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+
+/// How long any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub shutdown: Shutdown,
+    pub server: JoinHandle<std::io::Result<()>>,
+    pub database_url: String,
+    pub http: reqwest::Client,
+    /// Keeps the database folder alive as long as the app (shared by restarts).
+    pub data_dir: Arc<tempfile::TempDir>,
+}
+
+pub fn test_settings(data_dir: &tempfile::TempDir) -> Settings {
+    let mut settings = Settings::development();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.database_url = format!("sqlite://{}", data_dir.path().join("palisade.db").display());
+    settings.jwt_secret = SecretString::from(TEST_SECRET);
+    // Tests register many users from one address; the limit itself has its own test.
+    settings.limits.auth_per_minute = 10_000;
+    settings.limits.auth_burst = 10_000;
+    settings
+}
+
+/// For tests that send more than the default budget (5/s, burst 10) allows.
+pub fn generous_budget(settings: &mut Settings) {
+    settings.limits.messages_per_sec = 10_000;
+    settings.limits.message_burst = 10_000;
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let mut settings = test_settings(&data_dir);
+    configure(&mut settings);
+    start(settings, data_dir).await
+}
+
+/// Starts a second server on the same database (after the first has stopped).
+pub async fn restart(previous: &TestApp) -> TestApp {
+    let mut settings = test_settings(&previous.data_dir);
+    settings.database_url = previous.database_url.clone();
+    start(settings, Arc::clone(&previous.data_dir)).await
+}
+
+async fn start(settings: Settings, data_dir: Arc<tempfile::TempDir>) -> TestApp {
+    let database_url = settings.database_url.clone();
+    let app = Application::build(settings).await.expect("app builds");
+    let addr = app.local_addr();
+    let shutdown = app.shutdown_handle();
+    let server = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        addr,
+        shutdown,
+        server,
+        database_url,
+        http: reqwest::Client::new(),
+        data_dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// A valid token for a user whose id is `id-<name>`.
+    pub fn token(&self, name: &str) -> String {
+        let now = now();
+        sign(&json!({"sub": format!("id-{name}"), "name": name, "iat": now, "exp": now + 900}))
+    }
+
+    /// Connects with `Authorization: Bearer` and reads the `welcome` frame.
+    pub async fn connect(&self, name: &str) -> Client {
+        let mut client = self
+            .try_connect(
+                &[("authorization", format!("Bearer {}", self.token(name)))],
+                "",
+            )
+            .await
+            .expect("handshake succeeds");
+        let welcome = client.recv().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        client
+    }
+
+    /// Connects and joins `room`; returns the client and its `joined` frame.
+    pub async fn join(&self, name: &str, room: &str) -> (Client, Value) {
+        let mut client = self.connect(name).await;
+        client.send(json!({"type": "join", "room": room})).await;
+        let joined = client.recv_type("joined").await;
+        (client, joined)
+    }
+
+    /// A handshake with the given headers and query string (`?…` or empty): the client,
+    /// or the HTTP status, headers and JSON body of the refusal.
+    pub async fn try_connect(
+        &self,
+        headers: &[(&str, String)],
+        query: &str,
+    ) -> Result<Client, Refusal> {
+        let mut request = format!("{}{}", self.ws_url(), query)
+            .into_client_request()
+            .unwrap();
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("handshake answered in time")
+        {
+            Ok((stream, _)) => Ok(Client { stream }),
+            Err(WsError::Http(response)) => {
+                let status = response.status();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let body = response
+                    .body()
+                    .as_ref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null);
+                Err(Refusal {
+                    status,
+                    retry_after,
+                    body,
+                })
+            }
+            Err(other) => panic!("handshake failed oddly: {other}"),
+        }
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/register"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/login"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Triggers shutdown and waits for the server to stop.
+    pub async fn stop(self) -> TestApp {
+        self.shutdown.trigger();
+        let TestApp {
+            addr,
+            shutdown,
+            server,
+            database_url,
+            http,
+            data_dir,
+        } = self;
+        tokio::time::timeout(WAIT * 2, server)
+            .await
+            .expect("server stops in time")
+            .expect("server task does not panic")
+            .expect("server stops cleanly");
+        TestApp {
+            addr,
+            shutdown,
+            server: tokio::spawn(async { Ok(()) }),
+            database_url,
+            http,
+            data_dir,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub retry_after: Option<String>,
+    pub body: Value,
+}
+
+impl Refusal {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Signs arbitrary claims with the test secret (HS256).
+pub fn sign(claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &Header::default(),
+        claims,
+        &EncodingKey::from_secret(TEST_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn bearer(token: &str) -> (&'static str, String) {
+    ("authorization", format!("Bearer {token}"))
+}
+
+/// A WebSocket client with JSON helpers; every wait has a timeout.
+pub struct Client {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn send(&mut self, frame: Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream
+            .send(Message::text(text))
+            .await
+            .expect("send succeeds");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.stream.send(message).await.expect("send succeeds");
+    }
+
+    /// The next text frame, as JSON (pings are answered and skipped).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a frame arrives in time")
+                .expect("the connection is still open")
+                .expect("the frame is readable");
+            match message {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text).expect("server sends JSON");
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until a frame of this `type`, skipping presence and typing frames only.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+            assert!(
+                frame["type"] == "presence" || frame["type"] == "typing",
+                "expected {kind}, got {frame}"
+            );
+        }
+    }
+
+    /// Reads until the server closes; returns the close code (text frames before it are skipped).
+    pub async fn expect_close(&mut self) -> u16 {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("the server closes in time");
+            match next {
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(Message::Close(None))) => return u16::from(CloseCode::Status),
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => panic!("connection broke instead of closing: {error}"),
+                None => panic!("connection ended without a close frame"),
+            }
+        }
+    }
+
+    /// Collects frames until the server closes: (frames, close code).
+    pub async fn frames_until_close(&mut self) -> (Vec<Value>, u16) {
+        let mut frames = Vec::new();
+        loop {
+            let next = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("the server closes in time");
+            match next {
+                Some(Ok(Message::Text(text))) => frames.push(serde_json::from_str(&text).unwrap()),
+                Some(Ok(Message::Close(Some(frame)))) => return (frames, u16::from(frame.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => panic!("connection broke instead of closing: {error}"),
+                None => panic!("connection ended without a close frame"),
+            }
+        }
+    }
+
+    /// Starts a normal close (1000) from the client side.
+    pub async fn close_normally(&mut self) {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        self.stream
+            .close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            }))
+            .await
+            .expect("close frame sent");
+    }
+
+    /// Sends a message and waits for its ack.
+    pub async fn say(&mut self, room: &str, body: &str) -> Value {
+        self.send(json!({"type": "send", "room": room, "body": body}))
+            .await;
+        self.recv_type_skipping_messages("ack").await
+    }
+
+    /// Reads until a frame of this `type`, skipping presence, typing and message frames.
+    pub async fn recv_type_skipping_messages(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+            assert!(
+                ["presence", "typing", "message"].contains(&frame["type"].as_str().unwrap_or("")),
+                "expected {kind}, got {frame}"
+            );
+        }
+    }
+}

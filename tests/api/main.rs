@@ -1,0 +1,9 @@
+//! Black-box tests: each starts the real server on port 0 and talks to it over HTTP and
+//! WebSocket, asserting only what a client can see.
+
+mod chat;
+mod durability;
+mod handshake;
+mod helpers;
+mod http_api;
+mod protocol_violations;
