@@ -53,6 +53,9 @@ pub struct Limits {
     /// Outbound frames queued per connection before it is closed with 4008.
     #[arg(long, env = "PALISADE_OUTBOUND_QUEUE", default_value_t = DEFAULT_LIMITS.outbound_queue)]
     pub outbound_queue: usize,
+    /// Outbound bytes queued per connection before it is closed with 4008.
+    #[arg(long, env = "PALISADE_OUTBOUND_QUEUE_BYTES", default_value_t = DEFAULT_LIMITS.outbound_queue_bytes)]
+    pub outbound_queue_bytes: usize,
     /// Open WebSocket connections per client IP.
     #[arg(long, env = "PALISADE_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_LIMITS.max_connections_per_ip)]
     pub max_connections_per_ip: usize,
@@ -94,8 +97,9 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     max_rooms_per_connection: 32,
     max_body_chars: 2000,
     join_history: 50,
-    replay_max: 1000,
+    replay_max: 500,
     outbound_queue: 256,
+    outbound_queue_bytes: 4 * 1024 * 1024,
     max_connections_per_ip: 20,
     max_connections_per_user: 5,
     max_connections: 10_000,

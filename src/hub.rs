@@ -197,8 +197,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::outbox::Closer;
-    use tokio::sync::mpsc::Receiver;
+    use crate::ws::outbox::{Closer, OutboxQueue};
     use tokio_util::sync::CancellationToken;
 
     fn user(id: &str) -> UserRef {
@@ -208,8 +207,8 @@ mod tests {
         }
     }
 
-    fn outbox() -> (Outbox, Receiver<Utf8Bytes>) {
-        Outbox::new(16, Closer::new(CancellationToken::new()))
+    fn outbox() -> (Outbox, OutboxQueue) {
+        Outbox::new(16, 1 << 20, Closer::new(CancellationToken::new()))
     }
 
     fn message(seq: u64) -> RoomEvent {
@@ -219,9 +218,9 @@ mod tests {
         }
     }
 
-    fn drain(rx: &mut Receiver<Utf8Bytes>) -> Vec<String> {
+    fn drain(queue: &mut OutboxQueue) -> Vec<String> {
         let mut out = Vec::new();
-        while let Ok(frame) = rx.try_recv() {
+        while let Some(frame) = queue.try_recv() {
             out.push(frame.as_str().to_owned());
         }
         out

@@ -14,6 +14,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use axum::routing::get;
+use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -39,15 +40,18 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .route("/ws", get(ws::handshake::upgrade))
         .fallback_service(ServeDir::new(&state.settings.frontend_dir))
-        .layer(security_header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
-        .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .layer(security_header(header::REFERRER_POLICY, "no-referrer"))
-        .layer(security_header(header::X_FRAME_OPTIONS, "DENY"))
         .layer(
-            // Only the path: the query string may hold a token or ticket.
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                tracing::debug_span!("http", method = %request.method(), path = %request.uri().path())
-            }),
+            ServiceBuilder::new()
+                .layer(
+                    // Only the path: the query string may hold a token or ticket.
+                    TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                        tracing::debug_span!("http", method = %request.method(), path = %request.uri().path())
+                    }),
+                )
+                .layer(security_header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+                .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                .layer(security_header(header::REFERRER_POLICY, "no-referrer"))
+                .layer(security_header(header::X_FRAME_OPTIONS, "DENY")),
         )
         .with_state(state)
 }

@@ -60,7 +60,11 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
     } = context;
     let limits = state.settings.limits.clone();
     let closer = Closer::new(state.shutdown.child_token());
-    let (outbox, queue) = Outbox::new(limits.outbound_queue, closer.clone());
+    let (outbox, queue) = Outbox::new(
+        limits.outbound_queue,
+        limits.outbound_queue_bytes,
+        closer.clone(),
+    );
     let (sink, mut stream) = socket.split();
     let writer = state.sessions.spawn(writer::run(
         sink,

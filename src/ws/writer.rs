@@ -6,12 +6,11 @@
 //! before it (except for a slow consumer, whose queue is the problem).
 
 use super::close::CloseCode;
-use super::outbox::Closer;
+use super::outbox::{Closer, OutboxQueue};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
 use std::time::Duration;
-use tokio::sync::mpsc::Receiver;
 use tokio::time::{Instant, interval_at, timeout};
 
 /// Most frames written between two flushes.
@@ -22,12 +21,7 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
 type Sink = SplitSink<WebSocket, Message>;
 
-pub async fn run(
-    mut sink: Sink,
-    mut queue: Receiver<Utf8Bytes>,
-    closer: Closer,
-    heartbeat: Duration,
-) {
+pub async fn run(mut sink: Sink, mut queue: OutboxQueue, closer: Closer, heartbeat: Duration) {
     let mut ping = interval_at(Instant::now() + heartbeat, heartbeat);
     loop {
         tokio::select! {
@@ -57,7 +51,7 @@ pub async fn run(
     let code = closer.code();
     let farewell = async {
         if code != CloseCode::SlowConsumer {
-            while let Ok(frame) = queue.try_recv() {
+            while let Some(frame) = queue.try_recv() {
                 sink.feed(Message::Text(frame)).await?;
             }
         }
@@ -72,14 +66,14 @@ pub async fn run(
 
 async fn write_batch(
     sink: &mut Sink,
-    queue: &mut Receiver<Utf8Bytes>,
+    queue: &mut OutboxQueue,
     first: Utf8Bytes,
 ) -> Result<(), axum::Error> {
     sink.feed(Message::Text(first)).await?;
     for _ in 1..MAX_BATCH {
         match queue.try_recv() {
-            Ok(frame) => sink.feed(Message::Text(frame)).await?,
-            Err(_) => break,
+            Some(frame) => sink.feed(Message::Text(frame)).await?,
+            None => break,
         }
     }
     sink.flush().await
