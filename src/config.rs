@@ -80,6 +80,12 @@ pub struct Limits {
     /// Largest API request body, in bytes (bigger is 413).
     #[arg(long, env = "PALISADE_API_BODY_BYTES", default_value_t = DEFAULT_LIMITS.api_body_bytes)]
     pub api_body_bytes: usize,
+    /// Ticket requests per client IP per minute (and their burst).
+    #[arg(long, env = "PALISADE_TICKETS_PER_MINUTE", default_value_t = DEFAULT_LIMITS.tickets_per_minute)]
+    pub tickets_per_minute: u32,
+    /// Seconds an API request may take before it is answered `408 request_timeout`.
+    #[arg(long, env = "PALISADE_REQUEST_TIMEOUT_SECS", default_value_t = DEFAULT_LIMITS.request_timeout_secs)]
+    pub request_timeout_secs: u64,
     /// Register and login attempts per client IP per minute.
     #[arg(long, env = "PALISADE_AUTH_PER_MINUTE", default_value_t = DEFAULT_LIMITS.auth_per_minute)]
     pub auth_per_minute: u32,
@@ -108,6 +114,8 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     token_ttl_secs: 15 * 60,
     ticket_ttl_secs: 30,
     api_body_bytes: 16 * 1024,
+    tickets_per_minute: 60,
+    request_timeout_secs: 10,
     auth_per_minute: 10,
     auth_burst: 10,
 };
@@ -150,6 +158,9 @@ pub struct Cli {
     /// Comma-separated proxy addresses whose `X-Forwarded-For` is believed.
     #[arg(long, env = "PALISADE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpAddr>,
+    /// Comma-separated usernames whose logins get the `admin` role.
+    #[arg(long, env = "PALISADE_ADMIN_USERS", value_delimiter = ',')]
+    pub admin_users: Vec<String>,
     /// Optional TOML file of secrets (keys as in `Secrets.toml.example`).
     #[arg(long, env = "PALISADE_SECRETS_FILE", default_value = "Secrets.toml")]
     pub secrets_file: PathBuf,
@@ -171,6 +182,7 @@ pub struct Settings {
     pub jwt_audience: Option<String>,
     pub origins: OriginPolicy,
     pub trusted_proxies: Vec<IpAddr>,
+    pub admin_users: Vec<String>,
     pub frontend_dir: PathBuf,
     pub limits: Limits,
 }
@@ -208,6 +220,7 @@ impl Settings {
                 true,
             ),
             trusted_proxies: Vec::new(),
+            admin_users: Vec::new(),
             frontend_dir: default_frontend_dir(),
             limits: Limits::default(),
         }
@@ -293,6 +306,7 @@ impl Settings {
             jwt_audience: cli.jwt_audience,
             origins,
             trusted_proxies: cli.trusted_proxies,
+            admin_users: cli.admin_users,
             frontend_dir: cli.frontend_dir.unwrap_or_else(default_frontend_dir),
             limits: cli.limits,
         })

@@ -27,6 +27,10 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("this origin may not open a connection here")]
     OriginForbidden,
+    #[error("you may not do that")]
+    Forbidden,
+    #[error("the request took too long")]
+    RequestTimeout,
     #[error("no such resource")]
     NotFound,
     #[error("method not allowed")]
@@ -60,7 +64,8 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::Unauthorized | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            ApiError::OriginForbidden => StatusCode::FORBIDDEN,
+            ApiError::OriginForbidden | ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UsernameTaken => StatusCode::CONFLICT,
@@ -84,6 +89,8 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::OriginForbidden => "origin_forbidden",
+            ApiError::Forbidden => "forbidden",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::UsernameTaken => "username_taken",

@@ -5,6 +5,7 @@
 //! serves until the [`Shutdown`] fires, then closes every session with 1001 and waits
 //! for their last writes.
 
+use crate::auth::revocation::Revocations;
 use crate::broker::Broker;
 use crate::broker::memory::MemoryBroker;
 use crate::config::Settings;
@@ -54,7 +55,8 @@ impl Application {
             addr: settings.listen,
             source,
         })?;
-        let state = build_state(settings, store);
+        let revocations = Revocations::new(store.revocations().await?);
+        let state = build_state(settings, store, revocations);
         let router = build_router(state.clone());
         Ok(Self {
             listener,
@@ -104,7 +106,11 @@ impl Application {
 }
 
 /// Wires store, hub and broker into the shared state.
-pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> AppState {
+pub fn build_state(
+    settings: Settings,
+    store: Arc<dyn Store>,
+    revocations: Revocations,
+) -> AppState {
     let hub = Arc::new(Hub::new(settings.limits.outbound_queue));
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(Arc::clone(&store), Arc::clone(&hub)));
     AppState::new(
@@ -112,6 +118,7 @@ pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> AppState {
         store,
         broker,
         hub,
+        revocations,
         Shutdown::new(),
         TaskTracker::new(),
     )

@@ -1,6 +1,8 @@
 //! The shared state every handler and session reaches through [`AppState`].
 
+use crate::auth::Authenticator;
 use crate::auth::jwt::JwtKeys;
+use crate::auth::revocation::Revocations;
 use crate::auth::tickets::TicketStore;
 use crate::broker::Broker;
 use crate::config::Settings;
@@ -8,6 +10,7 @@ use crate::hub::{ConnId, Hub};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::ws::limits::ConnectionCaps;
+use crate::ws::registry::LiveConnections;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -25,11 +28,14 @@ pub struct Inner {
     pub store: Arc<dyn Store>,
     pub broker: Arc<dyn Broker>,
     pub hub: Arc<Hub>,
-    pub jwt: JwtKeys,
+    pub auth: Authenticator,
     pub tickets: TicketStore,
     pub caps: Arc<ConnectionCaps>,
+    pub connections: Arc<LiveConnections>,
     /// Register and login attempts per client IP.
     pub auth_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Ticket requests per client IP.
+    pub ticket_limiter: DefaultKeyedRateLimiter<IpAddr>,
     pub shutdown: Shutdown,
     /// Every WebSocket session and writer task, so shutdown can wait for them.
     pub sessions: TaskTracker,
@@ -42,6 +48,7 @@ impl AppState {
         store: Arc<dyn Store>,
         broker: Arc<dyn Broker>,
         hub: Arc<Hub>,
+        revocations: Revocations,
         shutdown: Shutdown,
         sessions: TaskTracker,
     ) -> Self {
@@ -52,19 +59,24 @@ impl AppState {
             limits.max_connections,
         ));
         let tickets = TicketStore::new(std::time::Duration::from_secs(limits.ticket_ttl_secs));
-        let jwt = JwtKeys::new(&settings);
+        let auth = Authenticator::new(JwtKeys::new(&settings), revocations);
         let per_minute = NonZeroU32::new(limits.auth_per_minute).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(limits.auth_burst).unwrap_or(NonZeroU32::MIN);
         let auth_limiter = RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst));
+        let per_minute = NonZeroU32::new(limits.tickets_per_minute).unwrap_or(NonZeroU32::MIN);
+        let ticket_limiter =
+            RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(per_minute));
         Self(Arc::new(Inner {
             settings,
             store,
             broker,
             hub,
-            jwt,
+            auth,
             tickets,
             caps,
+            connections: Arc::new(LiveConnections::default()),
             auth_limiter,
+            ticket_limiter,
             shutdown,
             sessions,
             next_conn_id: AtomicU64::new(1),

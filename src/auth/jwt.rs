@@ -55,6 +55,8 @@ pub enum TokenRejection {
     WrongIssuerOrAudience,
     #[error("malformed token")]
     Malformed,
+    #[error("token revoked")]
+    Revoked,
 }
 
 impl TokenRejection {
@@ -67,6 +69,7 @@ impl TokenRejection {
             TokenRejection::WrongAlgorithm => "wrong_algorithm",
             TokenRejection::WrongIssuerOrAudience => "wrong_issuer_or_audience",
             TokenRejection::Malformed => "malformed_token",
+            TokenRejection::Revoked => "token_revoked",
         }
     }
 }

@@ -1,12 +1,16 @@
 //! Who is asking: JWTs, single-use WebSocket tickets and accounts.
 //!
 //! Every path in (HTTP bearer token, WebSocket header, ticket or query token, `refresh`)
-//! ends in the same [`Identity`], produced by [`jwt::JwtKeys::verify`], so one set of
-//! checks guards them all.
+//! ends in the same [`Identity`], checked by one [`Authenticator`]: signature, algorithm,
+//! time claims and revocation, so one set of checks guards them all.
 
 pub mod accounts;
 pub mod jwt;
+pub mod revocation;
 pub mod tickets;
+
+use jwt::{IssuedToken, JwtKeys, TokenRejection};
+use revocation::Revocations;
 
 use crate::error::ApiError;
 use crate::model::{Role, UserRef, room_allowed};
@@ -31,6 +35,48 @@ pub struct Identity {
 impl Identity {
     pub fn may_join(&self, room: &str) -> bool {
         room_allowed(self.rooms.as_deref(), room)
+    }
+}
+
+/// Issues tokens and decides whether a token or a ticket's identity is still good.
+pub struct Authenticator {
+    keys: JwtKeys,
+    revocations: Revocations,
+}
+
+impl Authenticator {
+    pub fn new(keys: JwtKeys, revocations: Revocations) -> Self {
+        Self { keys, revocations }
+    }
+
+    pub fn issue(
+        &self,
+        user: &UserRef,
+        role: Role,
+    ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
+        self.keys.issue(user, role)
+    }
+
+    /// A token's identity, if it is well signed, in date and not revoked.
+    pub fn verify(&self, token: &str) -> Result<Identity, TokenRejection> {
+        let identity = self.keys.verify(token)?;
+        self.still_valid(&identity)?;
+        Ok(identity)
+    }
+
+    /// Re-checks an identity verified earlier (a ticket's, a live connection's).
+    pub fn still_valid(&self, identity: &Identity) -> Result<(), TokenRejection> {
+        if identity.expires_at <= crate::model::now_secs() {
+            return Err(TokenRejection::Expired);
+        }
+        if self.revocations.is_revoked(identity) {
+            return Err(TokenRejection::Revoked);
+        }
+        Ok(())
+    }
+
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 }
 
@@ -63,7 +109,7 @@ impl FromRequestParts<AppState> for Authenticated {
             .ok()
             .flatten()
             .ok_or(ApiError::Unauthorized)?;
-        match state.jwt.verify(token) {
+        match state.auth.verify(token) {
             Ok(identity) => Ok(Authenticated(identity)),
             Err(reason) => {
                 tracing::warn!(target: "security", event = "auth_rejected", path = %parts.uri.path(), reason = reason.as_str());

@@ -69,3 +69,115 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{StoredMessage, UserRef};
+    use crate::store::{ReplayFrom, RoomSnapshot, StoreError, UserRecord};
+    use crate::ws::outbox::{Closer, Outbox};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    /// A store whose first append is slow: without the per-room lock, the second
+    /// message would reach the hub first.
+    #[derive(Default)]
+    struct SlowFirstStore {
+        next_seq: AtomicU64,
+    }
+
+    #[async_trait]
+    impl Store for SlowFirstStore {
+        async fn create_user(&self, _: &str, _: &str, _: &str) -> Result<UserRecord, StoreError> {
+            unimplemented!()
+        }
+        async fn find_user_by_name(&self, _: &str) -> Result<Option<UserRecord>, StoreError> {
+            unimplemented!()
+        }
+        async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
+            let seq = self.next_seq.fetch_add(1, Ordering::SeqCst) + 1;
+            if seq == 1 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Ok(Appended {
+                message: StoredMessage {
+                    room: message.room,
+                    seq,
+                    from: message.from,
+                    body: message.body,
+                    ts: message.ts,
+                    nonce: message.nonce,
+                },
+                duplicate: false,
+            })
+        }
+        async fn snapshot(&self, _: &str, _: ReplayFrom) -> Result<RoomSnapshot, StoreError> {
+            unimplemented!()
+        }
+        async fn before(&self, _: &str, _: u64, _: u32) -> Result<Vec<StoredMessage>, StoreError> {
+            unimplemented!()
+        }
+        async fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError> {
+            unimplemented!()
+        }
+        async fn revoke(&self, _: &str, _: i64) -> Result<(), StoreError> {
+            unimplemented!()
+        }
+        async fn revocations(&self) -> Result<Vec<(String, i64)>, StoreError> {
+            unimplemented!()
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    fn draft(body: &str) -> NewMessage {
+        NewMessage {
+            room: "r".into(),
+            from: UserRef {
+                id: "u".into(),
+                name: "u".into(),
+            },
+            body: body.into(),
+            nonce: None,
+            ts: 0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_of_a_room_reach_the_hub_in_seq_order_even_when_stores_finish_out_of_order() {
+        let hub = Arc::new(Hub::new(16));
+        let broker = Arc::new(MemoryBroker::new(
+            Arc::new(SlowFirstStore::default()),
+            Arc::clone(&hub),
+        ));
+        let (outbox, mut queue) = Outbox::new(16, 1 << 20, Closer::new(CancellationToken::new()));
+        let member = UserRef {
+            id: "m".into(),
+            name: "m".into(),
+        };
+        hub.begin_join("r", 1, &member, &outbox);
+        hub.finish_join("r", 1, 0, |_| "joined".into());
+
+        let first = tokio::spawn({
+            let broker = Arc::clone(&broker);
+            async move { broker.publish_message(draft("first")).await }
+        });
+        tokio::task::yield_now().await;
+        let second = broker.publish_message(draft("second")).await.unwrap();
+        let first = first.await.unwrap().unwrap();
+        assert_eq!((first.message.seq, second.message.seq), (1, 2));
+
+        let mut delivered = Vec::new();
+        while let Some(frame) = queue.try_recv() {
+            delivered.push(frame.as_str().to_owned());
+        }
+        assert_eq!(
+            delivered.len(),
+            3,
+            "joined, then both messages: {delivered:?}"
+        );
+        assert!(delivered[1].contains("\"seq\":1") && delivered[2].contains("\"seq\":2"));
+    }
+}

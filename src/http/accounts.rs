@@ -64,7 +64,15 @@ async fn login(
 ) -> Result<Json<Session>, ApiError> {
     check_rate(&state, ip, "login")?;
     match accounts::login(&state.store, &credentials.username, credentials.password).await {
-        Ok((user, role)) => Ok(Json(session_for(&state, user, role)?)),
+        Ok((user, stored_role)) => {
+            let is_admin = state
+                .settings
+                .admin_users
+                .iter()
+                .any(|name| name.eq_ignore_ascii_case(&user.name));
+            let role = if is_admin { Role::Admin } else { stored_role };
+            Ok(Json(session_for(&state, user, role)?))
+        }
         Err(AccountError::InvalidCredentials) => {
             tracing::warn!(target: "security", event = "login_failed", %ip);
             Err(ApiError::InvalidCredentials)
@@ -74,7 +82,7 @@ async fn login(
 }
 
 fn session_for(state: &AppState, user: UserRef, role: Role) -> Result<Session, ApiError> {
-    let issued = state.jwt.issue(&user, role).map_err(ApiError::internal)?;
+    let issued = state.auth.issue(&user, role).map_err(ApiError::internal)?;
     Ok(Session {
         user,
         token: issued.token,
@@ -91,7 +99,15 @@ fn account_error(error: AccountError) -> ApiError {
 }
 
 fn check_rate(state: &AppState, ip: std::net::IpAddr, what: &'static str) -> Result<(), ApiError> {
-    let limiter = &state.auth_limiter;
+    per_ip_rate(&state.auth_limiter, ip, what)
+}
+
+/// Spends one request of a per-IP budget, or says how long to wait.
+pub fn per_ip_rate(
+    limiter: &governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    ip: std::net::IpAddr,
+    what: &'static str,
+) -> Result<(), ApiError> {
     if limiter.len() > 100_000 {
         limiter.retain_recent();
     }

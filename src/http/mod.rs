@@ -3,6 +3,7 @@
 //! JSON errors for unknown paths and methods).
 
 pub mod accounts;
+pub mod admin;
 pub mod health;
 pub mod rooms;
 pub mod tickets;
@@ -11,9 +12,13 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::ws;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, HeaderValue, Method, Request, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::time::Duration;
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
@@ -30,9 +35,14 @@ pub fn router(state: AppState) -> Router {
         .merge(accounts::router())
         .merge(tickets::router())
         .merge(rooms::router())
+        .merge(admin::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.settings.limits.api_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            Duration::from_secs(state.settings.limits.request_timeout_secs),
+            time_limit,
+        ))
         .layer(cors(&state));
 
     Router::new()
@@ -56,6 +66,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Answers `408 request_timeout` when an API request takes longer than allowed.
+async fn time_limit(State(limit): State<Duration>, request: Request<Body>, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::RequestTimeout.into_response(),
+    }
+}
+
 fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
     SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
 }
@@ -69,5 +87,5 @@ fn cors(state: &AppState) -> CorsLayer {
         }))
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .max_age(std::time::Duration::from_secs(600))
+        .max_age(Duration::from_secs(600))
 }

@@ -1,6 +1,10 @@
 //! `POST /api/tickets`: trade a bearer token for a single-use WebSocket ticket.
+//! Rate limited per client IP (60 a minute by default).
 
 use crate::auth::Authenticated;
+use crate::client_ip::ClientIp;
+use crate::error::ApiError;
+use crate::http::accounts::per_ip_rate;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::routing::post;
@@ -13,8 +17,12 @@ pub fn router() -> Router<AppState> {
 
 async fn issue(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Authenticated(identity): Authenticated,
-) -> Json<Value> {
+) -> Result<Json<Value>, ApiError> {
+    per_ip_rate(&state.ticket_limiter, ip, "tickets")?;
     let ticket = state.tickets.issue(identity);
-    Json(json!({"ticket": ticket, "expires_in": state.tickets.ttl().as_secs()}))
+    Ok(Json(
+        json!({"ticket": ticket, "expires_in": state.tickets.ttl().as_secs()}),
+    ))
 }

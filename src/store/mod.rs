@@ -101,6 +101,12 @@ pub trait Store: Send + Sync + 'static {
     /// Every room with at least one message, with its last `seq`.
     async fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError>;
 
+    /// Records that the user's tokens issued at or before `at` (Unix seconds) are void.
+    async fn revoke(&self, user_id: &str, at: i64) -> Result<(), StoreError>;
+
+    /// Every recorded revocation: (user id, revoked at).
+    async fn revocations(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
     /// Answers when the database does (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 }

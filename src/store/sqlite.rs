@@ -249,6 +249,26 @@ impl Store for SqliteStore {
             .collect())
     }
 
+    async fn revoke(&self, user_id: &str, at: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO revocations (user_id, revoked_at) VALUES (?1, ?2)
+             ON CONFLICT (user_id) DO UPDATE SET revoked_at = MAX(revoked_at, excluded.revoked_at)",
+        )
+        .bind(user_id)
+        .bind(at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn revocations(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT user_id, revoked_at FROM revocations")
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
@@ -346,6 +366,32 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((empty.last_seq, empty.complete), (0, true));
+    }
+
+    #[tokio::test]
+    async fn commits_are_synced_to_disk_in_wal_mode() {
+        let (_dir, store) = store().await;
+        let (synchronous,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        let (journal,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(synchronous, 2, "FULL: an ack means the message is on disk");
+        assert_eq!(journal, "wal");
+    }
+
+    #[tokio::test]
+    async fn revocations_keep_the_latest_moment() {
+        let (_dir, store) = store().await;
+        store.revoke("u1", 100).await.unwrap();
+        store.revoke("u1", 50).await.unwrap();
+        store.revoke("u2", 7).await.unwrap();
+        let mut all = store.revocations().await.unwrap();
+        all.sort();
+        assert_eq!(all, [("u1".to_owned(), 100), ("u2".to_owned(), 7)]);
     }
 
     #[tokio::test]

@@ -12,7 +12,6 @@ use super::session::{self, SessionContext};
 use crate::auth::{Identity, bearer_token};
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
-use crate::model::now_secs;
 use crate::state::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
@@ -123,9 +122,10 @@ fn authenticate(
     }
     if let Some(ticket) = &query.ticket {
         let identity = state.tickets.redeem(ticket).ok_or("ticket_invalid")?;
-        if identity.expires_at <= now_secs() {
-            return Err("token_expired");
-        }
+        state
+            .auth
+            .still_valid(&identity)
+            .map_err(|rejection| rejection.as_str())?;
         return Ok(identity);
     }
     if let Some(token) = &query.token {
@@ -136,7 +136,7 @@ fn authenticate(
 
 fn verify(state: &AppState, token: &str) -> Result<Identity, &'static str> {
     state
-        .jwt
+        .auth
         .verify(token)
         .map_err(|rejection| rejection.as_str())
 }

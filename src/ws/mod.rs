@@ -10,5 +10,6 @@ pub mod handshake;
 pub mod limits;
 pub mod outbox;
 pub mod protocol;
+pub mod registry;
 pub mod session;
 pub mod writer;

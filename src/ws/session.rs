@@ -88,11 +88,17 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
         rooms: BTreeSet::new(),
     };
     tracing::debug!(ip = %session.ip, user = %session.identity.user.id, conn = session.conn, "session open");
+    let registration = session.state.connections.register(
+        &session.identity.user.id,
+        session.conn,
+        session.closer.clone(),
+    );
 
     session.welcome();
     session.read_until_closing(&mut stream).await;
     // The connection is closing: its place is free for the client's next attempt.
     drop(slot);
+    drop(registration);
     session.leave_all().await;
     session.log_close();
     let _ = timeout(CLOSE_GRACE, writer).await;
@@ -432,7 +438,7 @@ impl Session {
     }
 
     fn refresh(&mut self, id: Option<u32>, token: &str) {
-        match self.state.jwt.verify(token) {
+        match self.state.auth.verify(token) {
             Ok(fresh) if fresh.user.id == self.identity.user.id => {
                 self.identity = fresh;
                 self.push(&ServerFrame::Refreshed {

@@ -1,11 +1,8 @@
 //! Acked means durable, and stopping is orderly: restarts, `kill -9` and SIGTERM.
 
-use crate::helpers::{TEST_SECRET, WAIT, restart, spawn_app};
+use crate::helpers::{ServerProcess, WAIT, restart, spawn_app};
 use serde_json::json;
-use std::net::SocketAddr;
-use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 #[tokio::test]
 async fn acked_messages_are_still_there_after_a_restart_on_the_same_database() {
@@ -46,60 +43,12 @@ async fn shutdown_closes_every_session_with_1001() {
         .unwrap();
 }
 
-/// The real binary, started on a free port.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ServerProcess {
-    async fn start(database_url: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
-            .args(["--listen", "127.0.0.1:0", "--database-url", database_url])
-            .env("PALISADE_JWT_SECRET", TEST_SECRET)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = tokio::time::timeout(WAIT, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some((_, rest)) = line.split_once("listening on http://") {
-                    return rest.split_whitespace().next().unwrap().parse().unwrap();
-                }
-            }
-            panic!("the server exited before listening");
-        })
-        .await
-        .expect("the server listens in time");
-        // Keep draining its output so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, addr }
-    }
-}
-
-async fn connect(addr: SocketAddr, name: &str) -> crate::helpers::Client {
-    let now = crate::helpers::now();
-    let token = crate::helpers::sign(
-        &json!({"sub": format!("id-{name}"), "name": name, "iat": now, "exp": now + 900}),
-    );
-    let (stream, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}"))
-        .await
-        .expect("connects");
-    let mut client = crate::helpers::Client { stream };
-    assert_eq!(client.recv().await["type"], "welcome");
-    client
-}
-
 #[tokio::test]
 async fn acked_messages_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("p.db").display());
-    let mut server = ServerProcess::start(&url).await;
-    let mut alice = connect(server.addr, "alice").await;
+    let mut server = ServerProcess::start(&url, &[]).await;
+    let mut alice = server.connect("alice").await;
     alice.send(json!({"type":"join","room":"general"})).await;
     alice.recv_type("joined").await;
     // Send a burst without waiting, then collect the acks that came back.
@@ -118,8 +67,8 @@ async fn acked_messages_survive_kill_9() {
     server.child.start_kill().unwrap();
     server.child.wait().await.unwrap();
 
-    let server = ServerProcess::start(&url).await;
-    let mut bob = connect(server.addr, "bob").await;
+    let server = ServerProcess::start(&url, &[]).await;
+    let mut bob = server.connect("bob").await;
     bob.send(json!({"type":"join","room":"general","since":0}))
         .await;
     let joined = bob.recv_type("joined").await;
@@ -138,8 +87,8 @@ async fn acked_messages_survive_kill_9() {
 async fn sigterm_closes_sessions_with_1001_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("p.db").display());
-    let mut server = ServerProcess::start(&url).await;
-    let mut alice = connect(server.addr, "alice").await;
+    let mut server = ServerProcess::start(&url, &[]).await;
+    let mut alice = server.connect("alice").await;
     let pid = server.child.id().expect("running").to_string();
     let status = Command::new("kill")
         .args(["-TERM", &pid])

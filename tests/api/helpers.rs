@@ -270,8 +270,9 @@ impl Client {
 
     /// The next text frame, as JSON (pings are answered and skipped).
     pub async fn recv(&mut self) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let message = tokio::time::timeout(WAIT, self.stream.next())
+            let message = tokio::time::timeout_at(deadline, self.stream.next())
                 .await
                 .expect("a frame arrives in time")
                 .expect("the connection is still open")
@@ -302,8 +303,9 @@ impl Client {
 
     /// Reads until the server closes; returns the close code (text frames before it are skipped).
     pub async fn expect_close(&mut self) -> u16 {
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let next = tokio::time::timeout(WAIT, self.stream.next())
+            let next = tokio::time::timeout_at(deadline, self.stream.next())
                 .await
                 .expect("the server closes in time");
             match next {
@@ -319,8 +321,9 @@ impl Client {
     /// Collects frames until the server closes: (frames, close code).
     pub async fn frames_until_close(&mut self) -> (Vec<Value>, u16) {
         let mut frames = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let next = tokio::time::timeout(WAIT, self.stream.next())
+            let next = tokio::time::timeout_at(deadline, self.stream.next())
                 .await
                 .expect("the server closes in time");
             match next {
@@ -364,5 +367,91 @@ impl Client {
                 "expected {kind}, got {frame}"
             );
         }
+    }
+}
+
+/// The real binary, started on a free port, its log lines kept for inspection.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+    log_grew: Arc<tokio::sync::Notify>,
+}
+
+impl ServerProcess {
+    pub async fn start(database_url: &str, extra_args: &[&str]) -> Self {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .args(["--listen", "127.0.0.1:0", "--database-url", database_url])
+            .args(extra_args)
+            .env("PALISADE_JWT_SECRET", TEST_SECRET)
+            .env("RUST_LOG", "debug")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the binary starts");
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log_grew = Arc::new(tokio::sync::Notify::new());
+        for output in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let (log, log_grew) = (Arc::clone(&log), Arc::clone(&log_grew));
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(output).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    log.lock().unwrap().push(line);
+                    log_grew.notify_waiters();
+                }
+            });
+        }
+        let mut server = Self {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            log,
+            log_grew,
+        };
+        let line = server
+            .wait_for_log(|line| line.contains("listening on http://"))
+            .await;
+        let (_, rest) = line.split_once("listening on http://").unwrap();
+        server.addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+        server
+    }
+
+    /// Waits until a log line matches, and returns it.
+    pub async fn wait_for_log(&self, matches: impl Fn(&str) -> bool) -> String {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let grew = self.log_grew.notified();
+                tokio::pin!(grew);
+                grew.as_mut().enable();
+                if let Some(line) = self.log.lock().unwrap().iter().find(|l| matches(l)) {
+                    return line.clone();
+                }
+                grew.await;
+            }
+        })
+        .await
+        .expect("the expected log line appears in time")
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Connects with `?token=` and reads the `welcome` frame.
+    pub async fn connect(&self, name: &str) -> Client {
+        let now = now();
+        let token =
+            sign(&json!({"sub": format!("id-{name}"), "name": name, "iat": now, "exp": now + 900}));
+        let (stream, _) =
+            tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", self.addr))
+                .await
+                .expect("connects");
+        let mut client = Client { stream };
+        assert_eq!(client.recv().await["type"], "welcome");
+        client
     }
 }

@@ -232,3 +232,54 @@ async fn the_web_client_is_served_at_the_root() {
             .starts_with("text/html")
     );
 }
+
+#[tokio::test]
+async fn internal_errors_reach_clients_without_detail() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.join("alice", "general").await;
+    // Break the database under the running server.
+    let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
+    sqlx::query("DROP TABLE messages")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE rooms")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let response = app
+        .http
+        .get(app.url("/api/rooms"))
+        .bearer_auth(app.token("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    let text = response.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"]["code"], "internal");
+    for leak in ["rooms", "table", "sqlite", "SQL", "/"] {
+        assert!(!text.contains(leak), "{leak:?} leaked: {text}");
+    }
+
+    alice
+        .send(json!({"type":"send","id":1,"room":"general","body":"hi"}))
+        .await;
+    let error = alice.recv().await;
+    assert_eq!(
+        (error["code"].as_str(), error["id"].as_u64()),
+        (Some("internal"), Some(1))
+    );
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        !message.contains("table") && !message.contains("messages"),
+        "{message}"
+    );
+    // The connection stays open.
+    alice.send(json!({"type":"typing","room":"general"})).await;
+    alice
+        .send(json!({"type":"leave","id":2,"room":"general"}))
+        .await;
+    assert_eq!(alice.recv().await["type"], "left");
+}

@@ -6,4 +6,5 @@ mod durability;
 mod handshake;
 mod helpers;
 mod http_api;
+mod lifecycle;
 mod protocol_violations;

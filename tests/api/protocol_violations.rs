@@ -108,3 +108,73 @@ async fn a_flood_is_refused_with_retry_after_then_closed_with_1008_and_nothing_o
         .collect();
     assert_eq!(stored, acked);
 }
+
+#[tokio::test]
+async fn a_message_over_4096_bytes_in_small_fragments_closes_with_1009() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let app = spawn_app().await;
+    let mut alice = app.connect("alice").await;
+    let chunk = " ".repeat(2000);
+    alice
+        .send_raw(Message::Frame(Frame::message(
+            format!(r#"{{"type":"typing","room":"general"}}{chunk}"#),
+            OpCode::Data(Data::Text),
+            false,
+        )))
+        .await;
+    for last in [false, true] {
+        alice
+            .send_raw(Message::Frame(Frame::message(
+                chunk.clone(),
+                OpCode::Data(Data::Continue),
+                last,
+            )))
+            .await;
+    }
+    assert_eq!(alice.expect_close().await, 1009);
+}
+
+#[tokio::test]
+async fn an_oversized_frame_is_refused_from_its_header_before_its_payload_arrives() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let request = format!(
+        "GET /ws?token={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        app.token("alice"),
+        app.addr
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        response.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(response.starts_with(b"HTTP/1.1 101"));
+    // A masked text frame announcing 1 MiB, followed by only a few bytes of it.
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    header.extend_from_slice(b"abcd");
+    tcp.write_all(&header).await.unwrap();
+
+    let close_code = tokio::time::timeout(crate::helpers::WAIT, async {
+        loop {
+            let first = tcp.read_u8().await.unwrap();
+            let len = match tcp.read_u8().await.unwrap() & 0x7f {
+                126 => u64::from(tcp.read_u16().await.unwrap()),
+                127 => tcp.read_u64().await.unwrap(),
+                n => u64::from(n),
+            };
+            let mut payload = vec![0; len as usize];
+            tcp.read_exact(&mut payload).await.unwrap();
+            if first & 0x0f == 0x8 {
+                return u16::from_be_bytes([payload[0], payload[1]]);
+            }
+        }
+    })
+    .await
+    .expect("the server closes without waiting for the payload");
+    assert_eq!(close_code, 1009);
+}

@@ -1,0 +1,76 @@
+//! The live connections of each user, so an admin's revocation can close them all.
+
+use super::close::CloseCode;
+use super::outbox::Closer;
+use crate::hub::ConnId;
+use dashmap::DashMap;
+use std::sync::Arc;
+
+#[derive(Default)]
+pub struct LiveConnections {
+    by_user: DashMap<String, Vec<(ConnId, Closer)>>,
+}
+
+/// A connection's entry; removed when dropped.
+pub struct Registration {
+    registry: Arc<LiveConnections>,
+    user: String,
+    conn: ConnId,
+}
+
+impl LiveConnections {
+    pub fn register(self: &Arc<Self>, user: &str, conn: ConnId, closer: Closer) -> Registration {
+        self.by_user
+            .entry(user.to_owned())
+            .or_default()
+            .push((conn, closer));
+        Registration {
+            registry: Arc::clone(self),
+            user: user.to_owned(),
+            conn,
+        }
+    }
+
+    /// Closes every connection of the user with `code`; how many there were.
+    pub fn close_user(&self, user: &str, code: CloseCode) -> usize {
+        self.by_user.get(user).map_or(0, |connections| {
+            for (_, closer) in connections.iter() {
+                closer.close(code);
+            }
+            connections.len()
+        })
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(mut connections) = self.registry.by_user.get_mut(&self.user) {
+            connections.retain(|(conn, _)| *conn != self.conn);
+        }
+        self.registry
+            .by_user
+            .remove_if(&self.user, |_, connections| connections.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+
+    #[test]
+    fn closing_a_user_closes_each_of_their_live_connections_only() {
+        let registry = Arc::new(LiveConnections::default());
+        let a1 = Closer::new(CancellationToken::new());
+        let a2 = Closer::new(CancellationToken::new());
+        let b = Closer::new(CancellationToken::new());
+        let _r1 = registry.register("a", 1, a1.clone());
+        let r2 = registry.register("a", 2, a2.clone());
+        let _r3 = registry.register("b", 3, b.clone());
+        drop(r2);
+        assert_eq!(registry.close_user("a", CloseCode::Revoked), 1);
+        assert_eq!(a1.code(), CloseCode::Revoked);
+        assert!(!a2.is_closed() && !b.is_closed());
+        assert_eq!(registry.close_user("nobody", CloseCode::Revoked), 0);
+    }
+}
