@@ -14,6 +14,7 @@ use crate::shutdown::Shutdown;
 use crate::state::AppState;
 use crate::store::{self, Store, StoreError};
 use axum::Router;
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,7 +86,14 @@ impl Application {
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
         let stopping = shutdown.clone();
-        axum::serve(self.listener, service)
+        // Replies and broadcasts are small frames the writer already batches: Nagle's
+        // algorithm would only hold them back (40 ms behind a delayed ACK).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, service)
             .with_graceful_shutdown(async move { stopping.triggered().await })
             .await?;
         // Sessions saw the same signal and are sending their 1001 close frames.

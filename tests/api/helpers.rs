@@ -434,7 +434,12 @@ impl ServerProcess {
             }
         })
         .await
-        .expect("the expected log line appears in time")
+        .unwrap_or_else(|_| {
+            panic!(
+                "the expected log line did not appear; the log:\n{}",
+                self.log_text()
+            )
+        })
     }
 
     pub fn log_text(&self) -> String {

@@ -4,7 +4,9 @@
 mod chat;
 mod durability;
 mod handshake;
+mod hardening;
 mod helpers;
 mod http_api;
 mod lifecycle;
 mod protocol_violations;
+mod security_log;
