@@ -5,6 +5,7 @@
 //! in-memory fan-out, 127.0.0.1:8000 and every limit of the wire contract. Production
 //! mode refuses to start unless the settings that must not be guessed are given.
 
+use crate::auth::jwt::PublicKeyAlgorithm;
 use crate::origin::{Origin, OriginPolicy};
 use clap::{ArgAction, Args, Parser, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
@@ -142,6 +143,12 @@ pub struct Cli {
     /// HS256 secret for the tokens palisade issues and accepts (at least 32 bytes).
     #[arg(long, env = "PALISADE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// PEM public key of an external token issuer (the operator's own app).
+    #[arg(long, env = "PALISADE_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// The one algorithm tokens signed for `--jwt-public-key` use.
+    #[arg(long, env = "PALISADE_JWT_PUBLIC_KEY_ALGORITHM", value_enum)]
+    pub jwt_public_key_algorithm: Option<PublicKeyAlgorithm>,
     /// Expected `iss` claim; tokens palisade issues carry it.
     #[arg(long, env = "PALISADE_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
@@ -178,6 +185,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub database_url: String,
     pub jwt_secret: SecretString,
+    pub jwt_public_key: Option<PathBuf>,
+    pub jwt_public_key_algorithm: Option<PublicKeyAlgorithm>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
     pub origins: OriginPolicy,
@@ -210,6 +219,8 @@ impl Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             jwt_secret: random_secret(),
+            jwt_public_key: None,
+            jwt_public_key_algorithm: None,
             jwt_issuer: None,
             jwt_audience: None,
             origins: OriginPolicy::new(
@@ -302,6 +313,8 @@ impl Settings {
             listen: cli.listen,
             database_url: database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             jwt_secret,
+            jwt_public_key: cli.jwt_public_key,
+            jwt_public_key_algorithm: cli.jwt_public_key_algorithm,
             jwt_issuer: cli.jwt_issuer,
             jwt_audience: cli.jwt_audience,
             origins,

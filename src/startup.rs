@@ -5,6 +5,8 @@
 //! serves until the [`Shutdown`] fires, then closes every session with 1001 and waits
 //! for their last writes.
 
+use crate::auth::Authenticator;
+use crate::auth::jwt::{JwtKeys, KeyError};
 use crate::auth::revocation::Revocations;
 use crate::broker::Broker;
 use crate::broker::memory::MemoryBroker;
@@ -19,7 +21,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_util::task::TaskTracker;
 
 /// How long shutdown waits for sessions to send their close frames.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,6 +29,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum StartupError {
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -56,8 +59,9 @@ impl Application {
             addr: settings.listen,
             source,
         })?;
+        let keys = JwtKeys::new(&settings)?;
         let revocations = Revocations::new(store.revocations().await?);
-        let state = build_state(settings, store, revocations);
+        let state = build_state(settings, store, keys, revocations);
         let router = build_router(state.clone());
         Ok(Self {
             listener,
@@ -117,6 +121,7 @@ impl Application {
 pub fn build_state(
     settings: Settings,
     store: Arc<dyn Store>,
+    keys: JwtKeys,
     revocations: Revocations,
 ) -> AppState {
     let hub = Arc::new(Hub::new(settings.limits.outbound_queue));
@@ -126,9 +131,7 @@ pub fn build_state(
         store,
         broker,
         hub,
-        revocations,
-        Shutdown::new(),
-        TaskTracker::new(),
+        Authenticator::new(keys, revocations),
     )
 }
 

@@ -1,8 +1,6 @@
 //! The shared state every handler and session reaches through [`AppState`].
 
 use crate::auth::Authenticator;
-use crate::auth::jwt::JwtKeys;
-use crate::auth::revocation::Revocations;
 use crate::auth::tickets::TicketStore;
 use crate::broker::Broker;
 use crate::config::Settings;
@@ -43,14 +41,13 @@ pub struct Inner {
 }
 
 impl AppState {
+    /// Shared state around a store, broker and hub, with a fresh stop signal.
     pub fn new(
         settings: Settings,
         store: Arc<dyn Store>,
         broker: Arc<dyn Broker>,
         hub: Arc<Hub>,
-        revocations: Revocations,
-        shutdown: Shutdown,
-        sessions: TaskTracker,
+        auth: Authenticator,
     ) -> Self {
         let limits = &settings.limits;
         let caps = Arc::new(ConnectionCaps::new(
@@ -59,7 +56,6 @@ impl AppState {
             limits.max_connections,
         ));
         let tickets = TicketStore::new(std::time::Duration::from_secs(limits.ticket_ttl_secs));
-        let auth = Authenticator::new(JwtKeys::new(&settings), revocations);
         let per_minute = NonZeroU32::new(limits.auth_per_minute).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(limits.auth_burst).unwrap_or(NonZeroU32::MIN);
         let auth_limiter = RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst));
@@ -77,8 +73,8 @@ impl AppState {
             connections: Arc::new(LiveConnections::default()),
             auth_limiter,
             ticket_limiter,
-            shutdown,
-            sessions,
+            shutdown: Shutdown::new(),
+            sessions: TaskTracker::new(),
             next_conn_id: AtomicU64::new(1),
         }))
     }

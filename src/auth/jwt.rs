@@ -1,8 +1,11 @@
-//! HS256 JSON Web Tokens: minted at login, checked on every way in.
+//! JSON Web Tokens: minted at login (HS256), checked on every way in.
 //!
-//! The algorithm is pinned: a token whose header names `none` or any other algorithm
-//! is refused, as are expired and not-yet-valid ones (no leeway), and, when configured,
-//! tokens for another issuer or audience.
+//! Besides its own HS256 tokens, palisade accepts tokens minted by the operator's app:
+//! with the same shared secret, or signed with a private key whose public half (PEM) is
+//! configured for exactly one of RS256, ES256 or EdDSA. Each key accepts only its own
+//! algorithm: a token whose header names `none` or any other algorithm is refused, as are
+//! expired and not-yet-valid ones (no leeway), and, when configured, tokens for another
+//! issuer or audience.
 
 use super::Identity;
 use crate::config::Settings;
@@ -74,10 +77,53 @@ impl TokenRejection {
     }
 }
 
+/// The algorithms an operator's public key may be configured for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PublicKeyAlgorithm {
+    #[value(name = "RS256")]
+    Rs256,
+    #[value(name = "ES256")]
+    Es256,
+    #[value(name = "EdDSA")]
+    EdDsa,
+}
+
+impl PublicKeyAlgorithm {
+    fn algorithm(self) -> Algorithm {
+        match self {
+            PublicKeyAlgorithm::Rs256 => Algorithm::RS256,
+            PublicKeyAlgorithm::Es256 => Algorithm::ES256,
+            PublicKeyAlgorithm::EdDsa => Algorithm::EdDSA,
+        }
+    }
+
+    fn decoding_key(self, pem: &[u8]) -> Result<DecodingKey, jsonwebtoken::errors::Error> {
+        match self {
+            PublicKeyAlgorithm::Rs256 => DecodingKey::from_rsa_pem(pem),
+            PublicKeyAlgorithm::Es256 => DecodingKey::from_ec_pem(pem),
+            PublicKeyAlgorithm::EdDsa => DecodingKey::from_ed_pem(pem),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read the JWT public key {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("--jwt-public-key needs --jwt-public-key-algorithm (RS256, ES256 or EdDSA)")]
+    AlgorithmMissing,
+}
+
+/// A key that verifies tokens of one algorithm.
+struct Verifier {
+    algorithm: Algorithm,
+    key: DecodingKey,
+    validation: Validation,
+}
+
 pub struct JwtKeys {
     encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
+    verifiers: Vec<Verifier>,
     issuer: Option<String>,
     audience: Option<String>,
     ttl_secs: i64,
@@ -90,28 +136,61 @@ pub struct IssuedToken {
 }
 
 impl JwtKeys {
-    pub fn new(settings: &Settings) -> Self {
+    pub fn new(settings: &Settings) -> Result<Self, KeyError> {
         let secret = settings.jwt_secret.expose_secret().as_bytes();
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        match &settings.jwt_issuer {
-            Some(iss) => validation.set_issuer(&[iss]),
-            None => validation.iss = None,
+        let validation_for = |algorithm: Algorithm| {
+            let mut validation = Validation::new(algorithm);
+            validation.leeway = 0;
+            validation.validate_nbf = true;
+            // A configured issuer or audience is required, not only checked when present.
+            let mut required = vec!["exp", "sub"];
+            match &settings.jwt_issuer {
+                Some(iss) => {
+                    validation.set_issuer(&[iss]);
+                    required.push("iss");
+                }
+                None => validation.iss = None,
+            }
+            match &settings.jwt_audience {
+                Some(aud) => {
+                    validation.set_audience(&[aud]);
+                    required.push("aud");
+                }
+                None => validation.validate_aud = false,
+            }
+            validation.set_required_spec_claims(&required);
+            validation
+        };
+        let mut verifiers = vec![Verifier {
+            algorithm: Algorithm::HS256,
+            key: DecodingKey::from_secret(secret),
+            validation: validation_for(Algorithm::HS256),
+        }];
+        if let Some(path) = &settings.jwt_public_key {
+            let algorithm = settings
+                .jwt_public_key_algorithm
+                .ok_or(KeyError::AlgorithmMissing)?;
+            let unreadable = |reason: String| KeyError::Unreadable {
+                path: path.display().to_string(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
+            let key = algorithm
+                .decoding_key(&pem)
+                .map_err(|e| unreadable(e.to_string()))?;
+            verifiers.push(Verifier {
+                algorithm: algorithm.algorithm(),
+                key,
+                validation: validation_for(algorithm.algorithm()),
+            });
         }
-        match &settings.jwt_audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
-        Self {
+        Ok(Self {
             encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
+            verifiers,
             issuer: settings.jwt_issuer.clone(),
             audience: settings.jwt_audience.clone(),
             ttl_secs: i64::try_from(settings.limits.token_ttl_secs).unwrap_or(i64::MAX / 2),
-        }
+        })
     }
 
     /// Mints a token for a user, valid for the configured lifetime.
@@ -141,7 +220,13 @@ impl JwtKeys {
     /// Checks signature, algorithm and time claims, and returns who the token names.
     pub fn verify(&self, token: &str) -> Result<Identity, TokenRejection> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
+        let verifier = self
+            .verifiers
+            .iter()
+            .find(|v| v.algorithm == header.alg)
+            .ok_or(TokenRejection::WrongAlgorithm)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &verifier.key, &verifier.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenRejection::Expired,
                 ErrorKind::ImmatureSignature => TokenRejection::Immature,
@@ -178,7 +263,7 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     fn keys() -> JwtKeys {
-        JwtKeys::new(&Settings::development())
+        JwtKeys::new(&Settings::development()).unwrap()
     }
 
     fn alice() -> UserRef {
@@ -218,6 +303,17 @@ mod tests {
             .as_bytes(),
         );
         assert!(keys.verify(&format!("{header}.{body}.")).is_err());
+    }
+
+    #[test]
+    fn a_token_in_an_algorithm_no_key_is_configured_for_is_refused() {
+        let keys = keys();
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
+        let body = URL_SAFE_NO_PAD.encode(br#"{"sub":"u","name":"n","exp":9999999999}"#);
+        assert!(matches!(
+            keys.verify(&format!("{header}.{body}.c2ln")),
+            Err(TokenRejection::WrongAlgorithm)
+        ));
     }
 
     #[test]

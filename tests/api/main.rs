@@ -3,6 +3,7 @@
 
 mod chat;
 mod durability;
+mod external_issuers;
 mod handshake;
 mod hardening;
 mod helpers;
