@@ -171,6 +171,12 @@ pub struct Cli {
     /// Optional TOML file of secrets (keys as in `Secrets.toml.example`).
     #[arg(long, env = "PALISADE_SECRETS_FILE", default_value = "Secrets.toml")]
     pub secrets_file: PathBuf,
+    /// PEM certificate chain: with `--tls-key`, serve https:// and wss://.
+    #[arg(long, env = "PALISADE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "PALISADE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Folder of the web client served at `/`.
     #[arg(long, env = "PALISADE_FRONTEND_DIR")]
     pub frontend_dir: Option<PathBuf>,
@@ -192,6 +198,8 @@ pub struct Settings {
     pub origins: OriginPolicy,
     pub trusted_proxies: Vec<IpAddr>,
     pub admin_users: Vec<String>,
+    /// Certificate chain and key files: TLS on when set.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub frontend_dir: PathBuf,
     pub limits: Limits,
 }
@@ -232,6 +240,7 @@ impl Settings {
             ),
             trusted_proxies: Vec::new(),
             admin_users: Vec::new(),
+            tls: None,
             frontend_dir: default_frontend_dir(),
             limits: Limits::default(),
         }
@@ -320,6 +329,7 @@ impl Settings {
             origins,
             trusted_proxies: cli.trusted_proxies,
             admin_users: cli.admin_users,
+            tls: cli.tls_cert.zip(cli.tls_key),
             frontend_dir: cli.frontend_dir.unwrap_or_else(default_frontend_dir),
             limits: cli.limits,
         })

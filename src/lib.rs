@@ -7,6 +7,7 @@
 //!
 //! - [`config`]: settings, layered from defaults, `Secrets.toml`, env and flags.
 //! - [`startup`]: [`startup::Application`] builds everything and runs until stopped.
+//! - [`server`], [`tls`]: the accept loop (plain or TLS) with first-bytes deadlines.
 //! - [`shutdown`]: the one stop signal every task listens to.
 //! - [`error`]: the HTTP error type and its JSON body.
 //! - [`auth`]: JWTs, single-use tickets, accounts (Argon2id).
@@ -32,9 +33,11 @@ pub mod http;
 pub mod hub;
 pub mod model;
 pub mod origin;
+pub mod server;
 pub mod shutdown;
 pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod ws;

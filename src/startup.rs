@@ -12,15 +12,17 @@ use crate::broker::Broker;
 use crate::broker::memory::MemoryBroker;
 use crate::config::Settings;
 use crate::hub::Hub;
+use crate::server;
 use crate::shutdown::Shutdown;
 use crate::state::AppState;
 use crate::store::{self, Store, StoreError};
+use crate::tls::{self, TlsError};
 use axum::Router;
-use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 /// How long shutdown waits for sessions to send their close frames.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,6 +33,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Keys(#[from] KeyError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -42,11 +46,16 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     router: Router,
+    tls: Option<TlsAcceptor>,
     state: AppState,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let tls = match &settings.tls {
+            Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+            None => None,
+        };
         let store = store::connect(&settings.database_url).await?;
         let listener =
             TcpListener::bind(settings.listen)
@@ -67,6 +76,7 @@ impl Application {
             listener,
             local_addr,
             router,
+            tls,
             state,
         })
     }
@@ -85,21 +95,13 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let shutdown = self.state.shutdown.clone();
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let stopping = shutdown.clone();
-        // Replies and broadcasts are small frames the writer already batches: Nagle's
-        // algorithm would only hold them back (40 ms behind a delayed ACK).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, service)
-            .with_graceful_shutdown(async move { stopping.triggered().await })
-            .await?;
+        server::serve(
+            self.listener,
+            self.router,
+            self.tls,
+            self.state.shutdown.clone(),
+        )
+        .await;
         // Sessions saw the same signal and are sending their 1001 close frames.
         let sessions = &self.state.sessions;
         sessions.close();

@@ -45,6 +45,12 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(cors(&state));
 
+    let hsts = state.settings.tls.is_some().then(|| {
+        security_header(
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=63072000; includeSubDomains",
+        )
+    });
     Router::new()
         .nest("/api", api)
         .merge(health::router())
@@ -61,7 +67,8 @@ pub fn router(state: AppState) -> Router {
                 .layer(security_header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
                 .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
                 .layer(security_header(header::REFERRER_POLICY, "no-referrer"))
-                .layer(security_header(header::X_FRAME_OPTIONS, "DENY")),
+                .layer(security_header(header::X_FRAME_OPTIONS, "DENY"))
+                .option_layer(hsts),
         )
         .with_state(state)
 }

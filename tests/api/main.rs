@@ -11,3 +11,4 @@ mod http_api;
 mod lifecycle;
 mod protocol_violations;
 mod security_log;
+mod transport;
