@@ -4,8 +4,17 @@
 //! field or a wrong type fails to parse, and the session closes with 1007. Value rules
 //! (room names, bodies, limits…) are checked afterwards and answered with `error` frames.
 
-use crate::model::{StoredMessage, UserRef};
+use crate::model::{StoredMessage, UserRef, check_body, is_valid_nonce, is_valid_room};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+/// Most messages a `history` request may ask for.
+pub const HISTORY_MAX: u32 = 100;
+/// What `history` returns when the client gives no `limit`.
+pub const HISTORY_DEFAULT: u32 = 50;
+
+const BAD_ROOM: &str =
+    "room names are 1 to 64 characters of a-z, 0-9, _ and -, starting with a letter or digit";
 
 /// Everything a client may send.
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -57,6 +66,66 @@ impl ClientFrame {
             | ClientFrame::Typing { id, .. }
             | ClientFrame::Refresh { id, .. } => *id,
         }
+    }
+}
+
+/// Why a well-formed frame was refused: answered with an `error` frame, connection open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl ClientFrame {
+    /// The value rules of the contract (room names, bodies, nonces, limits), checked
+    /// after parsing and before anything else, membership included.
+    pub fn check_values(&self, max_body_chars: usize) -> Result<(), Refusal> {
+        let room = match self {
+            ClientFrame::Join { room, .. }
+            | ClientFrame::Leave { room, .. }
+            | ClientFrame::Send { room, .. }
+            | ClientFrame::History { room, .. }
+            | ClientFrame::Typing { room, .. } => room,
+            ClientFrame::Refresh { .. } => return Ok(()),
+        };
+        if !is_valid_room(room) {
+            return Err(Refusal::new(ErrorCode::BadRequest, BAD_ROOM));
+        }
+        match self {
+            ClientFrame::Send { body, nonce, .. } => {
+                if let Err(problem) = check_body(body, max_body_chars) {
+                    return Err(Refusal::new(
+                        ErrorCode::InvalidBody,
+                        problem.message(max_body_chars),
+                    ));
+                }
+                if nonce.as_deref().is_some_and(|n| !is_valid_nonce(n)) {
+                    return Err(Refusal::new(
+                        ErrorCode::BadRequest,
+                        "a nonce is 1 to 64 characters: letters, digits, _ and -",
+                    ));
+                }
+            }
+            ClientFrame::History { limit, .. }
+                if !(1..=HISTORY_MAX).contains(&limit.unwrap_or(HISTORY_DEFAULT)) =>
+            {
+                return Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    "limit must be between 1 and 100",
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -192,6 +261,35 @@ mod tests {
         ] {
             assert!(ClientFrame::parse(text).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn value_rules_are_checked_room_first() {
+        let check = |text: &str| ClientFrame::parse(text).unwrap().check_values(2000);
+        assert!(check(r#"{"type":"send","room":"general","body":"hi","nonce":"n-1"}"#).is_ok());
+        let refused = |text: &str| check(text).unwrap_err().code;
+        assert_eq!(
+            refused(r#"{"type":"send","room":"Bad","body":""}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            refused(r#"{"type":"send","room":"ok","body":""}"#),
+            ErrorCode::InvalidBody
+        );
+        assert_eq!(
+            refused(r#"{"type":"send","room":"ok","body":"x","nonce":"a b"}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            refused(r#"{"type":"history","room":"ok","limit":0}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            refused(r#"{"type":"history","room":"ok","limit":101}"#),
+            ErrorCode::BadRequest
+        );
+        assert!(check(r#"{"type":"history","room":"ok"}"#).is_ok());
+        assert!(check(r#"{"type":"refresh","token":"t"}"#).is_ok());
     }
 
     #[test]

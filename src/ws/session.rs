@@ -11,12 +11,14 @@
 use super::close::CloseCode;
 use super::limits::{ConnectionSlot, FrameBudget, Spend};
 use super::outbox::{Closer, Outbox};
-use super::protocol::{AdvertisedLimits, ClientFrame, ErrorCode, PresenceEvent, ServerFrame};
+use super::protocol::{
+    AdvertisedLimits, ClientFrame, ErrorCode, HISTORY_DEFAULT, PresenceEvent, ServerFrame,
+};
 use super::writer::{self, CLOSE_GRACE};
 use crate::auth::Identity;
 use crate::broker::encode;
 use crate::hub::ConnId;
-use crate::model::{check_body, is_valid_nonce, is_valid_room, now_millis, now_secs};
+use crate::model::{now_millis, now_secs};
 use crate::state::AppState;
 use crate::store::{NewMessage, ReplayFrom};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
@@ -26,11 +28,6 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::time::{Instant, sleep_until, timeout};
-
-/// Most messages a `history` request may ask for.
-pub const HISTORY_MAX: u32 = 100;
-/// What `history` returns when the client gives no `limit`.
-pub const HISTORY_DEFAULT: u32 = 50;
 
 /// What the handshake established about a connection.
 pub struct SessionContext {
@@ -214,6 +211,9 @@ impl Session {
             }
             return;
         }
+        if let Err(refusal) = frame.check_values(self.state.settings.limits.max_body_chars) {
+            return self.error(id, refusal.code, &refusal.message);
+        }
         match frame {
             ClientFrame::Join { id, room, since } => self.join(id, room, since).await,
             ClientFrame::Leave { id, room } => self.leave(id, room).await,
@@ -234,12 +234,8 @@ impl Session {
         }
     }
 
-    /// The value rule for room names, then membership: `Err` has been answered.
+    /// Membership of a room: `Err` has been answered.
     fn joined_room(&self, id: Option<u32>, room: &str) -> Result<(), ()> {
-        if !is_valid_room(room) {
-            self.error(id, ErrorCode::BadRequest, BAD_ROOM);
-            return Err(());
-        }
         if !self.rooms.contains(room) {
             self.error(id, ErrorCode::NotJoined, "join the room first");
             return Err(());
@@ -248,9 +244,6 @@ impl Session {
     }
 
     async fn join(&mut self, id: Option<u32>, room: String, since: Option<u64>) {
-        if !is_valid_room(&room) {
-            return self.error(id, ErrorCode::BadRequest, BAD_ROOM);
-        }
         if !self.identity.may_join(&room) {
             tracing::warn!(target: "security", event = "room_forbidden", ip = %self.ip, user = %self.identity.user.id, room = %room);
             return self.error(
@@ -345,20 +338,6 @@ impl Session {
     }
 
     async fn send(&mut self, id: Option<u32>, room: String, body: String, nonce: Option<String>) {
-        let max_chars = self.state.settings.limits.max_body_chars;
-        if !is_valid_room(&room) {
-            return self.error(id, ErrorCode::BadRequest, BAD_ROOM);
-        }
-        if let Err(problem) = check_body(&body, max_chars) {
-            return self.error(id, ErrorCode::InvalidBody, &problem.message(max_chars));
-        }
-        if nonce.as_deref().is_some_and(|n| !is_valid_nonce(n)) {
-            return self.error(
-                id,
-                ErrorCode::BadRequest,
-                "a nonce is 1 to 64 characters: letters, digits, _ and -",
-            );
-        }
         if self.joined_room(id, &room).is_err() {
             return;
         }
@@ -396,12 +375,6 @@ impl Session {
         limit: Option<u32>,
     ) {
         let limit = limit.unwrap_or(HISTORY_DEFAULT);
-        if !is_valid_room(&room) {
-            return self.error(id, ErrorCode::BadRequest, BAD_ROOM);
-        }
-        if !(1..=HISTORY_MAX).contains(&limit) {
-            return self.error(id, ErrorCode::BadRequest, "limit must be between 1 and 100");
-        }
         if self.joined_room(id, &room).is_err() {
             return;
         }
@@ -461,9 +434,6 @@ impl Session {
         }
     }
 }
-
-const BAD_ROOM: &str =
-    "room names are 1 to 64 characters of a-z, 0-9, _ and -, starting with a letter or digit";
 
 /// Whether a read error is tungstenite refusing a frame or message over the size limit.
 fn is_too_big(error: &axum::Error) -> bool {
