@@ -1,7 +1,7 @@
 //! Tokens minted by the operator's own app: public-key algorithms, pinned per key, and
 //! `iss` / `aud` checks.
 
-use crate::helpers::{bearer, now, sign, spawn_app_with};
+use crate::helpers::{now, sign, spawn_app_with};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use palisade::auth::jwt::PublicKeyAlgorithm;
 use serde_json::{Value, json};
@@ -48,7 +48,7 @@ async fn tokens_signed_by_the_configured_key_are_accepted_for_each_algorithm() {
         let app = app_trusting(config, &format!("{name}-public.pem")).await;
         let token = signed_with(algorithm, &format!("{name}-private.pem"), &claims());
         let mut client = app
-            .try_connect(&[bearer(&token)], "")
+            .connect_with(&token)
             .await
             .unwrap_or_else(|refusal| panic!("{name}: {refusal:?}"));
         assert_eq!(
@@ -56,11 +56,7 @@ async fn tokens_signed_by_the_configured_key_are_accepted_for_each_algorithm() {
             json!({"id":"app-user-7","name":"dora"})
         );
         // palisade's own HS256 tokens keep working next to the external key.
-        assert!(
-            app.try_connect(&[bearer(&app.token("alice"))], "")
-                .await
-                .is_ok()
-        );
+        assert!(app.connect_with(&app.token("alice")).await.is_ok());
     }
 }
 
@@ -70,14 +66,7 @@ async fn a_key_accepts_only_its_own_algorithm() {
     let rs = signed_with(Algorithm::RS256, "rs256-private.pem", &claims());
     let ed = signed_with(Algorithm::EdDSA, "eddsa-private.pem", &claims());
     for token in [rs, ed] {
-        assert_eq!(
-            app.try_connect(&[bearer(&token)], "")
-                .await
-                .err()
-                .unwrap()
-                .status,
-            401
-        );
+        assert_eq!(app.refused(&token).await.status, 401);
     }
     // The classic confusion attack: HS256 with the public key as the HMAC secret.
     let public_pem = std::fs::read(fixture("es256-public.pem")).unwrap();
@@ -87,14 +76,7 @@ async fn a_key_accepts_only_its_own_algorithm() {
         &EncodingKey::from_secret(&public_pem),
     )
     .unwrap();
-    assert_eq!(
-        app.try_connect(&[bearer(&confused)], "")
-            .await
-            .err()
-            .unwrap()
-            .status,
-        401
-    );
+    assert_eq!(app.refused(&confused).await.status, 401);
 }
 
 #[tokio::test]
@@ -112,21 +94,14 @@ async fn issuer_and_audience_are_checked_when_configured() {
         sign(&c)
     };
     let good = with(json!({"iss":"https://app.example","aud":"palisade"}));
-    assert!(app.try_connect(&[bearer(&good)], "").await.is_ok());
+    assert!(app.connect_with(&good).await.is_ok());
     for bad in [
         with(json!({})),
         with(json!({"iss":"https://evil.example","aud":"palisade"})),
         with(json!({"iss":"https://app.example","aud":"someone-else"})),
         with(json!({"iss":"https://app.example"})),
     ] {
-        assert_eq!(
-            app.try_connect(&[bearer(&bad)], "")
-                .await
-                .err()
-                .unwrap()
-                .status,
-            401
-        );
+        assert_eq!(app.refused(&bad).await.status, 401);
     }
     // Tokens palisade issues itself carry the configured iss and aud.
     let registered: Value = app
@@ -138,5 +113,5 @@ async fn issuer_and_audience_are_checked_when_configured() {
     let token = registered["token"]
         .as_str()
         .unwrap_or_else(|| panic!("{registered}"));
-    assert!(app.try_connect(&[bearer(token)], "").await.is_ok());
+    assert!(app.connect_with(token).await.is_ok());
 }

@@ -103,18 +103,10 @@ async fn origins_match_after_normalising_case_and_default_port() {
 #[tokio::test]
 async fn a_missing_origin_is_allowed_by_default_and_refused_when_configured() {
     let app = spawn_app().await;
-    assert!(
-        app.try_connect(&[bearer(&app.token("alice"))], "")
-            .await
-            .is_ok()
-    );
+    assert!(app.connect_with(&app.token("alice")).await.is_ok());
 
     let strict = spawn_app_with(|s| s.origins = s.origins.clone().with_allow_missing(false)).await;
-    let refusal = strict
-        .try_connect(&[bearer(&strict.token("alice"))], "")
-        .await
-        .err()
-        .expect("refused");
+    let refusal = strict.refused(&strict.token("alice")).await;
     assert_eq!(refusal.status, 403);
 }
 
@@ -135,11 +127,7 @@ async fn a_token_signed_with_another_secret_is_401() {
         &jsonwebtoken::EncodingKey::from_secret(b"not-the-server-secret-at-all-0123456789"),
     )
     .unwrap();
-    let refusal = app
-        .try_connect(&[bearer(&forged)], "")
-        .await
-        .err()
-        .expect("refused");
+    let refusal = app.refused(&forged).await;
     assert_eq!(refusal.status, 401);
 }
 
@@ -147,11 +135,7 @@ async fn a_token_signed_with_another_secret_is_401() {
 async fn an_expired_token_is_401() {
     let app = spawn_app().await;
     let expired = sign(&json!({"sub": "id-a", "name": "a", "iat": now() - 1000, "exp": now() - 5}));
-    let refusal = app
-        .try_connect(&[bearer(&expired)], "")
-        .await
-        .err()
-        .expect("refused");
+    let refusal = app.refused(&expired).await;
     assert_eq!(refusal.status, 401);
 }
 
@@ -161,11 +145,7 @@ async fn a_not_yet_valid_token_is_401() {
     let early = sign(
         &json!({"sub": "id-a", "name": "a", "iat": now(), "nbf": now() + 300, "exp": now() + 900}),
     );
-    let refusal = app
-        .try_connect(&[bearer(&early)], "")
-        .await
-        .err()
-        .expect("refused");
+    let refusal = app.refused(&early).await;
     assert_eq!(refusal.status, 401);
 }
 
@@ -178,11 +158,7 @@ async fn an_alg_none_token_is_401() {
     let claims = URL_SAFE_NO_PAD
         .encode(json!({"sub": "id-a", "name": "a", "iat": now(), "exp": now() + 600}).to_string());
     for token in [format!("{header}.{claims}."), format!("{header}.{claims}")] {
-        let refusal = app
-            .try_connect(&[bearer(&token)], "")
-            .await
-            .err()
-            .expect("refused");
+        let refusal = app.refused(&token).await;
         assert_eq!(refusal.status, 401);
     }
 }
@@ -207,13 +183,7 @@ async fn a_token_in_the_query_string_is_accepted() {
 #[tokio::test]
 async fn a_ticket_works_once() {
     let app = spawn_app().await;
-    let response = app
-        .http
-        .post(app.url("/api/tickets"))
-        .bearer_auth(app.token("alice"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.request_ticket(&app.token("alice")).await;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["expires_in"], 30);
@@ -245,11 +215,7 @@ async fn too_many_connections_from_one_ip_are_429_with_retry_after() {
     for i in 0..3 {
         open.push(app.connect(&format!("user{i}")).await);
     }
-    let refusal = app
-        .try_connect(&[bearer(&app.token("user9"))], "")
-        .await
-        .err()
-        .expect("the fourth is refused");
+    let refusal = app.refused(&app.token("user9")).await;
     assert_eq!(refusal.status, 429);
     assert_eq!(refusal.code(), "too_many_connections");
     assert!(refusal.retry_after.is_some());
@@ -258,11 +224,7 @@ async fn too_many_connections_from_one_ip_are_429_with_retry_after() {
     let mut first = open.remove(0);
     first.close_normally().await;
     assert_eq!(first.expect_close().await, 1000);
-    assert!(
-        app.try_connect(&[bearer(&app.token("user9"))], "")
-            .await
-            .is_ok()
-    );
+    assert!(app.connect_with(&app.token("user9")).await.is_ok());
 }
 
 #[tokio::test]
@@ -270,28 +232,16 @@ async fn too_many_connections_for_one_user_are_429() {
     let app = spawn_app_with(|s| s.limits.max_connections_per_user = 2).await;
     let _a = app.connect("alice").await;
     let _b = app.connect("alice").await;
-    let refusal = app
-        .try_connect(&[bearer(&app.token("alice"))], "")
-        .await
-        .err()
-        .expect("refused");
+    let refusal = app.refused(&app.token("alice")).await;
     assert_eq!(refusal.status, 429);
-    assert!(
-        app.try_connect(&[bearer(&app.token("bob"))], "")
-            .await
-            .is_ok()
-    );
+    assert!(app.connect_with(&app.token("bob")).await.is_ok());
 }
 
 #[tokio::test]
 async fn a_full_server_answers_503() {
     let app = spawn_app_with(|s| s.limits.max_connections = 1).await;
     let _a = app.connect("alice").await;
-    let refusal = app
-        .try_connect(&[bearer(&app.token("bob"))], "")
-        .await
-        .err()
-        .expect("refused");
+    let refusal = app.refused(&app.token("bob")).await;
     assert_eq!(refusal.status, 503);
     assert_eq!(refusal.code(), "unavailable");
 }

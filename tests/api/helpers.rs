@@ -168,19 +168,58 @@ impl TestApp {
         }
     }
 
-    pub async fn register(&self, username: &str, password: &str) -> reqwest::Response {
+    /// A handshake with `Authorization: Bearer <token>`.
+    pub async fn connect_with(&self, token: &str) -> Result<Client, Refusal> {
+        self.try_connect(&[bearer(token)], "").await
+    }
+
+    /// A handshake with this token that must be refused: the refusal.
+    pub async fn refused(&self, token: &str) -> Refusal {
+        match self.connect_with(token).await {
+            Ok(_) => panic!("the handshake was accepted"),
+            Err(refusal) => refusal,
+        }
+    }
+
+    /// `POST /api/admin/users/{user_id}/revoke` with this bearer token.
+    pub async fn revoke(&self, bearer_token: &str, user_id: &str) -> reqwest::Response {
         self.http
-            .post(self.url("/api/register"))
+            .post(self.url(&format!("/api/admin/users/{user_id}/revoke")))
+            .bearer_auth(bearer_token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> reqwest::Response {
+        self.post_credentials("/api/register", username, password)
+            .await
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
+        self.post_credentials("/api/login", username, password)
+            .await
+    }
+
+    async fn post_credentials(
+        &self,
+        path: &str,
+        username: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
             .json(&json!({"username": username, "password": password}))
             .send()
             .await
             .unwrap()
     }
 
-    pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
+    /// `POST /api/tickets` with this bearer token: the response.
+    pub async fn request_ticket(&self, bearer_token: &str) -> reqwest::Response {
         self.http
-            .post(self.url("/api/login"))
-            .json(&json!({"username": username, "password": password}))
+            .post(self.url("/api/tickets"))
+            .bearer_auth(bearer_token)
             .send()
             .await
             .unwrap()

@@ -12,7 +12,7 @@ fn token(sub: &str, iat: i64, exp: i64, role: &str) -> String {
 async fn a_connection_closes_with_4001_when_its_token_expires() {
     let app = spawn_app().await;
     let mut client = app
-        .try_connect(&[bearer(&token("alice", now(), now() + 2, "user"))], "")
+        .connect_with(&token("alice", now(), now() + 2, "user"))
         .await
         .expect("accepted while valid");
     let (frames, code) = client.frames_until_close().await;
@@ -24,7 +24,7 @@ async fn a_connection_closes_with_4001_when_its_token_expires() {
 async fn a_refreshed_connection_outlives_its_first_token() {
     let app = spawn_app().await;
     let mut client = app
-        .try_connect(&[bearer(&token("alice", now(), now() + 2, "user"))], "")
+        .connect_with(&token("alice", now(), now() + 2, "user"))
         .await
         .expect("accepted");
     client.recv().await;
@@ -47,34 +47,13 @@ async fn a_refreshed_connection_outlives_its_first_token() {
 async fn an_admin_revocation_closes_live_connections_with_4003_and_voids_old_tokens_everywhere() {
     let app = spawn_app().await;
     let old = token("bob", now() - 10, now() + 900, "user");
-    let mut bob1 = app
-        .try_connect(&[bearer(&old)], "")
-        .await
-        .expect("accepted");
-    let mut bob2 = app
-        .try_connect(&[bearer(&old)], "")
-        .await
-        .expect("accepted");
+    let mut bob1 = app.connect_with(&old).await.expect("accepted");
+    let mut bob2 = app.connect_with(&old).await.expect("accepted");
     let mut carol = app.connect("carol").await;
-    let ticket: Value = app
-        .http
-        .post(app.url("/api/tickets"))
-        .bearer_auth(&old)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ticket: Value = app.request_ticket(&old).await.json().await.unwrap();
 
     let admin = token("root", now(), now() + 900, "admin");
-    let response = app
-        .http
-        .post(app.url("/api/admin/users/bob/revoke"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let response = app.revoke(&admin, "bob").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["closed_connections"], 2);
@@ -84,14 +63,7 @@ async fn an_admin_revocation_closes_live_connections_with_4003_and_voids_old_tok
     assert_eq!(bob2.expect_close().await, 4003);
 
     // The old token fails on every path: handshake, ticket, HTTP, refresh.
-    assert_eq!(
-        app.try_connect(&[bearer(&old)], "")
-            .await
-            .err()
-            .unwrap()
-            .status,
-        401
-    );
+    assert_eq!(app.refused(&old).await.status, 401);
     let ticket = ticket["ticket"].as_str().unwrap();
     let refusal = app
         .try_connect(&[], &format!("?ticket={ticket}"))
@@ -154,22 +126,10 @@ async fn a_revocation_survives_a_restart() {
     let app = spawn_app().await;
     let old = token("bob", now() - 10, now() + 900, "user");
     let admin = token("root", now(), now() + 900, "admin");
-    app.http
-        .post(app.url("/api/admin/users/bob/revoke"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    app.revoke(&admin, "bob").await;
     let stopped = app.stop().await;
     let app = restart(&stopped).await;
-    assert_eq!(
-        app.try_connect(&[bearer(&old)], "")
-            .await
-            .err()
-            .unwrap()
-            .status,
-        401
-    );
+    assert_eq!(app.refused(&old).await.status, 401);
 }
 
 #[tokio::test]
