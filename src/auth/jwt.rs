@@ -38,6 +38,8 @@ struct IssuedClaims<'a> {
     exp: i64,
     role: Role,
     #[serde(skip_serializing_if = "Option::is_none")]
+    rooms: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     iss: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     aud: Option<&'a str>,
@@ -198,6 +200,7 @@ impl JwtKeys {
         &self,
         user: &UserRef,
         role: Role,
+        rooms: Option<&[String]>,
     ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
         let iat = now_secs();
         let exp = iat.saturating_add(self.ttl_secs);
@@ -207,6 +210,7 @@ impl JwtKeys {
             iat,
             exp,
             role,
+            rooms,
             iss: self.issuer.as_deref(),
             aud: self.audience.as_deref(),
         };
@@ -276,7 +280,7 @@ mod tests {
     #[test]
     fn an_issued_token_verifies_to_its_user() {
         let keys = keys();
-        let issued = keys.issue(&alice(), Role::User).unwrap();
+        let issued = keys.issue(&alice(), Role::User, None).unwrap();
         let identity = keys.verify(&issued.token).unwrap();
         assert_eq!(identity.user, alice());
         assert_eq!(identity.expires_at, issued.expires_at);
@@ -284,7 +288,7 @@ mod tests {
 
     #[test]
     fn a_token_from_another_secret_is_refused() {
-        let issued = keys().issue(&alice(), Role::User).unwrap();
+        let issued = keys().issue(&alice(), Role::User, None).unwrap();
         assert!(matches!(
             keys().verify(&issued.token),
             Err(TokenRejection::BadSignature)
@@ -325,6 +329,7 @@ mod tests {
             iat: now_secs() - 100,
             exp: now_secs() - 1,
             role: Role::User,
+            rooms: None,
             iss: None,
             aud: None,
         };

@@ -49,12 +49,19 @@ impl Authenticator {
         Self { keys, revocations }
     }
 
+    /// A new token for a user (palisade's own login).
     pub fn issue(
         &self,
         user: &UserRef,
         role: Role,
     ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
-        self.keys.issue(user, role)
+        self.keys.issue(user, role, None)
+    }
+
+    /// A fresh token with the same subject, name, role and room allowlist: renewal.
+    pub fn renew(&self, identity: &Identity) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
+        self.keys
+            .issue(&identity.user, identity.role, identity.rooms.as_deref())
     }
 
     /// A token's identity, if it is well signed, in date and not revoked.

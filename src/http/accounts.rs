@@ -1,8 +1,10 @@
-//! `POST /api/register` and `POST /api/login`: accounts and the tokens they get.
+//! `POST /api/register` and `POST /api/login`: accounts and the tokens they get;
+//! `POST /api/token`: a fresh token for a valid one, so a client can `refresh` its socket.
 //!
-//! Both are rate limited per client IP, and login answers the same
+//! Register and login are rate limited per client IP, and login answers the same
 //! `401 invalid_credentials` for an unknown name and a wrong password.
 
+use crate::auth::Authenticated;
 use crate::auth::accounts::{self, AccountError};
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiJson};
@@ -20,6 +22,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/register", post(register))
         .route("/login", post(login))
+        .route("/token", post(renew))
 }
 
 #[derive(Deserialize)]
@@ -79,6 +82,22 @@ async fn login(
         }
         Err(other) => Err(account_error(other)),
     }
+}
+
+/// Renews a valid token (same user, role and rooms, a new `exp`). A revoked or expired
+/// token cannot be renewed, so revocation still ends a session.
+async fn renew(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Authenticated(identity): Authenticated,
+) -> Result<Json<Session>, ApiError> {
+    per_ip_rate(&state.ticket_limiter, ip, "token")?;
+    let issued = state.auth.renew(&identity).map_err(ApiError::internal)?;
+    Ok(Json(Session {
+        user: identity.user,
+        token: issued.token,
+        expires_at: issued.expires_at,
+    }))
 }
 
 fn session_for(state: &AppState, user: UserRef, role: Role) -> Result<Session, ApiError> {

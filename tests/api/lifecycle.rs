@@ -210,3 +210,40 @@ async fn a_client_that_answers_pings_stays_connected() {
     client.send(json!({"type":"join","room":"general"})).await;
     assert_eq!(client.recv_type("joined").await["room"], "general");
 }
+
+#[tokio::test]
+async fn a_valid_token_is_renewed_with_the_same_user_and_rooms_and_a_revoked_one_is_not() {
+    let app = spawn_app().await;
+    let old = sign(
+        &json!({"sub":"id-eve","name":"eve","iat":now()-60,"exp":now()+30,"rooms":["team-*"]}),
+    );
+    let renew = |token: String| {
+        app.http
+            .post(app.url("/api/token"))
+            .bearer_auth(token)
+            .send()
+    };
+    let response = renew(old.clone()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let renewed: Value = response.json().await.unwrap();
+    assert_eq!(renewed["user"], json!({"id":"id-eve","name":"eve"}));
+    assert!(renewed["expires_at"].as_i64().unwrap() > now() + 600);
+    let token = renewed["token"].as_str().unwrap();
+    let mut eve = app.connect_with(token).await.expect("the new token works");
+    eve.recv().await;
+    eve.send(json!({"type":"join","id":1,"room":"general"}))
+        .await;
+    assert_eq!(
+        eve.recv().await["code"],
+        "forbidden",
+        "the rooms claim carries over"
+    );
+
+    let admin = token_for_admin();
+    app.revoke(&admin, "id-eve").await;
+    assert_eq!(renew(old).await.unwrap().status(), 401);
+}
+
+fn token_for_admin() -> String {
+    token("root", now(), now() + 900, "admin")
+}
