@@ -52,11 +52,6 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let tls = match &settings.tls {
-            Some((cert, key)) => Some(tls::acceptor(cert, key)?),
-            None => None,
-        };
-        let store = store::connect(&settings.database_url).await?;
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -64,6 +59,16 @@ impl Application {
                     addr: settings.listen,
                     source,
                 })?;
+        Self::build_on(settings, listener).await
+    }
+
+    /// Builds on a listener the caller bound already (to know its port beforehand).
+    pub async fn build_on(settings: Settings, listener: TcpListener) -> Result<Self, StartupError> {
+        let tls = match &settings.tls {
+            Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+            None => None,
+        };
+        let store = store::connect(&settings.database_url).await?;
         let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
             addr: settings.listen,
             source,

@@ -1,0 +1,242 @@
+// One WebSocket to palisade that survives drops.
+//
+// - The JWT never goes in a URL: each (re)connect trades it for a single-use ticket.
+// - The token is renewed a minute before it expires and handed to the open socket.
+// - On any drop it reconnects with exponential backoff and jitter, then joins every room
+//   again with `since` = the last seq it saw, so the view ends with every message once,
+//   in order.
+// - Each send carries a nonce and stays pending until acked; after a reconnect it is
+//   sent again with the same nonce, and the server stores it once.
+//
+// It emits DOM events (detail = the frame or a small object): state, welcome, joined,
+// message, ack, history, presence, typing, left, failed, notice, signed-out.
+
+import * as api from "./api.js";
+
+const RENEW_BEFORE_MS = 60_000;
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_MAX_MS = 30_000;
+
+export class Connection extends EventTarget {
+  constructor(session, onSession) {
+    super();
+    this.session = session; // {token, expires_at, user}
+    this.onSession = onSession; // called with a renewed session
+    this.ws = null;
+    this.state = "offline";
+    this.stopped = true;
+    this.attempt = 0;
+    this.nextId = 1;
+    this.rooms = new Map(); // room -> { lastSeq, joined }
+    this.pending = new Map(); // nonce -> { room, body }
+    this.replies = new Map(); // id -> { kind, room, nonce }
+    this.timers = {};
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  setState(state, extra) {
+    this.state = state;
+    this.emit("state", { state, ...extra });
+  }
+
+  start() {
+    this.stopped = false;
+    this.open();
+  }
+
+  stop() {
+    this.stopped = true;
+    for (const timer of Object.values(this.timers)) clearTimeout(timer);
+    if (this.ws) this.ws.close(1000);
+    this.ws = null;
+    this.setState("offline");
+  }
+
+  async open() {
+    if (this.stopped) return;
+    this.setState("connecting");
+    let granted;
+    try {
+      granted = await api.ticket(this.session.token);
+    } catch (error) {
+      if (error.status === 401) return this.signOut("Your session has ended. Please sign in again.");
+      return this.retryLater();
+    }
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${scheme}://${location.host}/ws?ticket=${encodeURIComponent(granted.ticket)}`);
+    this.ws = ws;
+    ws.addEventListener("message", (event) => {
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      this.onFrame(frame);
+    });
+    ws.addEventListener("close", (event) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      for (const room of this.rooms.values()) room.joined = false;
+      this.onClose(event.code);
+    });
+  }
+
+  onClose(code) {
+    clearTimeout(this.timers.renew);
+    if (this.stopped) return;
+    if (code === 4003) return this.signOut("An administrator ended your session.");
+    if (code === 4001) {
+      return this.renewToken().then(() => this.retryLater());
+    }
+    if (code === 1008) this.emit("notice", "Too many messages too fast: reconnecting shortly.");
+    this.retryLater();
+  }
+
+  retryLater() {
+    if (this.stopped) return;
+    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** this.attempt);
+    const delay = Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+    this.attempt += 1;
+    this.setState("offline", { retryInMs: delay });
+    this.timers.reconnect = setTimeout(() => this.open(), delay);
+  }
+
+  signOut(reason) {
+    this.stop();
+    this.emit("signed-out", reason);
+  }
+
+  async renewToken() {
+    try {
+      this.session = await api.renew(this.session.token);
+      this.onSession(this.session);
+      return true;
+    } catch (error) {
+      if (error.status === 401) this.signOut("Your session has ended. Please sign in again.");
+      return false;
+    }
+  }
+
+  scheduleRenewal(expiresAt) {
+    clearTimeout(this.timers.renew);
+    const wait = Math.max(1_000, expiresAt * 1000 - Date.now() - RENEW_BEFORE_MS);
+    this.timers.renew = setTimeout(async () => {
+      if (await this.renewToken()) this.frame({ type: "refresh", token: this.session.token });
+    }, wait);
+  }
+
+  frame(frame, reply) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    if (reply) {
+      frame.id = this.nextId++;
+      this.replies.set(frame.id, reply);
+    }
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  join(room) {
+    if (!this.rooms.has(room)) this.rooms.set(room, { lastSeq: null, joined: false });
+    const since = this.rooms.get(room).lastSeq;
+    const frame = { type: "join", room };
+    if (since !== null) frame.since = since;
+    this.frame(frame, { kind: "join", room });
+  }
+
+  leave(room) {
+    this.rooms.delete(room);
+    this.frame({ type: "leave", room }, { kind: "leave", room });
+  }
+
+  send(room, body) {
+    const nonce = crypto.randomUUID();
+    this.pending.set(nonce, { room, body });
+    this.transmit(nonce);
+    return nonce;
+  }
+
+  transmit(nonce) {
+    const message = this.pending.get(nonce);
+    if (!message || !this.rooms.get(message.room)?.joined) return;
+    this.frame(
+      { type: "send", room: message.room, body: message.body, nonce },
+      { kind: "send", room: message.room, nonce },
+    );
+  }
+
+  history(room, before) {
+    this.frame({ type: "history", room, before, limit: 50 }, { kind: "history", room });
+  }
+
+  typing(room) {
+    this.frame({ type: "typing", room });
+  }
+
+  onFrame(frame) {
+    const reply = frame.id !== undefined ? this.replies.get(frame.id) : undefined;
+    if (reply) this.replies.delete(frame.id);
+    switch (frame.type) {
+      case "welcome":
+        this.attempt = 0;
+        this.setState("online");
+        this.scheduleRenewal(frame.expires_at);
+        for (const room of this.rooms.keys()) this.join(room);
+        this.emit("welcome", frame);
+        break;
+      case "joined": {
+        const room = this.rooms.get(frame.room) || { lastSeq: null };
+        const resumed = room.lastSeq !== null;
+        const fresh = frame.messages.filter((m) => room.lastSeq === null || m.seq > room.lastSeq);
+        room.lastSeq = Math.max(room.lastSeq ?? 0, frame.last_seq);
+        room.joined = true;
+        this.rooms.set(frame.room, room);
+        this.emit("joined", { ...frame, messages: fresh, resumed });
+        for (const [nonce, pending] of this.pending) if (pending.room === frame.room) this.transmit(nonce);
+        break;
+      }
+      case "message": {
+        const room = this.rooms.get(frame.room);
+        if (!room || (room.lastSeq !== null && frame.seq <= room.lastSeq)) break;
+        room.lastSeq = frame.seq;
+        if (frame.nonce && frame.from.id === this.session.user.id) this.pending.delete(frame.nonce);
+        this.emit("message", frame);
+        break;
+      }
+      case "ack":
+        if (reply?.nonce) {
+          this.pending.delete(reply.nonce);
+          this.emit("ack", { ...frame, nonce: reply.nonce });
+        }
+        break;
+      case "refreshed":
+        this.scheduleRenewal(frame.expires_at);
+        break;
+      case "error":
+        this.onError(frame, reply);
+        break;
+      default:
+        this.emit(frame.type, frame);
+    }
+  }
+
+  onError(frame, reply) {
+    if (frame.code === "rate_limited") {
+      this.emit("notice", "You are sending too fast. Your message will go out in a moment.");
+      if (reply?.nonce) {
+        clearTimeout(this.timers[reply.nonce]);
+        this.timers[reply.nonce] = setTimeout(() => this.transmit(reply.nonce), frame.retry_after_ms + 50);
+      }
+      return;
+    }
+    if (reply?.nonce) {
+      this.pending.delete(reply.nonce);
+      this.emit("failed", { nonce: reply.nonce, message: frame.message });
+    }
+    if (reply?.kind === "join") this.rooms.delete(reply.room);
+    this.emit("notice", frame.message);
+  }
+}
