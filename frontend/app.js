@@ -172,6 +172,9 @@ function onPresence({ room, user, event }) {
 function renderMembers() {
   const members = view.current ? [...roomState(view.current).members.values()] : [];
   $("members").replaceChildren(...members.map((m) => el("li", null, m.name)));
+  // The room list refreshes every few seconds; the open room's count is known now.
+  const count = $("rooms").querySelector(`button[data-room="${CSS.escape(view.current || "")}"] .count`);
+  if (count) count.textContent = `${members.length} online`;
 }
 
 // ---- messages ----
@@ -206,6 +209,7 @@ function onMessage(message) {
   const room = roomState(message.room);
   room.messages.set(message.seq, message);
   if (message.nonce) room.pending.delete(message.nonce);
+  stopTyping(message.room, message.from.id);
   if (message.room !== view.current) return;
   const list = $("messages");
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
@@ -256,15 +260,23 @@ function loadOlderIfAtTop() {
   view.connection.history(view.current, oldest);
 }
 
+function typingNames(room) {
+  return [...view.typing.keys()].map((id) => roomState(room).members.get(id)?.name || "someone");
+}
+
 function onTyping({ room, user }) {
   if (room !== view.current) return;
   clearTimeout(view.typing.get(user.id));
-  const names = () => [...view.typing.keys()].map((id) => roomState(room).members.get(id)?.name || "someone");
-  view.typing.set(user.id, setTimeout(() => {
-    view.typing.delete(user.id);
-    showTyping(names());
-  }, TYPING_SHOWN_MS));
-  showTyping(names());
+  view.typing.set(user.id, setTimeout(() => stopTyping(room, user.id), TYPING_SHOWN_MS));
+  showTyping(typingNames(room));
+}
+
+// Someone stopped typing: they sent their message, or went quiet.
+function stopTyping(room, userId) {
+  if (!view.typing.has(userId)) return;
+  clearTimeout(view.typing.get(userId));
+  view.typing.delete(userId);
+  if (room === view.current) showTyping(typingNames(room));
 }
 
 function showTyping(names) {

@@ -248,6 +248,18 @@ async fn until(page: &Client, what: &str, condition: &str) {
 /// Opens the client, creates an account and waits for the socket to be online.
 async fn sign_up(page: &Client, server: &Server, name: &str) {
     page.goto(&server.url()).await.unwrap();
+    let signed_out_view = page
+        .execute(
+            "return [document.getElementById('auth').offsetParent !== null, document.getElementById('chat').offsetParent === null];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        signed_out_view,
+        json!([true, true]),
+        "only the sign-in form shows"
+    );
     page.find(Locator::Id("username"))
         .await
         .unwrap()
@@ -346,6 +358,17 @@ async fn two_people_chat_from_two_browsers() {
     .await;
     screenshot(&alice, "two-people-alice").await;
     screenshot(&bob, "two-people-bob").await;
+    // On a phone-sized window the layout stacks and nothing scrolls sideways.
+    bob.set_window_size(390, 844).await.unwrap();
+    let fits = bob
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true));
+    screenshot(&bob, "two-people-bob-phone").await;
     alice.close().await.unwrap();
     bob.close().await.unwrap();
 }
