@@ -154,6 +154,7 @@ impl Hub {
         let Some(mut entry) = self.rooms.get_mut(room) else {
             return;
         };
+        let mut delivered = 0;
         for member in entry.members.values_mut() {
             match (event, &mut member.state) {
                 (RoomEvent::Message { seq, frame }, MemberState::Joining(buffered)) => {
@@ -166,18 +167,19 @@ impl Hub {
                 (RoomEvent::Message { seq, frame }, MemberState::Live { through }) => {
                     if *seq > *through {
                         *through = *seq;
-                        member.outbox.push(frame.clone());
+                        delivered += usize::from(member.outbox.push(frame.clone()));
                     }
                 }
                 (RoomEvent::Ephemeral { about, frame }, MemberState::Live { .. }) => {
                     if member.user.id != *about {
-                        member.outbox.push(frame.clone());
+                        delivered += usize::from(member.outbox.push(frame.clone()));
                     }
                 }
                 // The `joined` frame's member list supersedes presence seen while joining.
                 (RoomEvent::Ephemeral { .. }, MemberState::Joining(_)) => {}
             }
         }
+        crate::stats::deliveries(delivered);
     }
 
     /// Distinct users in a room on this node.

@@ -17,6 +17,7 @@
 //! - [`broker`]: stores and publishes a message as one step (in memory for one node).
 //! - [`store`]: durable accounts and history (SQLite by default).
 //! - [`origin`], [`client_ip`]: who is asking, from where.
+//! - [`stats`]: Prometheus metrics served at `/metrics`.
 //! - [`model`]: data and value rules shared by all of the above.
 //!
 //! A message's path: the session validates a `send`, the broker stores it (the store
@@ -37,6 +38,7 @@ pub mod server;
 pub mod shutdown;
 pub mod startup;
 pub mod state;
+pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

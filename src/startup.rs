@@ -73,6 +73,12 @@ impl Application {
             addr: settings.listen,
             source,
         })?;
+        if crate::stats::handle().is_some() {
+            static UPKEEP: std::sync::Once = std::sync::Once::new();
+            UPKEEP.call_once(|| {
+                tokio::spawn(crate::stats::upkeep());
+            });
+        }
         let keys = JwtKeys::new(&settings)?;
         let revocations = Revocations::new(store.revocations().await?);
         let state = build_state(settings, store, keys, revocations);

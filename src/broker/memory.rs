@@ -35,7 +35,9 @@ impl Broker for MemoryBroker {
         let sequencer = self.sequencers.entry(room.clone()).or_default().clone();
         let result = {
             let _turn = sequencer.lock().await;
+            let started = std::time::Instant::now();
             let appended = self.store.append(message).await;
+            crate::stats::store_write(started.elapsed());
             if let Ok(appended) = &appended {
                 if !appended.duplicate {
                     let event = RoomEvent::Message {

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod health;
+pub mod metrics;
 pub mod rooms;
 pub mod tickets;
 
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api", api)
         .merge(health::router())
+        .merge(metrics::router())
         .route("/ws", get(ws::handshake::upgrade))
         .fallback_service(ServeDir::new(&state.settings.frontend_dir))
         .layer(

@@ -55,12 +55,14 @@ pub async fn upgrade(
     };
     if let Err(reason) = verdict {
         tracing::warn!(target: "security", event = "handshake_rejected", %ip, reason = reason.as_str());
+        crate::stats::handshake_rejected("origin_forbidden");
         return ApiError::OriginForbidden.into_response();
     }
 
     // 2. Capacity.
     if state.shutdown.is_triggered() || state.caps.is_full() {
         tracing::warn!(target: "security", event = "handshake_rejected", %ip, reason = "unavailable");
+        crate::stats::handshake_rejected("unavailable");
         return ApiError::Unavailable.into_response();
     }
 
@@ -70,6 +72,7 @@ pub async fn upgrade(
         Ok(identity) => identity,
         Err(reason) => {
             tracing::warn!(target: "security", event = "handshake_rejected", %ip, reason);
+            crate::stats::handshake_rejected("unauthorized");
             return ApiError::Unauthorized.into_response();
         }
     };
@@ -79,10 +82,12 @@ pub async fn upgrade(
         Ok(slot) => slot,
         Err(CapRejection::ServerFull) => {
             tracing::warn!(target: "security", event = "handshake_rejected", %ip, user = %identity.user.id, reason = "server_full");
+            crate::stats::handshake_rejected("unavailable");
             return ApiError::Unavailable.into_response();
         }
         Err(cap) => {
             tracing::warn!(target: "security", event = "handshake_rejected", %ip, user = %identity.user.id, reason = cap.as_str());
+            crate::stats::handshake_rejected("too_many_connections");
             return ApiError::TooManyConnections {
                 retry_after: CAP_RETRY_AFTER,
             }

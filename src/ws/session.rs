@@ -91,6 +91,7 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
         session.closer.clone(),
     );
 
+    crate::stats::connection_opened();
     session.welcome();
     session.read_until_closing(&mut stream).await;
     // The connection is closing: its place is free for the client's next attempt.
@@ -98,6 +99,7 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
     drop(registration);
     session.leave_all().await;
     session.log_close();
+    crate::stats::connection_closed(session.closer.code().code());
     let _ = timeout(CLOSE_GRACE, writer).await;
     // Read until the client answers the close frame, so its side sees a clean close.
     let _ = timeout(CLOSE_GRACE, async {
@@ -186,6 +188,7 @@ impl Session {
     }
 
     async fn on_text(&mut self, text: Utf8Bytes) {
+        crate::stats::frame_in();
         let frame = match ClientFrame::parse(text.as_str()) {
             Ok(frame) => frame,
             Err(error) => {
@@ -200,6 +203,7 @@ impl Session {
             abusive,
         } = self.budget.spend()
         {
+            crate::stats::rate_limited();
             self.push(&ServerFrame::Error {
                 id,
                 code: ErrorCode::RateLimited,

@@ -70,11 +70,13 @@ async fn write_batch(
     first: Utf8Bytes,
 ) -> Result<(), axum::Error> {
     sink.feed(Message::Text(first)).await?;
-    for _ in 1..MAX_BATCH {
-        match queue.try_recv() {
-            Some(frame) => sink.feed(Message::Text(frame)).await?,
-            None => break,
-        }
+    let mut frames = 1;
+    while frames < MAX_BATCH {
+        let Some(frame) = queue.try_recv() else { break };
+        sink.feed(Message::Text(frame)).await?;
+        frames += 1;
     }
-    sink.flush().await
+    sink.flush().await?;
+    crate::stats::frames_out(frames);
+    Ok(())
 }

@@ -9,6 +9,7 @@ mod hardening;
 mod helpers;
 mod http_api;
 mod lifecycle;
+mod metrics;
 mod protocol_violations;
 mod security_log;
 mod transport;

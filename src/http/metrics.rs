@@ -1,0 +1,48 @@
+//! `GET /metrics`: Prometheus text, for an admin token or a loopback client.
+//!
+//! Behind a reverse proxy on the same machine, list the proxy in
+//! `PALISADE_TRUSTED_PROXIES`: otherwise every request through it looks like loopback.
+
+use crate::auth::bearer_token;
+use crate::client_ip::ClientIp;
+use crate::error::ApiError;
+use crate::model::Role;
+use crate::state::AppState;
+use crate::stats;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+async fn metrics(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    if !ip.is_loopback() {
+        let token = bearer_token(&headers)
+            .ok()
+            .flatten()
+            .ok_or(ApiError::Unauthorized)?;
+        let identity = state
+            .auth
+            .verify(token)
+            .map_err(|_| ApiError::Unauthorized)?;
+        if identity.role != Role::Admin {
+            tracing::warn!(target: "security", event = "metrics_forbidden", %ip, user = %identity.user.id);
+            return Err(ApiError::Forbidden);
+        }
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        stats::render(),
+    ))
+}

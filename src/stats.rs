@@ -1,0 +1,85 @@
+//! Prometheus metrics: what an operator graphs and alerts on.
+//!
+//! One process-wide recorder (the `metrics` facade), rendered at `GET /metrics`. Hot
+//! paths count in bulk (a dispatch adds its number of deliveries once, a writer batch
+//! its frames once) so measuring costs little next to the work it measures.
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder on first use; `None` if an embedder installed its own.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("palisade_store_write_seconds".to_owned()),
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                    ],
+                )
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full("palisade_writer_batch_frames".to_owned()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+                )
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// Keeps histograms drained; run once per process.
+pub async fn upkeep() {
+    let Some(handle) = handle() else { return };
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+pub fn render() -> String {
+    handle().map(PrometheusHandle::render).unwrap_or_default()
+}
+
+pub fn handshake_rejected(reason: &'static str) {
+    counter!("palisade_handshake_rejections_total", "reason" => reason).increment(1);
+}
+
+pub fn connection_opened() {
+    gauge!("palisade_connections_open").increment(1.0);
+}
+
+pub fn connection_closed(code: u16) {
+    gauge!("palisade_connections_open").decrement(1.0);
+    counter!("palisade_closes_total", "code" => code.to_string()).increment(1);
+}
+
+pub fn frame_in() {
+    counter!("palisade_frames_in_total").increment(1);
+}
+
+pub fn frames_out(frames: usize) {
+    counter!("palisade_frames_out_total").increment(frames as u64);
+    histogram!("palisade_writer_batch_frames").record(frames as f64);
+}
+
+pub fn deliveries(count: usize) {
+    counter!("palisade_deliveries_total").increment(count as u64);
+}
+
+pub fn rate_limited() {
+    counter!("palisade_rate_limited_total").increment(1);
+}
+
+pub fn store_write(elapsed: Duration) {
+    histogram!("palisade_store_write_seconds").record(elapsed.as_secs_f64());
+}
