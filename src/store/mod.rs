@@ -23,6 +23,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot create the database folder: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("the batch this write was part of failed: {0}")]
+    BatchFailed(String),
 }
 
 /// An account row, with its password hash (never leaves the server).

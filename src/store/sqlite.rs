@@ -4,20 +4,35 @@
 //! itself and never meet `SQLITE_BUSY`; reads use a small pool of their own and see a
 //! consistent snapshot thanks to WAL. `synchronous = FULL`: a commit is on disk before
 //! `append` returns, so an acked message survives a crash of the process or the machine.
+//!
+//! Appends are group-committed: one task takes every append waiting (up to 256) and
+//! writes them in one transaction, so concurrent senders share one fsync instead of
+//! queueing for one each. Each caller still gets its own answer after the commit.
 
 use super::{Appended, NewMessage, ReplayFrom, RoomSnapshot, Store, StoreError, UserRecord};
 use crate::model::{Role, StoredMessage, UserRef};
 use async_trait::async_trait;
+use sqlx::SqliteConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use std::str::FromStr;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    appends: mpsc::Sender<AppendRequest>,
 }
+
+struct AppendRequest {
+    message: NewMessage,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+/// Most appends committed in one transaction.
+const MAX_BATCH: usize = 256;
 
 type MessageRow = (i64, String, String, String, Option<String>, i64);
 
@@ -65,7 +80,13 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer, reader })
+        let (appends, requests) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(group_commit(writer.clone(), requests));
+        Ok(Self {
+            writer,
+            reader,
+            appends,
+        })
     }
 }
 
@@ -117,58 +138,12 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        if let Some(nonce) = &message.nonce {
-            let earlier: Option<MessageRow> = sqlx::query_as(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1 AND user_id = ?2 AND nonce = ?3"
-            ))
-            .bind(&message.room)
-            .bind(&message.from.id)
-            .bind(nonce)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = earlier {
-                tx.rollback().await?;
-                return Ok(Appended {
-                    message: to_message(&message.room, row),
-                    duplicate: true,
-                });
-            }
-        }
-        let (seq,): (i64,) = sqlx::query_as(
-            "INSERT INTO rooms (name, last_seq, created_at) VALUES (?1, 1, ?2)
-             ON CONFLICT (name) DO UPDATE SET last_seq = last_seq + 1
-             RETURNING last_seq",
-        )
-        .bind(&message.room)
-        .bind(message.ts / 1000)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO messages (room, seq, user_id, user_name, body, nonce, ts)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .bind(&message.room)
-        .bind(seq)
-        .bind(&message.from.id)
-        .bind(&message.from.name)
-        .bind(&message.body)
-        .bind(&message.nonce)
-        .bind(message.ts)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Appended {
-            message: StoredMessage {
-                room: message.room,
-                seq: u64::try_from(seq).unwrap_or(0),
-                from: message.from,
-                body: message.body,
-                ts: message.ts,
-                nonce: message.nonce,
-            },
-            duplicate: false,
-        })
+        let (reply, answer) = oneshot::channel();
+        self.appends
+            .send(AppendRequest { message, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn snapshot(&self, room: &str, from: ReplayFrom) -> Result<RoomSnapshot, StoreError> {
@@ -275,6 +250,108 @@ impl Store for SqliteStore {
     }
 }
 
+/// Writes one message inside the batch's transaction: its seq, or the earlier message
+/// with the same nonce (earlier in this batch too: the transaction sees its own writes).
+async fn append_in(
+    tx: &mut SqliteConnection,
+    message: &NewMessage,
+) -> Result<Appended, StoreError> {
+    {
+        if let Some(nonce) = &message.nonce {
+            let earlier: Option<MessageRow> = sqlx::query_as(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1 AND user_id = ?2 AND nonce = ?3"
+            ))
+            .bind(&message.room)
+            .bind(&message.from.id)
+            .bind(nonce)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = earlier {
+                return Ok(Appended {
+                    message: to_message(&message.room, row),
+                    duplicate: true,
+                });
+            }
+        }
+        let (seq,): (i64,) = sqlx::query_as(
+            "INSERT INTO rooms (name, last_seq, created_at) VALUES (?1, 1, ?2)
+             ON CONFLICT (name) DO UPDATE SET last_seq = last_seq + 1
+             RETURNING last_seq",
+        )
+        .bind(&message.room)
+        .bind(message.ts / 1000)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO messages (room, seq, user_id, user_name, body, nonce, ts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(&message.room)
+        .bind(seq)
+        .bind(&message.from.id)
+        .bind(&message.from.name)
+        .bind(&message.body)
+        .bind(&message.nonce)
+        .bind(message.ts)
+        .execute(&mut *tx)
+        .await?;
+        Ok(Appended {
+            message: StoredMessage {
+                room: message.room.clone(),
+                seq: u64::try_from(seq).unwrap_or(0),
+                from: message.from.clone(),
+                body: message.body.clone(),
+                ts: message.ts,
+                nonce: message.nonce.clone(),
+            },
+            duplicate: false,
+        })
+    }
+}
+
+/// Commits waiting appends in batches until the store is dropped.
+async fn group_commit(pool: SqlitePool, mut requests: mpsc::Receiver<AppendRequest>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = requests.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        match append_batch(&pool, &batch).await {
+            Ok(results) => {
+                for (request, result) in batch.drain(..).zip(results) {
+                    let _ = request.reply.send(Ok(result));
+                }
+            }
+            Err(error) => {
+                // Nothing of the batch was committed: every sender gets an error to retry.
+                let detail = error.to_string();
+                for request in batch.drain(..) {
+                    let _ = request
+                        .reply
+                        .send(Err(StoreError::BatchFailed(detail.clone())));
+                }
+            }
+        }
+    }
+}
+
+async fn append_batch(
+    pool: &SqlitePool,
+    batch: &[AppendRequest],
+) -> Result<Vec<Appended>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for request in batch {
+        results.push(append_in(&mut tx, &request.message).await?);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +383,54 @@ mod tests {
         let a2 = store.append(draft("a", "2", None)).await.unwrap();
         let b1 = store.append(draft("b", "1", None)).await.unwrap();
         assert_eq!((a1.message.seq, a2.message.seq, b1.message.seq), (1, 2, 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_are_batched_without_gaps_or_double_nonces() {
+        let (_dir, store) = store().await;
+        let store = std::sync::Arc::new(store);
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let store = std::sync::Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                // Every room gets 20 messages; "dup" nonces repeat within each room.
+                let room = format!("r{}", i % 10);
+                let nonce = (i % 20 == 0).then_some("dup");
+                store
+                    .append(draft(&room, &i.to_string(), nonce))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut appended = Vec::new();
+        for task in tasks {
+            appended.push(task.await.unwrap());
+        }
+        for r in 0..10 {
+            let room = format!("r{r}");
+            let mut seqs: Vec<u64> = appended
+                .iter()
+                .filter(|a| a.message.room == room && !a.duplicate)
+                .map(|a| a.message.seq)
+                .collect();
+            seqs.sort_unstable();
+            let stored = store
+                .snapshot(&room, ReplayFrom::Latest(100))
+                .await
+                .unwrap();
+            assert_eq!(
+                seqs,
+                (1..=stored.last_seq).collect::<Vec<_>>(),
+                "room {room}"
+            );
+            assert_eq!(stored.messages.len() as u64, stored.last_seq);
+        }
+        // Every i % 20 == 0 lands in room r0: ten sends with one nonce, one stored.
+        let firsts = appended
+            .iter()
+            .filter(|a| a.message.nonce.as_deref() == Some("dup"));
+        assert_eq!(firsts.clone().filter(|a| !a.duplicate).count(), 1);
+        assert_eq!(firsts.count(), 10);
     }
 
     #[tokio::test]

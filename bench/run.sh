@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# palisade's benchmark: every scenario on palisade and its peers (a bare Node `ws`
+# broadcast server and a bare axum broadcast server, the floor of what Rust can do).
+# Each server is pinned to core 0 and the load generator to core 1; the table goes to
+# stdout (and bench/results/table.md), raw results to bench/results/results.jsonl.
+# Talks only to 127.0.0.1 and stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+DURATION=${DURATION:-10}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+SECRET=bench-secret-0123456789abcdef0123456789abcdef
+RESULTS=bench/results
+mkdir -p "$RESULTS"
+JSON=$RESULTS/results.jsonl
+: > "$JSON"
+WORK=$(mktemp -d)
+SERVER_PID=""
+cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+echo "== building (release)" >&2
+cargo build --release -q -p palisade -p loadgen -p axum-floor
+(cd bench/node-ws && npm ci --no-audit --no-fund --silent)
+
+wait_for_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "server on port $1 did not start" >&2
+    return 1
+}
+
+start() { # name port command...
+    local name=$1 port=$2
+    shift 2
+    taskset -c 0 "$@" >"$WORK/$name.log" 2>&1 &
+    SERVER_PID=$!
+    wait_for_port "$port"
+}
+
+stop() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+loadgen() { # name protocol port scenario args...
+    local name=$1 protocol=$2 port=$3
+    shift 3
+    PALISADE_JWT_SECRET=$SECRET taskset -c 1 target/release/loadgen \
+        --url "ws://127.0.0.1:$port/ws" --protocol "$protocol" --name "$name" \
+        --server-pid "$SERVER_PID" --json "$JSON" "$@" >/dev/null
+}
+
+palisade() {
+    start palisade 9000 env PALISADE_JWT_SECRET=$SECRET RUST_LOG=warn target/release/palisade \
+        --listen 127.0.0.1:9000 --database-url "sqlite://$WORK/palisade-$1.db" \
+        --messages-per-sec 1000000 --message-burst 1000000 --outbound-queue 4096 \
+        --max-connections-per-ip 100000 --max-connections-per-user 100000 --max-connections 100000
+}
+
+for rate in 100 200 300; do
+    palisade "fanout-$rate"
+    loadgen palisade palisade 9000 fanout --subscribers 1000 --rate "$rate" --duration "$DURATION"
+    stop
+    start node-ws 9002 node bench/node-ws/server.js 127.0.0.1:9002
+    loadgen node-ws raw 9002 fanout --subscribers 1000 --rate "$rate" --duration "$DURATION"
+    stop
+    start axum-floor 9001 target/release/axum-floor 127.0.0.1:9001
+    loadgen axum-floor raw 9001 fanout --subscribers 1000 --rate "$rate" --duration "$DURATION"
+    stop
+done
+
+palisade rooms
+loadgen palisade palisade 9000 rooms --rooms 200 --members 5 --rate 1000 --duration "$DURATION"
+stop
+
+palisade ingest
+loadgen palisade palisade 9000 ingest --connections 16 --window 32 --duration "$DURATION"
+stop
+
+palisade idle
+loadgen palisade palisade 9000 idle --connections "$IDLE_CONNECTIONS"
+stop
+start node-ws 9002 node bench/node-ws/server.js 127.0.0.1:9002
+loadgen node-ws raw 9002 idle --connections "$IDLE_CONNECTIONS"
+stop
+start axum-floor 9001 target/release/axum-floor 127.0.0.1:9001
+loadgen axum-floor raw 9001 idle --connections "$IDLE_CONNECTIONS"
+stop
+
+python3 bench/table.py "$JSON" | tee "$RESULTS/table.md"

@@ -1,0 +1,113 @@
+//! loadgen: drives palisade (or a peer server) over real WebSockets and reports what it
+//! delivered, how fast, and at what cost to the server.
+//!
+//! Scenarios:
+//! - `fanout`: N subscribers in one room, publishers at a fixed total rate R;
+//! - `rooms`: many small rooms, one publisher each;
+//! - `ingest`: acked durable sends per second (palisade only);
+//! - `idle`: C authenticated, joined connections; server memory per connection.
+//!
+//! Latency is measured from each message's *scheduled* send time, so queueing in the
+//! sender is not hidden. Connections spread over source addresses 127.0.0.1–127.0.0.4 to
+//! get four ephemeral port ranges. Progress goes to stderr, a markdown table row to
+//! stdout, and the full result as JSON to `--json`.
+#![forbid(unsafe_code)]
+
+mod client;
+mod proc_stats;
+mod scenarios;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(about = "Load generator for palisade and its peers")]
+pub struct Args {
+    /// WebSocket URL of the server.
+    #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
+    pub url: String,
+    /// What the server speaks: palisade's protocol, or a bare broadcast server.
+    #[arg(long, value_enum, default_value = "palisade")]
+    pub protocol: Protocol,
+    /// Name of the server in the report.
+    #[arg(long, default_value = "palisade")]
+    pub name: String,
+    /// HS256 secret to mint palisade tokens with (the server's PALISADE_JWT_SECRET).
+    #[arg(long, env = "PALISADE_JWT_SECRET", default_value = "")]
+    pub jwt_secret: String,
+    /// PID of the server, to read its CPU time and memory from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Append the result as a JSON line to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    Palisade,
+    Raw,
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum Scenario {
+    /// Subscribers in one room, publishers at a fixed total rate.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Messages per second, all publishers together.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Message body size in bytes.
+        #[arg(long, default_value_t = 64)]
+        body_bytes: usize,
+    },
+    /// Many small rooms, one publisher each.
+    Rooms {
+        #[arg(long, default_value_t = 200)]
+        rooms: usize,
+        #[arg(long, default_value_t = 5)]
+        members: usize,
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
+    /// Acked durable sends per second.
+    Ingest {
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Sends in flight per connection.
+        #[arg(long, default_value_t = 32)]
+        window: usize,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
+    /// Idle authenticated, joined connections.
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let result = scenarios::run(&args).await;
+    println!("{}", result.markdown_row());
+    if let Some(path) = &args.json {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open the JSON output");
+        writeln!(file, "{}", result.json()).expect("write the JSON output");
+    }
+}

@@ -1,0 +1,390 @@
+//! The scenarios and their report.
+
+use crate::client::{self, Sink, Stream, body, now_micros, scheduled_time, send_frame};
+use crate::proc_stats::{cpu_seconds, rss_kib};
+use crate::{Args, Protocol, Scenario};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Connections opened at once: enough to be quick, few enough not to flood the backlog.
+const CONNECT_BATCH: usize = 250;
+/// How long subscribers keep reading after the last message was sent.
+const DRAIN: Duration = Duration::from_secs(3);
+
+#[derive(Default)]
+pub struct Report {
+    server: String,
+    scenario: String,
+    params: String,
+    sent: u64,
+    expected: u64,
+    delivered: u64,
+    seconds: f64,
+    cpu_seconds: Option<f64>,
+    latency_ms: Option<[f64; 3]>,
+    /// Scenario-specific figure: (label, value).
+    extra: Option<(&'static str, f64)>,
+}
+
+impl Report {
+    fn per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.delivered as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    fn ratio(&self) -> f64 {
+        if self.expected > 0 {
+            100.0 * self.delivered as f64 / self.expected as f64
+        } else {
+            100.0
+        }
+    }
+
+    fn cpu_us_per_delivery(&self) -> Option<f64> {
+        let cpu = self.cpu_seconds?;
+        (self.delivered > 0).then(|| cpu * 1e6 / self.delivered as f64)
+    }
+
+    pub fn markdown_row(&self) -> String {
+        let latency = self
+            .latency_ms
+            .map_or("–|–|–".to_owned(), |[p50, p99, p999]| {
+                format!("{p50:.2}|{p99:.2}|{p999:.2}")
+            });
+        let cpu = self
+            .cpu_us_per_delivery()
+            .map_or("–".to_owned(), |us| format!("{us:.2}"));
+        let extra = self.extra.map_or(String::new(), |(label, value)| {
+            format!("{label} {value:.1}")
+        });
+        format!(
+            "| {} | {} | {} | {:.0} | {:.2} | {} | {} | {} |",
+            self.server,
+            self.scenario,
+            self.params,
+            self.per_second(),
+            self.ratio(),
+            latency.replace('|', " | "),
+            cpu,
+            extra
+        )
+    }
+
+    pub fn json(&self) -> String {
+        serde_json::json!({
+            "server": self.server,
+            "scenario": self.scenario,
+            "params": self.params,
+            "sent": self.sent,
+            "expected": self.expected,
+            "delivered": self.delivered,
+            "seconds": self.seconds,
+            "per_second": self.per_second(),
+            "delivered_percent": self.ratio(),
+            "server_cpu_seconds": self.cpu_seconds,
+            "server_cpu_us_per_delivery": self.cpu_us_per_delivery(),
+            "latency_ms": self.latency_ms.map(|[a, b, c]| serde_json::json!({"p50": a, "p99": b, "p999": c})),
+            "extra": self.extra.map(|(label, value)| serde_json::json!({label: value})),
+        })
+        .to_string()
+    }
+}
+
+pub async fn run(args: &Args) -> Report {
+    let mut report = match args.scenario.clone() {
+        Scenario::Fanout {
+            subscribers,
+            rate,
+            publishers,
+            duration,
+            body_bytes,
+        } => {
+            let mut report =
+                broadcast(args, 1, subscribers, publishers, rate, duration, body_bytes).await;
+            report.scenario = "fanout".into();
+            report.params = format!("{subscribers} subs, {rate} msg/s");
+            report
+        }
+        Scenario::Rooms {
+            rooms,
+            members,
+            rate,
+            duration,
+        } => {
+            let mut report =
+                broadcast(args, rooms, rooms * members, rooms, rate, duration, 64).await;
+            report.scenario = "rooms".into();
+            report.params = format!("{rooms} rooms × {members}, {rate} msg/s");
+            report
+        }
+        Scenario::Ingest {
+            connections,
+            window,
+            duration,
+        } => ingest(args, connections, window, duration).await,
+        Scenario::Idle { connections } => idle(args, connections).await,
+    };
+    report.server = args.name.clone();
+    report
+}
+
+/// Opens `count` connections (ids from `first`), room chosen by `room_of`.
+async fn open_many(
+    args: &Args,
+    first: usize,
+    count: usize,
+    room_of: impl Fn(usize) -> String,
+) -> Vec<(Sink, Stream, String)> {
+    let mut connections = Vec::with_capacity(count);
+    let args = Arc::new(args_clone(args));
+    for batch_start in (0..count).step_by(CONNECT_BATCH) {
+        let mut batch = JoinSet::new();
+        for i in batch_start..(batch_start + CONNECT_BATCH).min(count) {
+            let args = Arc::clone(&args);
+            let room = room_of(i);
+            batch.spawn(async move {
+                let (sink, stream) = client::connect(&args, first + i, &room).await;
+                (i, sink, stream, room)
+            });
+        }
+        let mut opened: Vec<_> = batch.join_all().await;
+        opened.sort_by_key(|(i, ..)| *i);
+        connections.extend(
+            opened
+                .into_iter()
+                .map(|(_, sink, stream, room)| (sink, stream, room)),
+        );
+        eprint!("\r  connected {}/{count}", connections.len());
+    }
+    eprintln!();
+    connections
+}
+
+fn args_clone(args: &Args) -> Args {
+    Args {
+        url: args.url.clone(),
+        protocol: args.protocol,
+        name: args.name.clone(),
+        jwt_secret: args.jwt_secret.clone(),
+        server_pid: args.server_pid,
+        json: None,
+        scenario: args.scenario.clone(),
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
+}
+
+/// `publishers` connections send `rate` messages a second in total for `duration`
+/// seconds into `rooms` rooms; `subscribers` connections (spread over the rooms) count
+/// what they receive and how late.
+async fn broadcast(
+    args: &Args,
+    rooms: usize,
+    subscribers: usize,
+    publishers: usize,
+    rate: u64,
+    duration: u64,
+    body_bytes: usize,
+) -> Report {
+    let room_name = |r: usize| format!("bench-{r}");
+    eprintln!(
+        "{}: {subscribers} subscribers in {rooms} room(s), {publishers} publishers",
+        args.name
+    );
+    let subs = open_many(args, 0, subscribers, |i| room_name(i % rooms)).await;
+    let pubs = open_many(args, subscribers, publishers, |i| room_name(i % rooms)).await;
+
+    let start = Instant::now() + Duration::from_millis(500);
+    let stop_sending = start + Duration::from_secs(duration);
+    let stop_reading = stop_sending + DRAIN;
+
+    let mut readers = JoinSet::new();
+    for (sink, mut stream, _) in subs {
+        readers.spawn(async move {
+            let _keep_open = sink;
+            let mut histogram = new_histogram();
+            let mut received = 0u64;
+            loop {
+                tokio::select! {
+                    () = sleep_until(stop_reading) => break,
+                    next = stream.next() => match next {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Some(scheduled) = scheduled_time(&text) {
+                                let late = now_micros().saturating_sub(scheduled).max(1);
+                                let _ = histogram.record(late);
+                                received += 1;
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+            (received, histogram)
+        });
+    }
+
+    let sent = Arc::new(AtomicU64::new(0));
+    let per_publisher = rate as f64 / publishers as f64;
+    let protocol = args.protocol;
+    let cpu_before = args.server_pid.and_then(cpu_seconds);
+    let start_micros = now_micros() + 500_000;
+    let mut senders = JoinSet::new();
+    for (p, (mut sink, mut stream, room)) in pubs.into_iter().enumerate() {
+        let sent = Arc::clone(&sent);
+        // Publishers read (and drop) what comes back, or the server would see slow consumers.
+        tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+        senders.spawn(async move {
+            let period = Duration::from_secs_f64(1.0 / per_publisher);
+            // Stagger publishers evenly inside one period.
+            let offset = period.mul_f64(p as f64 / publishers as f64);
+            let mut k = 0u64;
+            loop {
+                let due = start + offset + period.mul_f64(k as f64);
+                if due >= stop_sending {
+                    break;
+                }
+                sleep_until(due).await;
+                let scheduled = start_micros + (due - start).as_micros() as u64;
+                let frame = send_frame(protocol, &room, &body(scheduled, body_bytes), None);
+                if sink.send(Message::text(frame)).await.is_err() {
+                    break;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+                k += 1;
+            }
+            sink
+        });
+    }
+    let _sinks = senders.join_all().await;
+    let cpu_after_send = args.server_pid.and_then(cpu_seconds);
+    let mut histogram = new_histogram();
+    let mut delivered = 0;
+    for (received, part) in readers.join_all().await {
+        delivered += received;
+        histogram.add(part).expect("merge histograms");
+    }
+    let cpu_after = args.server_pid.and_then(cpu_seconds).or(cpu_after_send);
+    let sent = sent.load(Ordering::Relaxed);
+    let subscribers_per_room = subscribers / rooms;
+    Report {
+        sent,
+        expected: sent * subscribers_per_room as u64,
+        delivered,
+        seconds: duration as f64,
+        cpu_seconds: cpu_before.zip(cpu_after).map(|(a, b)| b - a),
+        latency_ms: (delivered > 0)
+            .then(|| [0.5, 0.99, 0.999].map(|q| histogram.value_at_quantile(q) as f64 / 1000.0)),
+        ..Report::default()
+    }
+}
+
+/// Each connection keeps `window` sends in flight to its own room and counts acks.
+async fn ingest(args: &Args, connections: usize, window: usize, duration: u64) -> Report {
+    assert_eq!(
+        args.protocol,
+        Protocol::Palisade,
+        "ingest needs palisade's acks"
+    );
+    eprintln!(
+        "{}: {connections} connections × {window} in flight",
+        args.name
+    );
+    let conns = open_many(args, 0, connections, |i| format!("ingest-{i}")).await;
+    let stop = Instant::now() + Duration::from_secs(duration);
+    let cpu_before = args.server_pid.and_then(cpu_seconds);
+    let mut tasks = JoinSet::new();
+    for (mut sink, mut stream, room) in conns {
+        tasks.spawn(async move {
+            let mut next_id = 0u64;
+            let mut acked = 0u64;
+            let mut histogram = new_histogram();
+            let mut in_flight = std::collections::HashMap::new();
+            for _ in 0..window {
+                next_id += 1;
+                in_flight.insert(next_id, now_micros());
+                let frame = send_frame(Protocol::Palisade, &room, &body(now_micros(), 64), Some(next_id));
+                if sink.send(Message::text(frame)).await.is_err() {
+                    return (acked, histogram);
+                }
+            }
+            loop {
+                tokio::select! {
+                    () = sleep_until(stop) => break,
+                    next = stream.next() => match next {
+                        Some(Ok(Message::Text(text))) if text.contains(r#""type":"ack""#) => {
+                            acked += 1;
+                            let id = text.split(r#""id":"#).nth(1).and_then(|rest| {
+                                rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok()
+                            });
+                            if let Some(sent_at) = id.and_then(|id| in_flight.remove(&id)) {
+                                let _ = histogram.record(now_micros().saturating_sub(sent_at).max(1));
+                            }
+                            next_id += 1;
+                            in_flight.insert(next_id, now_micros());
+                            let frame = send_frame(Protocol::Palisade, &room, &body(now_micros(), 64), Some(next_id));
+                            if sink.send(Message::text(frame)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+            (acked, histogram)
+        });
+    }
+    let mut acked = 0;
+    let mut histogram = new_histogram();
+    for (count, part) in tasks.join_all().await {
+        acked += count;
+        histogram.add(part).expect("merge histograms");
+    }
+    let cpu_after = args.server_pid.and_then(cpu_seconds);
+    Report {
+        scenario: "ingest".into(),
+        params: format!("{connections} conns × {window} in flight"),
+        sent: acked,
+        expected: acked,
+        delivered: acked,
+        seconds: duration as f64,
+        cpu_seconds: cpu_before.zip(cpu_after).map(|(a, b)| b - a),
+        latency_ms: (acked > 0)
+            .then(|| [0.5, 0.99, 0.999].map(|q| histogram.value_at_quantile(q) as f64 / 1000.0)),
+        ..Report::default()
+    }
+}
+
+/// Opens `connections` joined connections and reads the server's memory per connection.
+async fn idle(args: &Args, connections: usize) -> Report {
+    let pid = args.server_pid.expect("idle needs --server-pid");
+    let before = rss_kib(pid).unwrap_or(0);
+    eprintln!(
+        "{}: {connections} idle connections (server RSS {before} KiB before)",
+        args.name
+    );
+    let conns = open_many(args, 0, connections, |i| format!("idle-{}", i % 100)).await;
+    // Let the server settle what the joins allocated, then read.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(pid).unwrap_or(0);
+    drop(conns);
+    let per_connection = after.saturating_sub(before) as f64 / connections as f64;
+    Report {
+        scenario: "idle".into(),
+        params: format!("{connections} joined conns"),
+        extra: Some(("KiB/conn", per_connection)),
+        ..Report::default()
+    }
+}
