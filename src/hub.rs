@@ -200,7 +200,6 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::ws::outbox::{Closer, OutboxQueue};
-    use tokio_util::sync::CancellationToken;
 
     fn user(id: &str) -> UserRef {
         UserRef {
@@ -210,7 +209,7 @@ mod tests {
     }
 
     fn outbox() -> (Outbox, OutboxQueue) {
-        Outbox::new(16, 1 << 20, Closer::new(CancellationToken::new()))
+        Outbox::new(16, 1 << 20, Closer::new())
     }
 
     fn message(seq: u64) -> RoomEvent {

@@ -1,7 +1,7 @@
 //! One stop signal for the whole process.
 //!
-//! Every long-lived task (the HTTP server, each WebSocket session, its writer) holds a
-//! clone of [`Shutdown`] or a child of its token. Triggering it makes the handshake answer
+//! Every long-lived task (the accept loop, each WebSocket session) holds a clone of
+//! [`Shutdown`]; a session passes it on to its writer through its close signal. Triggering it makes the handshake answer
 //! `503 unavailable`, stops the listener, and closes every session with 1001.
 
 use tokio_util::sync::CancellationToken;
@@ -29,11 +29,6 @@ impl Shutdown {
     /// Resolves once [`Shutdown::trigger`] has been called.
     pub async fn triggered(&self) {
         self.token.cancelled().await;
-    }
-
-    /// A token that is cancelled with this one, or on its own (one per session).
-    pub fn child_token(&self) -> CancellationToken {
-        self.token.child_token()
     }
 }
 

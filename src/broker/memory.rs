@@ -80,7 +80,6 @@ mod tests {
     use crate::ws::outbox::{Closer, Outbox};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
-    use tokio_util::sync::CancellationToken;
 
     /// A store whose first append is slow: without the per-room lock, the second
     /// message would reach the hub first.
@@ -154,7 +153,7 @@ mod tests {
             Arc::new(SlowFirstStore::default()),
             Arc::clone(&hub),
         ));
-        let (outbox, mut queue) = Outbox::new(16, 1 << 20, Closer::new(CancellationToken::new()));
+        let (outbox, mut queue) = Outbox::new(16, 1 << 20, Closer::new());
         let member = UserRef {
             id: "m".into(),
             name: "m".into(),

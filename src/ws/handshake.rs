@@ -26,8 +26,14 @@ use std::time::Duration;
 /// How long a client refused by a connection cap is told to wait.
 const CAP_RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// The read buffer per connection: frames are at most a few KiB.
-const READ_BUFFER_BYTES: usize = 4096;
+/// The read buffer per connection: client frames are small, and an idle connection
+/// should cost little; a 4 KiB frame simply takes a few reads.
+const READ_BUFFER_BYTES: usize = 1024;
+
+/// Frames written between flushes collect up to this much before a write: the writer
+/// flushes once per batch, so a burst costs one syscall, not one per frame. The buffer
+/// only grows as far as a connection's largest batch.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct QueryCredentials {
@@ -109,7 +115,7 @@ pub async fn upgrade(
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .on_failed_upgrade(move |error| {
             tracing::debug!(%error, "websocket upgrade failed");
         })

@@ -11,44 +11,54 @@ use super::close::CloseCode;
 use axum::extract::ws::Utf8Bytes;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio_util::sync::CancellationToken;
 
-/// Tells a connection to close, with the first code given (1001 if the whole server
-/// is stopping).
-#[derive(Clone, Debug)]
-pub struct Closer {
-    token: CancellationToken,
-    code: Arc<OnceLock<CloseCode>>,
+/// Tells a connection to close, with the first code given.
+///
+/// Built on `Notify` rather than a cancellation token: the writer polls it once per
+/// frame, and a token's check takes a lock where this is one atomic load.
+#[derive(Clone, Debug, Default)]
+pub struct Closer(Arc<CloserInner>);
+
+#[derive(Debug, Default)]
+struct CloserInner {
+    code: OnceLock<CloseCode>,
+    notify: Notify,
 }
 
 impl Closer {
-    /// `token` is normally a child of the server's shutdown token.
-    pub fn new(token: CancellationToken) -> Self {
-        Self {
-            token,
-            code: Arc::new(OnceLock::new()),
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
     pub fn close(&self, code: CloseCode) {
-        let _ = self.code.set(code);
-        self.token.cancel();
+        if self.0.code.set(code).is_ok() {
+            self.0.notify.notify_waiters();
+        }
     }
 
     pub fn is_closed(&self) -> bool {
-        self.token.is_cancelled()
+        self.0.code.get().is_some()
     }
 
     /// Resolves when the connection must close.
     pub async fn closed(&self) {
-        self.token.cancelled().await;
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a close in between is not missed.
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
     }
 
-    /// The code to close with: the first one set, or 1001 when the server stopped.
+    /// The code to close with (1000 if none was given yet).
     pub fn code(&self) -> CloseCode {
-        self.code.get().copied().unwrap_or(CloseCode::GoingAway)
+        self.0.code.get().copied().unwrap_or(CloseCode::Normal)
     }
 }
 
@@ -129,7 +139,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_closes_the_connection_with_4008() {
-        let closer = Closer::new(CancellationToken::new());
+        let closer = Closer::new();
         let (outbox, _queue) = Outbox::new(2, 1 << 20, closer.clone());
         assert!(outbox.push("a".into()));
         assert!(outbox.push("b".into()));
@@ -141,7 +151,7 @@ mod tests {
 
     #[test]
     fn queued_bytes_are_bounded_too_and_freed_as_the_writer_drains() {
-        let closer = Closer::new(CancellationToken::new());
+        let closer = Closer::new();
         let (outbox, mut queue) = Outbox::new(100, 10, closer.clone());
         assert!(
             outbox.push("x".repeat(30).into()),
@@ -155,16 +165,19 @@ mod tests {
         assert_eq!(closer.code(), CloseCode::SlowConsumer);
     }
 
-    #[test]
-    fn the_first_close_code_wins_and_shutdown_means_1001() {
-        let parent = CancellationToken::new();
-        let closer = Closer::new(parent.child_token());
-        parent.cancel();
-        assert!(closer.is_closed());
-        assert_eq!(closer.code(), CloseCode::GoingAway);
-        let other = Closer::new(CancellationToken::new());
-        other.close(CloseCode::TooBig);
-        other.close(CloseCode::Normal);
-        assert_eq!(other.code(), CloseCode::TooBig);
+    #[tokio::test]
+    async fn the_first_close_code_wins_and_wakes_a_waiter() {
+        let closer = Closer::new();
+        let waiter = tokio::spawn({
+            let closer = closer.clone();
+            async move { closer.closed().await }
+        });
+        tokio::task::yield_now().await;
+        closer.close(CloseCode::TooBig);
+        closer.close(CloseCode::Normal);
+        waiter.await.unwrap();
+        assert_eq!(closer.code(), CloseCode::TooBig);
+        // A wait that starts after the close returns at once.
+        closer.closed().await;
     }
 }

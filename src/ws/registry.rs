@@ -56,14 +56,13 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_util::sync::CancellationToken;
 
     #[test]
     fn closing_a_user_closes_each_of_their_live_connections_only() {
         let registry = Arc::new(LiveConnections::default());
-        let a1 = Closer::new(CancellationToken::new());
-        let a2 = Closer::new(CancellationToken::new());
-        let b = Closer::new(CancellationToken::new());
+        let a1 = Closer::new();
+        let a2 = Closer::new();
+        let b = Closer::new();
         let _r1 = registry.register("a", 1, a1.clone());
         let r2 = registry.register("a", 2, a2.clone());
         let _r3 = registry.register("b", 3, b.clone());

@@ -56,7 +56,7 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
         slot,
     } = context;
     let limits = state.settings.limits.clone();
-    let closer = Closer::new(state.shutdown.child_token());
+    let closer = Closer::new();
     let (outbox, queue) = Outbox::new(
         limits.outbound_queue,
         limits.outbound_queue_bytes,
@@ -149,9 +149,11 @@ impl Session {
         let mut expiry = self.expiry();
         while !self.closer.is_closed() {
             let closer = self.closer.clone();
+            let shutdown = self.state.shutdown.clone();
             tokio::select! {
                 biased;
                 () = closer.closed() => break,
+                () = shutdown.triggered() => self.closer.close(CloseCode::GoingAway),
                 () = sleep_until(expiry) => self.closer.close(CloseCode::TokenExpired),
                 () = sleep_until(last_heard + silence_limit) => self.closer.close(CloseCode::HeartbeatTimeout),
                 next = stream.next() => {

@@ -23,15 +23,19 @@ type Sink = SplitSink<WebSocket, Message>;
 
 pub async fn run(mut sink: Sink, mut queue: OutboxQueue, closer: Closer, heartbeat: Duration) {
     let mut ping = interval_at(Instant::now() + heartbeat, heartbeat);
+    // One wait for the close signal for the whole loop: making a new one per frame
+    // registers and unregisters a waiter each time, on the hottest path there is.
+    let closed = closer.closed();
+    tokio::pin!(closed);
     loop {
         tokio::select! {
             biased;
-            () = closer.closed() => break,
+            () = &mut closed => break,
             frame = queue.recv() => {
                 let Some(frame) = frame else { break };
                 tokio::select! {
                     biased;
-                    () = closer.closed() => break,
+                    () = &mut closed => break,
                     written = write_batch(&mut sink, &mut queue, frame) => {
                         if written.is_err() {
                             closer.close(CloseCode::Normal);
