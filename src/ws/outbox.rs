@@ -9,10 +9,10 @@
 
 use super::close::CloseCode;
 use axum::extract::ws::Utf8Bytes;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use tokio::sync::{Notify, mpsc};
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Notify, mpsc};
 
 /// Tells a connection to close, with the first code given.
 ///
@@ -67,6 +67,7 @@ pub struct Outbox {
     tx: mpsc::Sender<Utf8Bytes>,
     closer: Closer,
     queued_bytes: Arc<AtomicUsize>,
+    urgent: Arc<AtomicBool>,
     max_bytes: usize,
 }
 
@@ -74,6 +75,7 @@ pub struct Outbox {
 pub struct OutboxQueue {
     rx: mpsc::Receiver<Utf8Bytes>,
     queued_bytes: Arc<AtomicUsize>,
+    urgent: Arc<AtomicBool>,
 }
 
 impl Outbox {
@@ -82,13 +84,22 @@ impl Outbox {
     pub fn new(max_frames: usize, max_bytes: usize, closer: Closer) -> (Self, OutboxQueue) {
         let (tx, rx) = mpsc::channel(max_frames.max(1));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let urgent = Arc::new(AtomicBool::new(false));
         let outbox = Self {
             tx,
             closer,
             queued_bytes: Arc::clone(&queued_bytes),
+            urgent: Arc::clone(&urgent),
             max_bytes,
         };
-        (outbox, OutboxQueue { rx, queued_bytes })
+        (
+            outbox,
+            OutboxQueue {
+                rx,
+                queued_bytes,
+                urgent,
+            },
+        )
     }
 
     /// Queues a frame; false (and the connection closing with 4008) if the queue is full.
@@ -112,6 +123,13 @@ impl Outbox {
         }
     }
 
+    /// Queues a reply to the client's own request: the writer sends it without waiting
+    /// to gather more, so request and answer stay snappy on a busy connection.
+    pub fn push_reply(&self, frame: Utf8Bytes) -> bool {
+        self.urgent.store(true, Ordering::Release);
+        self.push(frame)
+    }
+
     pub fn closer(&self) -> &Closer {
         &self.closer
     }
@@ -123,6 +141,11 @@ impl OutboxQueue {
         let frame = self.rx.recv().await?;
         self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
         Some(frame)
+    }
+
+    /// Whether a reply was queued since the last call (and clears the mark).
+    pub fn take_urgent(&self) -> bool {
+        self.urgent.swap(false, Ordering::AcqRel)
     }
 
     /// The next frame if one is queued already.

@@ -110,7 +110,7 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
 
 impl Session {
     fn push(&self, frame: &ServerFrame<'_>) {
-        self.outbox.push(encode(frame));
+        self.outbox.push_reply(encode(frame));
     }
 
     fn error(&self, id: Option<u32>, code: ErrorCode, message: &str) {

@@ -1,7 +1,11 @@
 //! The writer task of a connection: drains its outbox to the socket.
 //!
 //! It writes everything already queued and flushes once per batch, so a burst of
-//! broadcasts costs one flush, not one per frame. It also sends the heartbeat pings and,
+//! broadcasts costs one flush, not one per frame. A connection that is busy (it flushed
+//! moments ago) waits a few milliseconds to gather more before writing: on a hot room
+//! that turns many tiny TCP packets into a few larger ones, which is most of what a
+//! delivery costs; a quiet connection (a person chatting) still gets each frame at once,
+//! and so does the answer to a client's own request (`Outbox::push_reply`). It also sends the heartbeat pings and,
 //! when the connection must close, the close frame with its code, after what was queued
 //! before it (except for a slow consumer, whose queue is the problem).
 
@@ -16,6 +20,11 @@ use tokio::time::{Instant, interval_at, timeout};
 /// Most frames written between two flushes.
 const MAX_BATCH: usize = 64;
 
+/// A flush this recent makes the connection busy...
+const BUSY_WINDOW: Duration = Duration::from_millis(40);
+/// ...and a busy connection gathers frames for this long after its last flush.
+const LINGER: Duration = Duration::from_millis(14);
+
 /// How long the final frames and the close frame may take to leave.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
@@ -27,16 +36,21 @@ pub async fn run(mut sink: Sink, mut queue: OutboxQueue, closer: Closer, heartbe
     // registers and unregisters a waiter each time, on the hottest path there is.
     let closed = closer.closed();
     tokio::pin!(closed);
+    let mut last_flush: Option<Instant> = None;
     loop {
         tokio::select! {
             biased;
             () = &mut closed => break,
             frame = queue.recv() => {
                 let Some(frame) = frame else { break };
+                let linger_until = last_flush
+                    .filter(|at| at.elapsed() < BUSY_WINDOW)
+                    .map(|at| at + LINGER);
                 tokio::select! {
                     biased;
                     () = &mut closed => break,
-                    written = write_batch(&mut sink, &mut queue, frame) => {
+                    written = write_batch(&mut sink, &mut queue, frame, linger_until) => {
+                        last_flush = Some(Instant::now());
                         if written.is_err() {
                             closer.close(CloseCode::Normal);
                             return;
@@ -68,15 +82,27 @@ pub async fn run(mut sink: Sink, mut queue: OutboxQueue, closer: Closer, heartbe
     let _ = timeout(CLOSE_GRACE, farewell).await;
 }
 
+/// Writes `first` and what follows it, waiting for more until `linger_until` if given.
 async fn write_batch(
     sink: &mut Sink,
     queue: &mut OutboxQueue,
     first: Utf8Bytes,
+    linger_until: Option<Instant>,
 ) -> Result<(), axum::Error> {
     sink.feed(Message::Text(first)).await?;
     let mut frames = 1;
+    // A queued reply to the client's own request ends the wait at once.
+    let linger_until = linger_until.filter(|_| !queue.take_urgent());
     while frames < MAX_BATCH {
-        let Some(frame) = queue.try_recv() else { break };
+        let frame = match (queue.try_recv(), linger_until) {
+            (Some(frame), _) => frame,
+            (None, Some(_)) if queue.take_urgent() => break,
+            (None, Some(deadline)) => match tokio::time::timeout_at(deadline, queue.recv()).await {
+                Ok(Some(frame)) => frame,
+                _ => break,
+            },
+            (None, None) => break,
+        };
         sink.feed(Message::Text(frame)).await?;
         frames += 1;
     }
