@@ -309,6 +309,17 @@ async fn say(page: &Client, body: &str) {
     composer.send_keys("\u{E007}").await.unwrap(); // Enter
 }
 
+/// Two pages, Alice's and Bob's, signed up and in `room`.
+async fn alice_and_bob_in(browser: &Browser, server: &Server, room: &str) -> (Client, Client) {
+    let alice = browser.page("alice").await;
+    let bob = browser.page("bob").await;
+    sign_up(&alice, server, "alice").await;
+    sign_up(&bob, server, "bob").await;
+    join_room(&alice, room).await;
+    join_room(&bob, room).await;
+    (alice, bob)
+}
+
 /// How many messages in the page have exactly this body.
 fn count_of(body: &str) -> String {
     format!(
@@ -323,12 +334,7 @@ async fn two_people_chat_from_two_browsers() {
         return;
     };
     let server = Server::start().await;
-    let alice = browser.page("alice").await;
-    let bob = browser.page("bob").await;
-    sign_up(&alice, &server, "alice").await;
-    sign_up(&bob, &server, "bob").await;
-    join_room(&alice, "lobby").await;
-    join_room(&bob, "lobby").await;
+    let (alice, bob) = alice_and_bob_in(&browser, &server, "lobby").await;
     until(
         &alice,
         "bob online",
@@ -379,12 +385,7 @@ async fn a_message_that_looks_like_html_shows_literally_and_runs_nothing() {
         return;
     };
     let server = Server::start().await;
-    let alice = browser.page("alice").await;
-    let bob = browser.page("bob").await;
-    sign_up(&alice, &server, "alice").await;
-    sign_up(&bob, &server, "bob").await;
-    join_room(&alice, "xss").await;
-    join_room(&bob, "xss").await;
+    let (alice, bob) = alice_and_bob_in(&browser, &server, "xss").await;
     let payload = "<img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script>";
     say(&alice, payload).await;
     until(
@@ -412,12 +413,7 @@ async fn after_a_server_restart_both_pages_recover_with_every_missed_message_onc
         return;
     };
     let server = Server::start().await;
-    let alice = browser.page("alice").await;
-    let bob = browser.page("bob").await;
-    sign_up(&alice, &server, "alice").await;
-    sign_up(&bob, &server, "bob").await;
-    join_room(&alice, "ops").await;
-    join_room(&bob, "ops").await;
+    let (alice, bob) = alice_and_bob_in(&browser, &server, "ops").await;
     say(&alice, "before the restart").await;
     until(
         &bob,
