@@ -182,11 +182,6 @@ impl Hub {
         crate::stats::deliveries(delivered);
     }
 
-    /// Distinct users in a room on this node.
-    pub fn online(&self, room: &str) -> usize {
-        self.rooms.get(room).map_or(0, |r| r.users().len())
-    }
-
     /// Every room with someone in it, with its number of distinct users.
     pub fn occupied_rooms(&self) -> Vec<(String, usize)> {
         self.rooms
@@ -264,7 +259,7 @@ mod tests {
         );
         assert_eq!(drain(&mut rx_a1), ["joined", "b-typing"]);
         assert_eq!(drain(&mut rx_b), ["2"]);
-        assert_eq!(hub.online("r"), 2);
+        assert_eq!(hub.occupied_rooms(), [("r".to_owned(), 2)]);
         assert_eq!(hub.leave("r", 1), Some((user("a"), false)));
         assert_eq!(hub.leave("r", 3), Some((user("a"), true)));
         assert_eq!(hub.leave("r", 3), None);

@@ -55,34 +55,39 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
         ip,
         slot,
     } = context;
-    let limits = state.settings.limits.clone();
-    let closer = Closer::new();
-    let (outbox, queue) = Outbox::new(
-        limits.outbound_queue,
-        limits.outbound_queue_bytes,
-        closer.clone(),
-    );
-    let (sink, mut stream) = socket.split();
-    let writer = state.sessions.spawn(writer::run(
-        sink,
-        queue,
-        closer.clone(),
-        Duration::from_secs(limits.heartbeat_secs.max(1)),
-    ));
-    let mut session = Session {
-        conn: state.next_conn_id(),
-        budget: FrameBudget::new(
+    // Built in a block so nothing used only for setup lives on in the session's future.
+    let (mut session, mut stream, writer) = {
+        let limits = &state.settings.limits;
+        let closer = Closer::new();
+        let (outbox, queue) = Outbox::new(
+            limits.outbound_queue,
+            limits.outbound_queue_bytes,
+            closer.clone(),
+        );
+        let (sink, stream) = socket.split();
+        let writer = state.sessions.spawn(writer::run(
+            sink,
+            queue,
+            closer.clone(),
+            Duration::from_secs(limits.heartbeat_secs.max(1)),
+        ));
+        let budget = FrameBudget::new(
             limits.messages_per_sec,
             limits.message_burst,
             limits.abuse_refusals,
             Duration::from_secs(limits.abuse_window_secs),
-        ),
-        state,
-        identity,
-        ip,
-        outbox,
-        closer,
-        rooms: BTreeSet::new(),
+        );
+        let session = Session {
+            conn: state.next_conn_id(),
+            budget,
+            state,
+            identity,
+            ip,
+            outbox,
+            closer,
+            rooms: BTreeSet::new(),
+        };
+        (session, stream, writer)
     };
     tracing::debug!(ip = %session.ip, user = %session.identity.user.id, conn = session.conn, "session open");
     let registration = session.state.connections.register(
