@@ -62,6 +62,17 @@ palisade() {
         --max-connections-per-ip 100000 --max-connections-per-user 100000 --max-connections 100000
 }
 
+# How cost grows with the number of subscribers (palisade and Node; 200 msg/s).
+for subscribers in 250 500; do
+    palisade "subs-$subscribers"
+    loadgen palisade palisade 9000 fanout --subscribers "$subscribers" --rate 200 --duration "$DURATION"
+    stop
+    start node-ws 9002 node bench/node-ws/server.js 127.0.0.1:9002
+    loadgen node-ws raw 9002 fanout --subscribers "$subscribers" --rate 200 --duration "$DURATION"
+    stop
+done
+
+# How cost grows with the message rate (all three servers; 1000 subscribers).
 for rate in 100 200 300; do
     palisade "fanout-$rate"
     loadgen palisade palisade 9000 fanout --subscribers 1000 --rate "$rate" --duration "$DURATION"
@@ -74,9 +85,11 @@ for rate in 100 200 300; do
     stop
 done
 
-palisade rooms
-loadgen palisade palisade 9000 rooms --rooms 200 --members 5 --rate 1000 --duration "$DURATION"
-stop
+for rooms in 50 200; do
+    palisade "rooms-$rooms"
+    loadgen palisade palisade 9000 rooms --rooms "$rooms" --members 5 --rate 1000 --duration "$DURATION"
+    stop
+done
 
 palisade ingest
 loadgen palisade palisade 9000 ingest --connections 16 --window 32 --duration "$DURATION"
@@ -93,3 +106,10 @@ loadgen axum-floor raw 9001 idle --connections "$IDLE_CONNECTIONS"
 stop
 
 python3 bench/table.py "$JSON" | tee "$RESULTS/table.md"
+
+# The chart needs matplotlib: installed into a virtualenv of the bench's own.
+if [ ! -x bench/.venv/bin/python ]; then
+    python3 -m venv bench/.venv
+    bench/.venv/bin/pip install -q --disable-pip-version-check "matplotlib==3.11.2"
+fi
+bench/.venv/bin/python bench/chart.py "$JSON" "$RESULTS/cost.png"
