@@ -112,16 +112,23 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer_token(&parts.headers)
-            .ok()
-            .flatten()
-            .ok_or(ApiError::Unauthorized)?;
-        match state.auth.verify(token) {
-            Ok(identity) => Ok(Authenticated(identity)),
-            Err(reason) => {
-                tracing::warn!(target: "security", event = "auth_rejected", path = %parts.uri.path(), reason = reason.as_str());
-                Err(ApiError::Unauthorized)
-            }
-        }
+        authenticate(state, &parts.headers, parts.uri.path()).map(Authenticated)
     }
+}
+
+/// The caller named by a request's bearer token, or `401 unauthorized` (logged as a
+/// security event with the path, never the token).
+pub fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<Identity, ApiError> {
+    let token = bearer_token(headers)
+        .ok()
+        .flatten()
+        .ok_or(ApiError::Unauthorized)?;
+    state.auth.verify(token).map_err(|reason| {
+        tracing::warn!(target: "security", event = "auth_rejected", %path, reason = reason.as_str());
+        ApiError::Unauthorized
+    })
 }

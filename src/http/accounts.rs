@@ -8,13 +8,13 @@ use crate::auth::Authenticated;
 use crate::auth::accounts::{self, AccountError};
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiJson};
+use crate::http::per_ip_rate;
 use crate::model::{Role, UserRef, is_acceptable_password, is_valid_username};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use governor::clock::{Clock, DefaultClock};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
@@ -43,7 +43,7 @@ async fn register(
     ClientIp(ip): ClientIp,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
-    check_rate(&state, ip, "register")?;
+    per_ip_rate(&state.auth_limiter, ip, "register")?;
     if !is_valid_username(&credentials.username) {
         return Err(ApiError::InvalidUsername);
     }
@@ -65,7 +65,7 @@ async fn login(
     ClientIp(ip): ClientIp,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> Result<Json<Session>, ApiError> {
-    check_rate(&state, ip, "login")?;
+    per_ip_rate(&state.auth_limiter, ip, "login")?;
     match accounts::login(&state.store, &credentials.username, credentials.password).await {
         Ok((user, stored_role)) => {
             let is_admin = state
@@ -115,25 +115,4 @@ fn account_error(error: AccountError) -> ApiError {
         AccountError::InvalidCredentials => ApiError::InvalidCredentials,
         other => ApiError::internal(other),
     }
-}
-
-fn check_rate(state: &AppState, ip: std::net::IpAddr, what: &'static str) -> Result<(), ApiError> {
-    per_ip_rate(&state.auth_limiter, ip, what)
-}
-
-/// Spends one request of a per-IP budget, or says how long to wait.
-pub fn per_ip_rate(
-    limiter: &governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
-    ip: std::net::IpAddr,
-    what: &'static str,
-) -> Result<(), ApiError> {
-    if limiter.len() > 100_000 {
-        limiter.retain_recent();
-    }
-    limiter.check_key(&ip).map_err(|not_until| {
-        tracing::warn!(target: "security", event = "rate_limited", %ip, endpoint = what);
-        ApiError::RateLimited {
-            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-        }
-    })
 }

@@ -3,7 +3,7 @@
 //! Behind a reverse proxy on the same machine, list the proxy in
 //! `PALISADE_TRUSTED_PROXIES`: otherwise every request through it looks like loopback.
 
-use crate::auth::bearer_token;
+use crate::auth::authenticate;
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
 use crate::model::Role;
@@ -25,14 +25,7 @@ async fn metrics(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     if !ip.is_loopback() {
-        let token = bearer_token(&headers)
-            .ok()
-            .flatten()
-            .ok_or(ApiError::Unauthorized)?;
-        let identity = state
-            .auth
-            .verify(token)
-            .map_err(|_| ApiError::Unauthorized)?;
+        let identity = authenticate(&state, &headers, "/metrics")?;
         if identity.role != Role::Admin {
             tracing::warn!(target: "security", event = "metrics_forbidden", %ip, user = %identity.user.id);
             return Err(ApiError::Forbidden);

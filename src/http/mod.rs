@@ -19,6 +19,9 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use governor::DefaultKeyedRateLimiter;
+use governor::clock::{Clock, DefaultClock};
+use std::net::IpAddr;
 use std::time::Duration;
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -97,4 +100,21 @@ fn cors(state: &AppState) -> CorsLayer {
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(Duration::from_secs(600))
+}
+
+/// Spends one request of a per-IP budget, or says how long to wait.
+pub fn per_ip_rate(
+    limiter: &DefaultKeyedRateLimiter<IpAddr>,
+    ip: IpAddr,
+    what: &'static str,
+) -> Result<(), ApiError> {
+    if limiter.len() > 100_000 {
+        limiter.retain_recent();
+    }
+    limiter.check_key(&ip).map_err(|not_until| {
+        tracing::warn!(target: "security", event = "rate_limited", %ip, endpoint = what);
+        ApiError::RateLimited {
+            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+        }
+    })
 }

@@ -4,7 +4,7 @@
 use crate::auth::Authenticated;
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
-use crate::http::accounts::per_ip_rate;
+use crate::http::per_ip_rate;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::routing::post;
