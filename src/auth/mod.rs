@@ -2,14 +2,14 @@
 //!
 //! Every path in (HTTP bearer token, WebSocket header, ticket or query token, `refresh`)
 //! ends in the same [`Identity`], checked by one [`Authenticator`]: signature, algorithm,
-//! time claims and revocation, so one set of checks guards them all.
+//! time claims, revocation and disabled accounts, so one set of checks guards them all.
 
 pub mod accounts;
 pub mod jwt;
 pub mod revocation;
 pub mod tickets;
 
-use jwt::{IssuedToken, JwtKeys, TokenRejection};
+use jwt::{IssuedToken, JwtKeys, Minter, TokenRejection};
 use revocation::Revocations;
 
 use crate::error::ApiError;
@@ -30,6 +30,7 @@ pub struct Identity {
     /// Unix seconds: the connection closes with 4001 then unless refreshed.
     pub expires_at: i64,
     pub issued_at: i64,
+    pub minted_by: Minter,
 }
 
 impl Identity {
@@ -58,10 +59,15 @@ impl Authenticator {
         self.keys.issue(user, role, None)
     }
 
-    /// A fresh token with the same subject, name, role and room allowlist: renewal.
-    pub fn renew(&self, identity: &Identity) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
-        self.keys
-            .issue(&identity.user, identity.role, identity.rooms.as_deref())
+    /// A fresh token for the same subject and room allowlist: renewal. The role is the one
+    /// the account has now, never the one the old token claimed.
+    pub fn renew(
+        &self,
+        identity: &Identity,
+        user: &UserRef,
+        role: Role,
+    ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
+        self.keys.issue(user, role, identity.rooms.as_deref())
     }
 
     /// A token's identity, if it is well signed, in date and not revoked.
@@ -75,6 +81,9 @@ impl Authenticator {
     pub fn still_valid(&self, identity: &Identity) -> Result<(), TokenRejection> {
         if identity.expires_at <= crate::model::now_secs() {
             return Err(TokenRejection::Expired);
+        }
+        if self.revocations.is_disabled(&identity.user.id) {
+            return Err(TokenRejection::Disabled);
         }
         if self.revocations.is_revoked(identity) {
             return Err(TokenRejection::Revoked);
