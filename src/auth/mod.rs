@@ -141,3 +141,46 @@ pub fn authenticate(
         ApiError::Unauthorized
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn authenticator() -> Authenticator {
+        let keys = JwtKeys::new(&Settings::development()).unwrap();
+        Authenticator::new(keys, Revocations::default())
+    }
+
+    fn bob() -> UserRef {
+        UserRef {
+            id: "u-bob".into(),
+            name: "bob".into(),
+        }
+    }
+
+    #[test]
+    fn a_disabled_user_s_tokens_are_refused_whenever_issued_until_enabled() {
+        let auth = authenticator();
+        let before = auth.issue(&bob(), Role::User).unwrap().token;
+        // A ban dated in the past: tokens issued after it are refused by the ban alone.
+        auth.revocations()
+            .disable("u-bob", crate::model::now_secs() - 60);
+        let after = auth.issue(&bob(), Role::User).unwrap().token;
+        for token in [&before, &after] {
+            assert!(matches!(auth.verify(token), Err(TokenRejection::Disabled)));
+        }
+        auth.revocations().enable("u-bob");
+        assert!(auth.verify(&after).is_ok());
+    }
+
+    #[test]
+    fn renewal_takes_the_role_it_is_given_not_the_old_token_s() {
+        let auth = authenticator();
+        let admin = auth.issue(&bob(), Role::Admin).unwrap().token;
+        let identity = auth.verify(&admin).unwrap();
+        assert_eq!(identity.role, Role::Admin);
+        let renewed = auth.renew(&identity, &bob(), Role::User).unwrap().token;
+        assert_eq!(auth.verify(&renewed).unwrap().role, Role::User);
+    }
+}

@@ -134,6 +134,27 @@ async fn an_admin_listed_by_account_id_loses_admin_at_renewal_once_unlisted() {
 }
 
 #[tokio::test]
+async fn an_account_the_operator_made_admin_in_the_database_is_admin_without_a_restart() {
+    let app = spawn_app().await;
+    let (root_id, registered) = register(&app, "root").await;
+    assert!(!acts_as_admin(&app, &registered).await);
+    // What an operator runs by hand: sqlite3 palisade.db "UPDATE users SET role = 'admin' …".
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&app.database_url)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE users SET role = 'admin' WHERE id = ?1")
+        .bind(&root_id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert!(acts_as_admin(&app, &login_token(&app, "root").await).await);
+    assert!(
+        acts_as_admin(&app, &registered).await,
+        "the role is read from the account, even for a token minted before"
+    );
+}
+
+#[tokio::test]
 async fn a_disabled_user_is_refused_everywhere_and_their_sockets_close_with_4003() {
     let app = spawn_app().await;
     let (bob_id, bob_token) = register(&app, "bob").await;
