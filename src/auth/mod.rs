@@ -96,6 +96,21 @@ impl Authenticator {
     }
 }
 
+/// The caller's role now: for palisade's own tokens the account's current role (so an
+/// admin removed by the operator loses the rights at once, and a deleted account has
+/// none); for an external issuer's tokens the `role` claim that issuer signed.
+pub async fn current_role(state: &AppState, identity: &Identity) -> Result<Role, ApiError> {
+    match identity.minted_by {
+        Minter::External => Ok(identity.role),
+        Minter::Palisade => {
+            accounts::current(&state.store, &state.settings.admin_users, &identity.user.id)
+                .await
+                .map(|account| account.map_or(Role::User, |(_, role)| role))
+                .map_err(ApiError::internal)
+        }
+    }
+}
+
 /// An `Authorization` header that is not `Bearer <token>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MalformedAuthorization;

@@ -11,8 +11,7 @@
 //! For a palisade token the caller's role is read from the account as it is now, so
 //! removing an admin takes effect without waiting for their token to expire.
 
-use crate::auth::jwt::Minter;
-use crate::auth::{Authenticated, Identity, accounts};
+use crate::auth::{Authenticated, Identity, current_role};
 use crate::error::ApiError;
 use crate::model::{Role, now_secs};
 use crate::state::AppState;
@@ -32,16 +31,7 @@ pub fn router() -> Router<AppState> {
 /// `403 forbidden` unless the caller is an admin: for palisade's own tokens by the
 /// account's current role, for an external issuer's by the token's `role` claim.
 async fn require_admin(state: &AppState, caller: &Identity) -> Result<(), ApiError> {
-    let role = match caller.minted_by {
-        Minter::External => caller.role,
-        Minter::Palisade => {
-            accounts::current(&state.store, &state.settings.admin_users, &caller.user.id)
-                .await
-                .map_err(ApiError::internal)?
-                .map_or(Role::User, |(_, role)| role)
-        }
-    };
-    if role == Role::Admin {
+    if current_role(state, caller).await? == Role::Admin {
         Ok(())
     } else {
         tracing::warn!(target: "security", event = "admin_forbidden", user = %caller.user.id);

@@ -124,13 +124,26 @@ async fn an_admin_listed_by_account_id_loses_admin_at_renewal_once_unlisted() {
     assert!(acts_as_admin(&app, &renewed).await);
 
     let stopped = app.stop().await;
-    let app = restart_with(&stopped, |s| s.admin_users = Vec::new()).await;
+    let app = restart_with(&stopped, |s| {
+        s.admin_users = Vec::new();
+        s.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
     let renewed_again = renewed_token(&app, &renewed).await;
     assert!(!acts_as_admin(&app, &renewed_again).await);
     assert!(
         !acts_as_admin(&app, &renewed).await,
         "an admin token minted before the change no longer acts as admin either"
     );
+    let metrics_from_afar = app
+        .http
+        .get(app.url("/metrics"))
+        .header("x-forwarded-for", "203.0.113.5")
+        .bearer_auth(&renewed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics_from_afar.status(), 403);
 }
 
 #[tokio::test]
