@@ -165,7 +165,9 @@ pub struct Cli {
     /// Comma-separated proxy addresses whose `X-Forwarded-For` is believed.
     #[arg(long, env = "PALISADE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpAddr>,
-    /// Comma-separated usernames whose logins get the `admin` role.
+    /// Comma-separated account ids (the `user.id` register answers) whose logins and
+    /// renewals get the `admin` role. Ids, not names: a name nobody registered yet could be
+    /// claimed by anyone.
     #[arg(long, env = "PALISADE_ADMIN_USERS", value_delimiter = ',')]
     pub admin_users: Vec<String>,
     /// Optional TOML file of secrets (keys as in `Secrets.toml.example`).
@@ -197,6 +199,7 @@ pub struct Settings {
     pub jwt_audience: Option<String>,
     pub origins: OriginPolicy,
     pub trusted_proxies: Vec<IpAddr>,
+    /// Account ids (lowercase UUIDs) with the admin role.
     pub admin_users: Vec<String>,
     /// Certificate chain and key files: TLS on when set.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -214,6 +217,10 @@ pub enum ConfigError {
     BadOrigin(String),
     #[error("cannot read secrets file {path}: {reason}")]
     SecretsFile { path: PathBuf, reason: String },
+    #[error(
+        "--admin-users takes account ids (the user.id that register answers), not names: {0:?} is not one"
+    )]
+    AdminUserNotAnId(String),
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/palisade.db";
@@ -328,12 +335,26 @@ impl Settings {
             jwt_audience: cli.jwt_audience,
             origins,
             trusted_proxies: cli.trusted_proxies,
-            admin_users: cli.admin_users,
+            admin_users: admin_ids(&cli.admin_users)?,
             tls: cli.tls_cert.zip(cli.tls_key),
             frontend_dir: cli.frontend_dir.unwrap_or_else(default_frontend_dir),
             limits: cli.limits,
         })
     }
+}
+
+/// The listed admin account ids, in the lowercase form register hands out.
+fn admin_ids(listed: &[String]) -> Result<Vec<String>, ConfigError> {
+    listed
+        .iter()
+        .map(|entry| entry.trim())
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            uuid::Uuid::parse_str(entry)
+                .map(|id| id.hyphenated().to_string())
+                .map_err(|_| ConfigError::AdminUserNotAnId(entry.to_owned()))
+        })
+        .collect()
 }
 
 fn random_secret() -> SecretString {
@@ -428,6 +449,21 @@ mod tests {
         .unwrap();
         assert!(settings.origins.allows(Some("https://chat.example.com")));
         assert!(!settings.origins.allows(Some("http://localhost:8000")));
+    }
+
+    #[test]
+    fn admin_users_are_account_ids_and_names_are_refused() {
+        let err = Settings::from_cli(cli(&["--admin-users", "root"])).unwrap_err();
+        assert!(matches!(err, ConfigError::AdminUserNotAnId(ref name) if name == "root"));
+        let settings = Settings::from_cli(cli(&[
+            "--admin-users",
+            "0B8C6F0E-4D0A-4A53-9D8E-0F6F1C2A9B10, ",
+        ]))
+        .unwrap();
+        assert_eq!(
+            settings.admin_users,
+            ["0b8c6f0e-4d0a-4a53-9d8e-0f6f1c2a9b10"]
+        );
     }
 
     #[test]

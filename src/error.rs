@@ -29,6 +29,10 @@ pub enum ApiError {
     OriginForbidden,
     #[error("you may not do that")]
     Forbidden,
+    #[error("this account is disabled")]
+    AccountDisabled,
+    #[error("this token was issued by another app: ask that app for a new one")]
+    NotRenewable,
     #[error("the request took too long")]
     RequestTimeout,
     #[error("no such resource")]
@@ -64,7 +68,10 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::Unauthorized | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            ApiError::OriginForbidden | ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::OriginForbidden
+            | ApiError::Forbidden
+            | ApiError::AccountDisabled
+            | ApiError::NotRenewable => StatusCode::FORBIDDEN,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -90,6 +97,8 @@ impl ApiError {
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::OriginForbidden => "origin_forbidden",
             ApiError::Forbidden => "forbidden",
+            ApiError::AccountDisabled => "account_disabled",
+            ApiError::NotRenewable => "not_renewable",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",

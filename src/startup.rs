@@ -80,7 +80,8 @@ impl Application {
             });
         }
         let keys = JwtKeys::new(&settings)?;
-        let revocations = Revocations::new(store.revocations().await?);
+        let revocations = Revocations::new(store.revocations().await?)
+            .with_disabled(store.disabled_users().await?);
         let state = build_state(settings, store, keys, revocations);
         let router = build_router(state.clone());
         Ok(Self {

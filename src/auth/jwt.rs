@@ -6,6 +6,14 @@
 //! algorithm: a token whose header names `none` or any other algorithm is refused, as are
 //! expired and not-yet-valid ones (no leeway), and, when configured, tokens for another
 //! issuer or audience.
+//!
+//! A token dated in the future (`iat` after palisade's clock, no leeway) is refused too:
+//! revocation voids the tokens issued up to a moment, so a token claiming to be issued
+//! later would escape every revocation recorded before that date. An issuing app whose
+//! clock may run ahead can safely backdate `iat` by a second or two instead.
+//!
+//! palisade marks the tokens it mints with the claim `"issued_by":"palisade"`, so renewal can
+//! tell its own tokens from an external issuer's (see [`Minter`]).
 
 use super::Identity;
 use crate::config::Settings;
@@ -14,12 +22,27 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
+/// The value of the `issued_by` claim palisade writes into its own tokens.
+const MINTED_BY_PALISADE: &str = "palisade";
+
+/// Who minted a token. Only palisade's own tokens may be renewed by palisade: an external
+/// issuer decides itself how long its users stay signed in, and renews their tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Minter {
+    /// Signed with palisade's HS256 key and carrying palisade's mark.
+    Palisade,
+    /// The operator's app (shared secret or public key), or anything without the mark.
+    #[default]
+    External,
+}
+
 /// The claims palisade reads. Unknown claims from other issuers are ignored; `iss` and
 /// `aud` are checked by the validation itself.
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
     name: String,
+    /// A missing `iat` counts as the epoch: any revocation of the user voids the token.
     #[serde(default)]
     iat: i64,
     exp: i64,
@@ -27,6 +50,8 @@ struct Claims {
     role: Option<Role>,
     #[serde(default)]
     rooms: Option<Vec<String>>,
+    #[serde(default)]
+    issued_by: Option<String>,
 }
 
 /// The claims palisade writes.
@@ -43,6 +68,7 @@ struct IssuedClaims<'a> {
     iss: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     aud: Option<&'a str>,
+    issued_by: &'a str,
 }
 
 /// Why a token was refused: for the security log only, never for the client.
@@ -60,8 +86,12 @@ pub enum TokenRejection {
     WrongIssuerOrAudience,
     #[error("malformed token")]
     Malformed,
+    #[error("token issued in the future")]
+    IssuedInFuture,
     #[error("token revoked")]
     Revoked,
+    #[error("account disabled")]
+    Disabled,
 }
 
 impl TokenRejection {
@@ -74,7 +104,9 @@ impl TokenRejection {
             TokenRejection::WrongAlgorithm => "wrong_algorithm",
             TokenRejection::WrongIssuerOrAudience => "wrong_issuer_or_audience",
             TokenRejection::Malformed => "malformed_token",
+            TokenRejection::IssuedInFuture => "token_issued_in_future",
             TokenRejection::Revoked => "token_revoked",
+            TokenRejection::Disabled => "account_disabled",
         }
     }
 }
@@ -213,6 +245,7 @@ impl JwtKeys {
             rooms,
             iss: self.issuer.as_deref(),
             aud: self.audience.as_deref(),
+            issued_by: MINTED_BY_PALISADE,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
         Ok(IssuedToken {
@@ -247,6 +280,17 @@ impl JwtKeys {
         if claims.sub.is_empty() || claims.name.is_empty() {
             return Err(TokenRejection::Malformed);
         }
+        if claims.iat > now_secs() {
+            return Err(TokenRejection::IssuedInFuture);
+        }
+        // The mark counts only under palisade's own key: a public-key issuer cannot claim it.
+        let minted_by = if verifier.algorithm == Algorithm::HS256
+            && claims.issued_by.as_deref() == Some(MINTED_BY_PALISADE)
+        {
+            Minter::Palisade
+        } else {
+            Minter::External
+        };
         Ok(Identity {
             user: UserRef {
                 id: claims.sub,
@@ -256,6 +300,7 @@ impl JwtKeys {
             rooms: claims.rooms,
             expires_at: claims.exp,
             issued_at: claims.iat,
+            minted_by,
         })
     }
 }
@@ -332,8 +377,55 @@ mod tests {
             rooms: None,
             iss: None,
             aud: None,
+            issued_by: MINTED_BY_PALISADE,
         };
         let token = jsonwebtoken::encode(&Header::default(), &claims, &keys.encoding).unwrap();
         assert!(matches!(keys.verify(&token), Err(TokenRejection::Expired)));
+    }
+
+    fn signed(keys: &JwtKeys, claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(&Header::default(), &claims, &keys.encoding).unwrap()
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_is_refused_without_leeway() {
+        let keys = keys();
+        let now = now_secs();
+        let ahead = signed(
+            &keys,
+            serde_json::json!({"sub":"u-1","name":"alice","iat":now + 2,"exp":now + 600}),
+        );
+        assert!(matches!(
+            keys.verify(&ahead),
+            Err(TokenRejection::IssuedInFuture)
+        ));
+        let backdated = signed(
+            &keys,
+            serde_json::json!({"sub":"u-1","name":"alice","iat":now - 2,"exp":now + 600}),
+        );
+        assert!(keys.verify(&backdated).is_ok());
+    }
+
+    #[test]
+    fn a_token_without_iat_counts_as_issued_at_the_epoch() {
+        let keys = keys();
+        let token = signed(
+            &keys,
+            serde_json::json!({"sub":"u-1","name":"alice","exp":now_secs() + 600}),
+        );
+        assert_eq!(keys.verify(&token).unwrap().issued_at, 0);
+    }
+
+    #[test]
+    fn only_palisade_s_own_tokens_carry_its_mark() {
+        let keys = keys();
+        let own = keys.issue(&alice(), Role::User, None).unwrap();
+        assert_eq!(keys.verify(&own.token).unwrap().minted_by, Minter::Palisade);
+        let now = now_secs();
+        let external = signed(
+            &keys,
+            serde_json::json!({"sub":"u-1","name":"alice","iat":now,"exp":now + 600}),
+        );
+        assert_eq!(keys.verify(&external).unwrap().minted_by, Minter::External);
     }
 }

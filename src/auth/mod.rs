@@ -2,14 +2,14 @@
 //!
 //! Every path in (HTTP bearer token, WebSocket header, ticket or query token, `refresh`)
 //! ends in the same [`Identity`], checked by one [`Authenticator`]: signature, algorithm,
-//! time claims and revocation, so one set of checks guards them all.
+//! time claims, revocation and disabled accounts, so one set of checks guards them all.
 
 pub mod accounts;
 pub mod jwt;
 pub mod revocation;
 pub mod tickets;
 
-use jwt::{IssuedToken, JwtKeys, TokenRejection};
+use jwt::{IssuedToken, JwtKeys, Minter, TokenRejection};
 use revocation::Revocations;
 
 use crate::error::ApiError;
@@ -30,6 +30,7 @@ pub struct Identity {
     /// Unix seconds: the connection closes with 4001 then unless refreshed.
     pub expires_at: i64,
     pub issued_at: i64,
+    pub minted_by: Minter,
 }
 
 impl Identity {
@@ -58,10 +59,15 @@ impl Authenticator {
         self.keys.issue(user, role, None)
     }
 
-    /// A fresh token with the same subject, name, role and room allowlist: renewal.
-    pub fn renew(&self, identity: &Identity) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
-        self.keys
-            .issue(&identity.user, identity.role, identity.rooms.as_deref())
+    /// A fresh token for the same subject and room allowlist: renewal. The role is the one
+    /// the account has now, never the one the old token claimed.
+    pub fn renew(
+        &self,
+        identity: &Identity,
+        user: &UserRef,
+        role: Role,
+    ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
+        self.keys.issue(user, role, identity.rooms.as_deref())
     }
 
     /// A token's identity, if it is well signed, in date and not revoked.
@@ -76,6 +82,9 @@ impl Authenticator {
         if identity.expires_at <= crate::model::now_secs() {
             return Err(TokenRejection::Expired);
         }
+        if self.revocations.is_disabled(&identity.user.id) {
+            return Err(TokenRejection::Disabled);
+        }
         if self.revocations.is_revoked(identity) {
             return Err(TokenRejection::Revoked);
         }
@@ -84,6 +93,21 @@ impl Authenticator {
 
     pub fn revocations(&self) -> &Revocations {
         &self.revocations
+    }
+}
+
+/// The caller's role now: for palisade's own tokens the account's current role (so an
+/// admin removed by the operator loses the rights at once, and a deleted account has
+/// none); for an external issuer's tokens the `role` claim that issuer signed.
+pub async fn current_role(state: &AppState, identity: &Identity) -> Result<Role, ApiError> {
+    match identity.minted_by {
+        Minter::External => Ok(identity.role),
+        Minter::Palisade => {
+            accounts::current(&state.store, &state.settings.admin_users, &identity.user.id)
+                .await
+                .map(|account| account.map_or(Role::User, |(_, role)| role))
+                .map_err(ApiError::internal)
+        }
     }
 }
 
@@ -131,4 +155,47 @@ pub fn authenticate(
         tracing::warn!(target: "security", event = "auth_rejected", %path, reason = reason.as_str());
         ApiError::Unauthorized
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn authenticator() -> Authenticator {
+        let keys = JwtKeys::new(&Settings::development()).unwrap();
+        Authenticator::new(keys, Revocations::default())
+    }
+
+    fn bob() -> UserRef {
+        UserRef {
+            id: "u-bob".into(),
+            name: "bob".into(),
+        }
+    }
+
+    #[test]
+    fn a_disabled_user_s_tokens_are_refused_whenever_issued_until_enabled() {
+        let auth = authenticator();
+        let before = auth.issue(&bob(), Role::User).unwrap().token;
+        // A ban dated in the past: tokens issued after it are refused by the ban alone.
+        auth.revocations()
+            .disable("u-bob", crate::model::now_secs() - 60);
+        let after = auth.issue(&bob(), Role::User).unwrap().token;
+        for token in [&before, &after] {
+            assert!(matches!(auth.verify(token), Err(TokenRejection::Disabled)));
+        }
+        auth.revocations().enable("u-bob");
+        assert!(auth.verify(&after).is_ok());
+    }
+
+    #[test]
+    fn renewal_takes_the_role_it_is_given_not_the_old_token_s() {
+        let auth = authenticator();
+        let admin = auth.issue(&bob(), Role::Admin).unwrap().token;
+        let identity = auth.verify(&admin).unwrap();
+        assert_eq!(identity.role, Role::Admin);
+        let renewed = auth.renew(&identity, &bob(), Role::User).unwrap().token;
+        assert_eq!(auth.verify(&renewed).unwrap().role, Role::User);
+    }
 }

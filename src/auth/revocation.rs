@@ -1,9 +1,14 @@
-//! Revoked users: tokens issued at or before the moment of revocation are void.
+//! Revoked and disabled users.
+//!
+//! Revocation voids the tokens issued at or before its moment; the user may sign in again
+//! right after. Disabling is a ban: every token of the user is refused, whenever issued,
+//! until an admin enables the account again, and login is refused too. Disabling also
+//! revokes, so enabling does not bring back the tokens held before the ban.
 //!
 //! Kept in memory for the check on every way in, written through to the store so a
-//! restart does not resurrect revoked tokens. The comparison is on whole seconds (`iat`
-//! has no finer grain), so a token issued in the same second as the revocation is void
-//! too: a revoked user can sign in again from the next second on.
+//! restart does not resurrect revoked tokens or lift a ban. The comparison is on whole
+//! seconds (`iat` has no finer grain), so a token issued in the same second as the
+//! revocation is void too: a revoked user can sign in again from the next second on.
 
 use super::Identity;
 use dashmap::DashMap;
@@ -11,6 +16,7 @@ use dashmap::DashMap;
 #[derive(Default)]
 pub struct Revocations {
     revoked_at: DashMap<String, i64>,
+    disabled_at: DashMap<String, i64>,
 }
 
 impl Revocations {
@@ -20,6 +26,14 @@ impl Revocations {
             revocations.record(&user, at);
         }
         revocations
+    }
+
+    /// Adds the accounts disabled in the store (user id, disabled at).
+    pub fn with_disabled(self, entries: impl IntoIterator<Item = (String, i64)>) -> Self {
+        for (user, at) in entries {
+            self.disable(&user, at);
+        }
+        self
     }
 
     /// Voids the user's tokens issued at or before `at`.
@@ -32,6 +46,21 @@ impl Revocations {
         self.revoked_at
             .get(&identity.user.id)
             .is_some_and(|at| identity.issued_at <= *at)
+    }
+
+    /// Bans the user from `at` on, and voids their tokens issued up to then.
+    pub fn disable(&self, user_id: &str, at: i64) {
+        self.record(user_id, at);
+        self.disabled_at.insert(user_id.to_owned(), at);
+    }
+
+    /// Lifts a ban; whether there was one.
+    pub fn enable(&self, user_id: &str) -> bool {
+        self.disabled_at.remove(user_id).is_some()
+    }
+
+    pub fn is_disabled(&self, user_id: &str) -> bool {
+        self.disabled_at.contains_key(user_id)
     }
 }
 
@@ -50,6 +79,7 @@ mod tests {
             rooms: None,
             expires_at: at + 900,
             issued_at: at,
+            minted_by: Default::default(),
         }
     }
 
@@ -64,5 +94,17 @@ mod tests {
             revocations.is_revoked(&issued_at(100)),
             "an older revocation does not undo a newer one"
         );
+    }
+
+    #[test]
+    fn disabling_bans_until_enabled_and_voids_the_tokens_held_before() {
+        let revocations = Revocations::default().with_disabled([("u".to_owned(), 100)]);
+        assert!(revocations.is_disabled("u") && !revocations.is_disabled("v"));
+        assert!(revocations.is_revoked(&issued_at(100)));
+        assert!(revocations.enable("u"));
+        assert!(!revocations.enable("u"), "enabling twice finds no ban");
+        assert!(!revocations.is_disabled("u"));
+        assert!(revocations.is_revoked(&issued_at(100)));
+        assert!(!revocations.is_revoked(&issued_at(101)));
     }
 }

@@ -66,6 +66,7 @@ mod tests {
             rooms: None,
             expires_at: 0,
             issued_at: 0,
+            minted_by: Default::default(),
         }
     }
 

@@ -96,6 +96,9 @@ mod tests {
         async fn find_user_by_name(&self, _: &str) -> Result<Option<UserRecord>, StoreError> {
             unimplemented!()
         }
+        async fn find_user_by_id(&self, _: &str) -> Result<Option<UserRecord>, StoreError> {
+            unimplemented!()
+        }
         async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
             let seq = self.next_seq.fetch_add(1, Ordering::SeqCst) + 1;
             if seq == 1 {
@@ -126,6 +129,15 @@ mod tests {
             unimplemented!()
         }
         async fn revocations(&self) -> Result<Vec<(String, i64)>, StoreError> {
+            unimplemented!()
+        }
+        async fn disable(&self, _: &str, _: i64) -> Result<(), StoreError> {
+            unimplemented!()
+        }
+        async fn enable(&self, _: &str) -> Result<bool, StoreError> {
+            unimplemented!()
+        }
+        async fn disabled_users(&self) -> Result<Vec<(String, i64)>, StoreError> {
             unimplemented!()
         }
         async fn ping(&self) -> Result<(), StoreError> {

@@ -2,10 +2,16 @@
 //! `POST /api/token`: a fresh token for a valid one, so a client can `refresh` its socket.
 //!
 //! Register and login are rate limited per client IP, and login answers the same
-//! `401 invalid_credentials` for an unknown name and a wrong password.
+//! `401 invalid_credentials` for an unknown name and a wrong password. A disabled account
+//! with the right password is told so (`403 account_disabled`): only its owner learns it.
+//!
+//! Renewal is for palisade's own tokens only, and takes the role from the account as it
+//! is now: a token from an external issuer is renewed by that issuer (`403 not_renewable`),
+//! so palisade never extends a session another app decided to end.
 
 use crate::auth::Authenticated;
 use crate::auth::accounts::{self, AccountError};
+use crate::auth::jwt::Minter;
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiJson};
 use crate::http::per_ip_rate;
@@ -67,14 +73,13 @@ async fn login(
 ) -> Result<Json<Session>, ApiError> {
     per_ip_rate(&state.auth_limiter, ip, "login")?;
     match accounts::login(&state.store, &credentials.username, credentials.password).await {
-        Ok((user, stored_role)) => {
-            let is_admin = state
-                .settings
-                .admin_users
-                .iter()
-                .any(|name| name.eq_ignore_ascii_case(&user.name));
-            let role = if is_admin { Role::Admin } else { stored_role };
-            Ok(Json(session_for(&state, user, role)?))
+        Ok(record) if state.auth.revocations().is_disabled(&record.user.id) => {
+            tracing::warn!(target: "security", event = "login_refused", %ip, user = %record.user.id, reason = "account_disabled");
+            Err(ApiError::AccountDisabled)
+        }
+        Ok(record) => {
+            let role = accounts::role_of(&record, &state.settings.admin_users);
+            Ok(Json(session_for(&state, record.user, role)?))
         }
         Err(AccountError::InvalidCredentials) => {
             tracing::warn!(target: "security", event = "login_failed", %ip);
@@ -84,17 +89,32 @@ async fn login(
     }
 }
 
-/// Renews a valid token (same user, role and rooms, a new `exp`). A revoked or expired
-/// token cannot be renewed, so revocation still ends a session.
+/// Renews a valid palisade token: same account and rooms, the account's current role, a
+/// new `exp`. A revoked, expired or disabled user's token cannot be renewed (the extractor
+/// refuses it), so revocation and bans still end a session.
 async fn renew(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Authenticated(identity): Authenticated,
 ) -> Result<Json<Session>, ApiError> {
     per_ip_rate(&state.ticket_limiter, ip, "token")?;
-    let issued = state.auth.renew(&identity).map_err(ApiError::internal)?;
+    if identity.minted_by != Minter::Palisade {
+        tracing::warn!(target: "security", event = "renewal_refused", %ip, user = %identity.user.id, reason = "external_token");
+        return Err(ApiError::NotRenewable);
+    }
+    let account = accounts::current(&state.store, &state.settings.admin_users, &identity.user.id)
+        .await
+        .map_err(ApiError::internal)?;
+    let Some((user, role)) = account else {
+        tracing::warn!(target: "security", event = "renewal_refused", %ip, user = %identity.user.id, reason = "no_such_account");
+        return Err(ApiError::Unauthorized);
+    };
+    let issued = state
+        .auth
+        .renew(&identity, &user, role)
+        .map_err(ApiError::internal)?;
     Ok(Json(Session {
-        user: identity.user,
+        user,
         token: issued.token,
         expires_at: issued.expires_at,
     }))

@@ -1,9 +1,17 @@
-//! Admin actions, for tokens with `role: admin`.
+//! Admin actions, for callers who are admins now.
 //!
-//! `POST /api/admin/users/{id}/revoke` voids every token the user holds (issued up to
-//! now) on every path in, and closes their live connections with 4003.
+//! - `POST /api/admin/users/{id}/revoke` voids every token the user holds (issued up to
+//!   now) on every path in, and closes their live connections with 4003. They may sign in
+//!   again at once.
+//! - `POST /api/admin/users/{id}/disable` bans the user: login, renewal, tickets, the
+//!   handshake and `refresh` are refused until `POST /api/admin/users/{id}/enable`, their
+//!   live connections close with 4003, and the tokens they held stay void after enabling.
+//!
+//! The id is a token's `sub`: a palisade account id or an external issuer's user id.
+//! For a palisade token the caller's role is read from the account as it is now, so
+//! removing an admin takes effect without waiting for their token to expire.
 
-use crate::auth::Authenticated;
+use crate::auth::{Authenticated, Identity, current_role};
 use crate::error::ApiError;
 use crate::model::{Role, now_secs};
 use crate::state::AppState;
@@ -14,7 +22,21 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/admin/users/{id}/revoke", post(revoke))
+    Router::new()
+        .route("/admin/users/{id}/revoke", post(revoke))
+        .route("/admin/users/{id}/disable", post(disable))
+        .route("/admin/users/{id}/enable", post(enable))
+}
+
+/// `403 forbidden` unless the caller is an admin: for palisade's own tokens by the
+/// account's current role, for an external issuer's by the token's `role` claim.
+async fn require_admin(state: &AppState, caller: &Identity) -> Result<(), ApiError> {
+    if current_role(state, caller).await? == Role::Admin {
+        Ok(())
+    } else {
+        tracing::warn!(target: "security", event = "admin_forbidden", user = %caller.user.id);
+        Err(ApiError::Forbidden)
+    }
 }
 
 async fn revoke(
@@ -22,10 +44,7 @@ async fn revoke(
     Authenticated(caller): Authenticated,
     Path(user_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if caller.role != Role::Admin {
-        tracing::warn!(target: "security", event = "admin_forbidden", user = %caller.user.id);
-        return Err(ApiError::Forbidden);
-    }
+    require_admin(&state, &caller).await?;
     let at = now_secs();
     state
         .store
@@ -37,5 +56,52 @@ async fn revoke(
     tracing::warn!(target: "security", event = "user_revoked", admin = %caller.user.id, user = %user_id, closed);
     Ok(Json(
         json!({"user_id": user_id, "revoked_at": at, "closed_connections": closed}),
+    ))
+}
+
+async fn disable(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, &caller).await?;
+    if user_id == caller.user.id {
+        return Err(ApiError::BadRequest(
+            "an admin cannot disable their own account".to_owned(),
+        ));
+    }
+    let at = now_secs();
+    // Stored before it takes effect here: a ban the store did not keep is not announced.
+    state
+        .store
+        .disable(&user_id, at)
+        .await
+        .map_err(ApiError::internal)?;
+    state.auth.revocations().disable(&user_id, at);
+    let closed = state.connections.close_user(&user_id, CloseCode::Revoked);
+    tracing::warn!(target: "security", event = "user_disabled", admin = %caller.user.id, user = %user_id, closed);
+    Ok(Json(json!({
+        "user_id": user_id,
+        "disabled": true,
+        "disabled_at": at,
+        "closed_connections": closed,
+    })))
+}
+
+async fn enable(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, &caller).await?;
+    let was_disabled = state
+        .store
+        .enable(&user_id)
+        .await
+        .map_err(ApiError::internal)?;
+    state.auth.revocations().enable(&user_id);
+    tracing::warn!(target: "security", event = "user_enabled", admin = %caller.user.id, user = %user_id, was_disabled);
+    Ok(Json(
+        json!({"user_id": user_id, "disabled": false, "was_disabled": was_disabled}),
     ))
 }

@@ -3,7 +3,7 @@
 //! Behind a reverse proxy on the same machine, list the proxy in
 //! `PALISADE_TRUSTED_PROXIES`: otherwise every request through it looks like loopback.
 
-use crate::auth::authenticate;
+use crate::auth::{authenticate, current_role};
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
 use crate::model::Role;
@@ -26,7 +26,7 @@ async fn metrics(
 ) -> Result<impl IntoResponse, ApiError> {
     if !ip.is_loopback() {
         let identity = authenticate(&state, &headers, "/metrics")?;
-        if identity.role != Role::Admin {
+        if current_role(&state, &identity).await? != Role::Admin {
             tracing::warn!(target: "security", event = "metrics_forbidden", %ip, user = %identity.user.id);
             return Err(ApiError::Forbidden);
         }

@@ -87,6 +87,9 @@ pub trait Store: Send + Sync + 'static {
     /// Finds an account by name, ignoring case.
     async fn find_user_by_name(&self, name: &str) -> Result<Option<UserRecord>, StoreError>;
 
+    /// Finds an account by id (a palisade token's `sub`).
+    async fn find_user_by_id(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
+
     /// Stores a message with the room's next `seq`, or returns the earlier message when
     /// the same user already sent this nonce in this room. Returns after commit.
     async fn append(&self, message: NewMessage) -> Result<Appended, StoreError>;
@@ -110,6 +113,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every recorded revocation: (user id, revoked at).
     async fn revocations(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Bans the user from `at` on and revokes their tokens issued up to then. The
+    /// revocation is written first, so a failure half way leaves the tokens void.
+    async fn disable(&self, user_id: &str, at: i64) -> Result<(), StoreError>;
+
+    /// Lifts a ban; whether there was one. Revocations stay.
+    async fn enable(&self, user_id: &str) -> Result<bool, StoreError>;
+
+    /// Every disabled user: (user id, disabled at).
+    async fn disabled_users(&self) -> Result<Vec<(String, i64)>, StoreError>;
 
     /// Answers when the database does (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

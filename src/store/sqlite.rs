@@ -53,6 +53,16 @@ fn to_message(room: &str, row: MessageRow) -> StoredMessage {
     }
 }
 
+type UserRow = (String, String, String, String);
+
+fn to_user((id, name, password_hash, role): UserRow) -> UserRecord {
+    UserRecord {
+        user: UserRef { id, name },
+        password_hash,
+        role: Role::from_db(&role),
+    }
+}
+
 fn to_db_seq(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
@@ -124,17 +134,22 @@ impl Store for SqliteStore {
     }
 
     async fn find_user_by_name(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
-        let row: Option<(String, String, String, String)> = sqlx::query_as(
+        let row: Option<UserRow> = sqlx::query_as(
             "SELECT id, name, password_hash, role FROM users WHERE name = ?1 COLLATE NOCASE",
         )
         .bind(name)
         .fetch_optional(&self.reader)
         .await?;
-        Ok(row.map(|(id, name, password_hash, role)| UserRecord {
-            user: UserRef { id, name },
-            password_hash,
-            role: Role::from_db(&role),
-        }))
+        Ok(row.map(to_user))
+    }
+
+    async fn find_user_by_id(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let row: Option<UserRow> =
+            sqlx::query_as("SELECT id, name, password_hash, role FROM users WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(row.map(to_user))
     }
 
     async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
@@ -239,6 +254,35 @@ impl Store for SqliteStore {
     async fn revocations(&self) -> Result<Vec<(String, i64)>, StoreError> {
         Ok(
             sqlx::query_as("SELECT user_id, revoked_at FROM revocations")
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
+    async fn disable(&self, user_id: &str, at: i64) -> Result<(), StoreError> {
+        self.revoke(user_id, at).await?;
+        sqlx::query(
+            "INSERT INTO disabled_users (user_id, disabled_at) VALUES (?1, ?2)
+             ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn enable(&self, user_id: &str) -> Result<bool, StoreError> {
+        let deleted = sqlx::query("DELETE FROM disabled_users WHERE user_id = ?1")
+            .bind(user_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    async fn disabled_users(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT user_id, disabled_at FROM disabled_users")
                 .fetch_all(&self.reader)
                 .await?,
         )
@@ -517,6 +561,33 @@ mod tests {
         let mut all = store.revocations().await.unwrap();
         all.sort();
         assert_eq!(all, [("u1".to_owned(), 100), ("u2".to_owned(), 7)]);
+    }
+
+    #[tokio::test]
+    async fn a_ban_is_kept_until_lifted_and_leaves_its_revocation_behind() {
+        let (_dir, store) = store().await;
+        store.disable("u1", 100).await.unwrap();
+        store.disable("u1", 200).await.unwrap();
+        assert_eq!(
+            store.disabled_users().await.unwrap(),
+            [("u1".to_owned(), 100)]
+        );
+        assert_eq!(store.revocations().await.unwrap(), [("u1".to_owned(), 200)]);
+        assert!(store.enable("u1").await.unwrap());
+        assert!(!store.enable("u1").await.unwrap());
+        assert!(store.disabled_users().await.unwrap().is_empty());
+        assert_eq!(store.revocations().await.unwrap(), [("u1".to_owned(), 200)]);
+    }
+
+    #[tokio::test]
+    async fn accounts_are_found_by_id() {
+        let (_dir, store) = store().await;
+        store.create_user("1", "alice", "h").await.unwrap();
+        assert_eq!(
+            store.find_user_by_id("1").await.unwrap().unwrap().user.name,
+            "alice"
+        );
+        assert!(store.find_user_by_id("2").await.unwrap().is_none());
     }
 
     #[tokio::test]

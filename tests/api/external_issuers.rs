@@ -7,7 +7,7 @@ use palisade::auth::jwt::PublicKeyAlgorithm;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
-fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
@@ -17,7 +17,7 @@ fn claims() -> Value {
     json!({"sub":"app-user-7","name":"dora","iat":now(),"exp":now()+600})
 }
 
-fn signed_with(algorithm: Algorithm, private_pem: &str, claims: &Value) -> String {
+pub(crate) fn signed_with(algorithm: Algorithm, private_pem: &str, claims: &Value) -> String {
     let pem = std::fs::read(fixture(private_pem)).unwrap();
     let key = match algorithm {
         Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
@@ -29,7 +29,10 @@ fn signed_with(algorithm: Algorithm, private_pem: &str, claims: &Value) -> Strin
     jsonwebtoken::encode(&Header::new(algorithm), claims, &key).unwrap()
 }
 
-async fn app_trusting(algorithm: PublicKeyAlgorithm, public_pem: &str) -> crate::helpers::TestApp {
+pub(crate) async fn app_trusting(
+    algorithm: PublicKeyAlgorithm,
+    public_pem: &str,
+) -> crate::helpers::TestApp {
     let path = fixture(public_pem);
     spawn_app_with(move |s| {
         s.jwt_public_key = Some(path);

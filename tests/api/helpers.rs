@@ -66,8 +66,14 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// Starts a second server on the same database (after the first has stopped).
 pub async fn restart(previous: &TestApp) -> TestApp {
+    restart_with(previous, |_| {}).await
+}
+
+/// [`restart`] with other settings (e.g. another admin list).
+pub async fn restart_with(previous: &TestApp, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings(&previous.data_dir);
     settings.database_url = previous.database_url.clone();
+    configure(&mut settings);
     start(settings, Arc::clone(&previous.data_dir)).await
 }
 
@@ -270,6 +276,18 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+/// Waits until the system clock has left the Unix second `secs`.
+///
+/// The server dates tokens and revocations in whole seconds of the system clock (which a
+/// paused tokio clock does not move) and refuses tokens dated in the future, so a token
+/// issued "after" an event of second T can exist only from T + 1 on: at most a second away.
+pub async fn wall_clock_past(secs: i64) {
+    let target = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs + 1).unwrap());
+    if let Ok(left) = target.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
 }
 
 /// Signs arbitrary claims with the test secret (HS256).

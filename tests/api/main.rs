@@ -11,5 +11,6 @@ mod http_api;
 mod lifecycle;
 mod metrics;
 mod protocol_violations;
+mod rights;
 mod security_log;
 mod transport;
