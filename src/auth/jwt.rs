@@ -6,10 +6,15 @@
 //! algorithm: a token whose header names `none` or any other algorithm is refused, as are
 //! expired and not-yet-valid ones (no leeway), and, when configured, tokens for another
 //! issuer or audience.
+//!
+//! The `name` claim is shown to every other member of a room, so a token whose name
+//! breaks the display-name rule ([`is_valid_display_name`]: control characters, bidi
+//! overrides, more than 64 characters) is refused as a whole rather than rewritten: the
+//! issuer made a mistake, and silently showing a different name would hide it.
 
 use super::Identity;
 use crate::config::Settings;
-use crate::model::{Role, UserRef, now_secs};
+use crate::model::{Role, UserRef, is_valid_display_name, now_secs};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -62,6 +67,8 @@ pub enum TokenRejection {
     Malformed,
     #[error("token revoked")]
     Revoked,
+    #[error("the name claim is not a valid display name")]
+    BadDisplayName,
 }
 
 impl TokenRejection {
@@ -75,6 +82,7 @@ impl TokenRejection {
             TokenRejection::WrongIssuerOrAudience => "wrong_issuer_or_audience",
             TokenRejection::Malformed => "malformed_token",
             TokenRejection::Revoked => "token_revoked",
+            TokenRejection::BadDisplayName => "bad_display_name",
         }
     }
 }
@@ -247,6 +255,9 @@ impl JwtKeys {
         if claims.sub.is_empty() || claims.name.is_empty() {
             return Err(TokenRejection::Malformed);
         }
+        if !is_valid_display_name(&claims.name) {
+            return Err(TokenRejection::BadDisplayName);
+        }
         Ok(Identity {
             user: UserRef {
                 id: claims.sub,
@@ -317,6 +328,20 @@ mod tests {
         assert!(matches!(
             keys.verify(&format!("{header}.{body}.c2ln")),
             Err(TokenRejection::WrongAlgorithm)
+        ));
+    }
+
+    #[test]
+    fn a_token_whose_name_holds_a_bidi_override_is_refused() {
+        let keys = keys();
+        let spoof = UserRef {
+            id: "u-2".into(),
+            name: "admin\u{202E}nimda".into(),
+        };
+        let issued = keys.issue(&spoof, Role::User, None).unwrap();
+        assert!(matches!(
+            keys.verify(&issued.token),
+            Err(TokenRejection::BadDisplayName)
         ));
     }
 
