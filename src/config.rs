@@ -25,7 +25,9 @@ pub enum Environment {
 /// Every number of the wire contract marked *(config)*, plus the server's own bounds.
 #[derive(Clone, Debug, Args)]
 pub struct Limits {
-    /// Largest client frame / message, in bytes (bigger closes with 1009).
+    /// Largest client frame / message, in bytes (bigger closes with 1009). Never below
+    /// what a `send` of `max_body_chars` characters needs ([`frame_bytes_for_body`]): a
+    /// smaller value is raised to that, so a valid body is never refused for its size.
     #[arg(long, env = "PALISADE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_LIMITS.max_message_bytes)]
     pub max_message_bytes: usize,
     /// Frames each connection may send per second, on average.
@@ -94,9 +96,26 @@ pub struct Limits {
     pub auth_burst: u32,
 }
 
+/// The most bytes one body character can take in a frame: a character outside the Basic
+/// Multilingual Plane written as two `\uXXXX` escapes, as ASCII-only JSON encoders (Python's
+/// `json.dumps`, for one) write it. Raw UTF-8 needs at most 4.
+pub const MAX_FRAME_BYTES_PER_BODY_CHAR: usize = 12;
+
+/// Room in a `send` frame for everything but the body: `type`, `id`, `room` and `nonce`
+/// (64 characters each, even fully escaped) and the field names.
+pub const SEND_ENVELOPE_BYTES: usize = 1024;
+
+/// The frame size a `send` needs for a body of `max_body_chars` characters of any kind,
+/// however a client's JSON encoder escapes them (without padding whitespace).
+pub const fn frame_bytes_for_body(max_body_chars: usize) -> usize {
+    max_body_chars
+        .saturating_mul(MAX_FRAME_BYTES_PER_BODY_CHAR)
+        .saturating_add(SEND_ENVELOPE_BYTES)
+}
+
 /// The contract's defaults, in one place for both clap and [`Limits::default`].
 pub const DEFAULT_LIMITS: Limits = Limits {
-    max_message_bytes: 4096,
+    max_message_bytes: frame_bytes_for_body(2000),
     messages_per_sec: 5,
     message_burst: 10,
     abuse_refusals: 10,
@@ -124,6 +143,15 @@ pub const DEFAULT_LIMITS: Limits = Limits {
 impl Default for Limits {
     fn default() -> Self {
         DEFAULT_LIMITS
+    }
+}
+
+impl Limits {
+    /// The frame limit the server enforces and advertises in `welcome`: the configured
+    /// one, raised if needed so a body within `max_body_chars` always fits.
+    pub fn frame_limit(&self) -> usize {
+        self.max_message_bytes
+            .max(frame_bytes_for_body(self.max_body_chars))
     }
 }
 
@@ -435,7 +463,7 @@ mod tests {
         let settings = Settings::from_cli(cli(&[])).unwrap();
         assert_eq!(settings.listen, SocketAddr::from(([127, 0, 0, 1], 8000)));
         assert_eq!(settings.database_url, DEFAULT_DATABASE_URL);
-        assert_eq!(settings.limits.max_message_bytes, 4096);
+        assert_eq!(settings.limits.frame_limit(), 25_024);
         assert!(settings.origins.allows(Some("http://localhost:8000")));
         assert!(settings.origins.allows(None));
     }
@@ -446,6 +474,20 @@ mod tests {
             parse_secrets("JWT_SECRET = \"abc\"\nDATABASE_URL = \"sqlite://x.db\"\n").unwrap();
         assert_eq!(parsed.get("JWT_SECRET").map(String::as_str), Some("abc"));
         assert!(parse_secrets("JWT_SECRET = 3").is_err());
+    }
+
+    #[test]
+    fn the_frame_limit_always_fits_the_longest_body() {
+        let raised = Settings::from_cli(cli(&[
+            "--max-message-bytes",
+            "4096",
+            "--max-body-chars",
+            "3000",
+        ]))
+        .unwrap();
+        assert_eq!(raised.limits.frame_limit(), 3000 * 12 + 1024);
+        let larger = Settings::from_cli(cli(&["--max-message-bytes", "100000"])).unwrap();
+        assert_eq!(larger.limits.frame_limit(), 100_000);
     }
 
     #[test]

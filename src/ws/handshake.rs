@@ -104,7 +104,7 @@ pub async fn upgrade(
     let Ok(ws) = ws else {
         return ApiError::UpgradeRequired.into_response();
     };
-    let max = state.settings.limits.max_message_bytes;
+    let max = state.settings.limits.frame_limit();
     let tracker = state.sessions.clone();
     let context = SessionContext {
         state,

@@ -134,7 +134,7 @@ impl Session {
             expires_at: self.identity.expires_at,
             heartbeat_secs: limits.heartbeat_secs,
             limits: AdvertisedLimits {
-                max_message_bytes: limits.max_message_bytes,
+                max_message_bytes: limits.frame_limit(),
                 messages_per_sec: limits.messages_per_sec,
                 burst: limits.message_burst,
             },

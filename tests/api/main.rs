@@ -4,6 +4,7 @@
 mod chat;
 mod durability;
 mod external_issuers;
+mod frame_size;
 mod handshake;
 mod hardening;
 mod helpers;
