@@ -187,6 +187,10 @@ pub struct Cli {
     /// (`*` allows every origin and must be said explicitly).
     #[arg(long, env = "PALISADE_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// Lets production mode accept `*` in the origin list: every web site on the internet
+    /// may then open sockets and call the API with its visitors' credentials.
+    #[arg(long, env = "PALISADE_DANGEROUSLY_ALLOW_ANY_ORIGIN")]
+    pub dangerously_allow_any_origin: bool,
     /// Whether a handshake without an `Origin` header (not a browser) is accepted.
     #[arg(long, env = "PALISADE_ALLOW_MISSING_ORIGIN", default_value_t = true, action = ArgAction::Set)]
     pub allow_missing_origin: bool,
@@ -236,6 +240,8 @@ pub struct Settings {
 pub enum ConfigError {
     #[error("production mode needs: {}", .0.join("; "))]
     MissingForProduction(Vec<String>),
+    #[error("production mode refuses to start: {}", .0.join("; "))]
+    UnsafeForProduction(Vec<String>),
     #[error(
         "invalid allowed origin {0:?}: expected scheme://host[:port], e.g. https://chat.example.com"
     )]
@@ -315,6 +321,16 @@ impl Settings {
             if !missing.is_empty() {
                 return Err(ConfigError::MissingForProduction(missing));
             }
+            let unsafe_settings = production_hazards(
+                &origins_given,
+                cli.dangerously_allow_any_origin,
+                cli.listen,
+                cli.tls_cert.is_some() && cli.tls_key.is_some(),
+                !cli.trusted_proxies.is_empty(),
+            );
+            if !unsafe_settings.is_empty() {
+                return Err(ConfigError::UnsafeForProduction(unsafe_settings));
+            }
         }
 
         let jwt_secret = match jwt_secret {
@@ -362,6 +378,34 @@ impl Settings {
             limits: cli.limits,
         })
     }
+}
+
+/// What production mode will not run with, one reason per entry: `*` as an origin
+/// without the flag that says so, and plain HTTP on an address other machines reach
+/// without TLS or a trusted proxy in front (tokens and tickets would cross the network
+/// in clear, and client IPs could not be told apart from the proxy's).
+fn production_hazards(
+    origins: &[String],
+    any_origin_allowed: bool,
+    listen: SocketAddr,
+    tls: bool,
+    behind_proxy: bool,
+) -> Vec<String> {
+    let mut hazards = Vec::new();
+    if origins.iter().any(|o| o == "*") && !any_origin_allowed {
+        hazards.push(
+            "allowed origins '*' lets every web site use this server with its visitors' credentials: \
+             list the origins, or pass --dangerously-allow-any-origin (PALISADE_DANGEROUSLY_ALLOW_ANY_ORIGIN=true)"
+                .to_owned(),
+        );
+    }
+    if !listen.ip().to_canonical().is_loopback() && !tls && !behind_proxy {
+        hazards.push(format!(
+            "plain HTTP on {listen}, which is not a loopback address: configure TLS (--tls-cert and --tls-key) \
+             or the TLS-terminating proxy in front (--trusted-proxies)"
+        ));
+    }
+    hazards
 }
 
 fn random_secret() -> SecretString {
@@ -456,6 +500,73 @@ mod tests {
         .unwrap();
         assert!(settings.origins.allows(Some("https://chat.example.com")));
         assert!(!settings.origins.allows(Some("http://localhost:8000")));
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn production_refuses_any_origin_without_the_loud_flag() {
+        let args = [
+            "--env",
+            "production",
+            "--jwt-secret",
+            SECRET,
+            "--allowed-origins",
+            "*",
+        ];
+        let err = Settings::from_cli(cli(&args)).unwrap_err();
+        assert!(matches!(err, ConfigError::UnsafeForProduction(_)), "{err}");
+        assert!(
+            err.to_string().contains("--dangerously-allow-any-origin"),
+            "{err}"
+        );
+        let mut with_flag = args.to_vec();
+        with_flag.push("--dangerously-allow-any-origin");
+        let settings = Settings::from_cli(cli(&with_flag)).unwrap();
+        assert!(settings.origins.allows(Some("https://anything.example")));
+        // Development keeps accepting it (with a warning).
+        assert!(Settings::from_cli(cli(&["--allowed-origins", "*"])).is_ok());
+    }
+
+    #[test]
+    fn production_refuses_plain_http_on_a_public_address_without_tls_or_proxy() {
+        let base = [
+            "--env",
+            "production",
+            "--jwt-secret",
+            SECRET,
+            "--allowed-origins",
+            "https://chat.example.com",
+        ];
+        let with = |extra: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend_from_slice(extra);
+            Settings::from_cli(cli(&args))
+        };
+        for public in ["0.0.0.0:8000", "192.0.2.7:443", "[::]:8000"] {
+            let err = with(&["--listen", public]).unwrap_err();
+            assert!(
+                err.to_string().contains("--trusted-proxies"),
+                "{public}: {err}"
+            );
+        }
+        assert!(with(&["--listen", "127.0.0.1:8000"]).is_ok());
+        assert!(with(&["--listen", "[::1]:8000"]).is_ok());
+        assert!(with(&["--listen", "0.0.0.0:8000", "--trusted-proxies", "10.0.0.2"]).is_ok());
+        // TLS files are only read at startup: the check only needs them named.
+        assert!(
+            with(&[
+                "--listen",
+                "0.0.0.0:8443",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem"
+            ])
+            .is_ok()
+        );
+        // Development mode binds wherever it is told.
+        assert!(Settings::from_cli(cli(&["--listen", "0.0.0.0:8000"])).is_ok());
     }
 
     #[test]

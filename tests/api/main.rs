@@ -11,6 +11,7 @@ mod helpers;
 mod http_api;
 mod lifecycle;
 mod metrics;
+mod production_config;
 mod protocol_violations;
 mod security_log;
 mod text_spoofing;
