@@ -53,6 +53,11 @@ pub struct Limits {
     /// Most messages a `join` with `since` replays; past it `complete` is false.
     #[arg(long, env = "PALISADE_REPLAY_MAX", default_value_t = DEFAULT_LIMITS.replay_max)]
     pub replay_max: u32,
+    /// Most bytes of messages one `joined` or `history` reply carries; past it the oldest
+    /// are left out (`complete:false` on `joined`, `truncated:true` on `history`). Beyond
+    /// the first 64 KiB a reply also spends one frame-budget token per 64 KiB.
+    #[arg(long, env = "PALISADE_REPLAY_MAX_BYTES", default_value_t = DEFAULT_LIMITS.replay_max_bytes)]
+    pub replay_max_bytes: usize,
     /// Outbound frames queued per connection before it is closed with 4008.
     #[arg(long, env = "PALISADE_OUTBOUND_QUEUE", default_value_t = DEFAULT_LIMITS.outbound_queue)]
     pub outbound_queue: usize,
@@ -124,6 +129,7 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     max_body_chars: 2000,
     join_history: 50,
     replay_max: 500,
+    replay_max_bytes: 256 * 1024,
     outbound_queue: 256,
     outbound_queue_bytes: 4 * 1024 * 1024,
     max_connections_per_ip: 20,
