@@ -8,6 +8,7 @@ use crate::error::ApiError;
 use crate::model::{Role, now_secs};
 use crate::state::AppState;
 use crate::ws::close::CloseCode;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -20,12 +21,17 @@ pub fn router() -> Router<AppState> {
 async fn revoke(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-    Path(user_id): Path<String>,
+    user_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     if caller.role != Role::Admin {
         tracing::warn!(target: "security", event = "admin_forbidden", user = %caller.user.id);
         return Err(ApiError::Forbidden);
     }
+    let Ok(Path(user_id)) = user_id else {
+        return Err(ApiError::BadRequest(
+            "the user id in the path does not decode (percent-encoded UTF-8 expected)".to_owned(),
+        ));
+    };
     let at = now_secs();
     state
         .store

@@ -4,6 +4,7 @@
 mod amplification;
 mod chat;
 mod durability;
+mod error_responses;
 mod external_issuers;
 mod frame_size;
 mod handshake;
