@@ -10,9 +10,13 @@
 //! answer that went through the router carries a `content-security-policy` header, and
 //! hyper's carries `content-length: 0` and none. The wrapper does not claim vectored
 //! writes, so hyper hands it each head whole, at the start of a write.
+//!
+//! Each such answer is a security event (`malformed_request`, with the TCP peer's
+//! address and the status; never the request's bytes).
 
 use axum::http::StatusCode;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -20,15 +24,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// A connection's IO, with hyper's own bare error answers made complete.
 pub struct BareErrors<I> {
     inner: I,
+    /// The TCP peer (a proxy's address when there is one), for the security log.
+    peer: IpAddr,
     /// A replacement answer not yet fully written, and how much of it was.
     pending: Vec<u8>,
     written: usize,
 }
 
 impl<I> BareErrors<I> {
-    pub fn new(inner: I) -> Self {
+    pub fn new(inner: I, peer: IpAddr) -> Self {
         Self {
             inner,
+            peer,
             pending: Vec::new(),
             written: 0,
         }
@@ -70,9 +77,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for BareErrors<I> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         ready!(this.poll_pending(cx))?;
-        match complete_answer_for(buf) {
-            Some(answer) => {
-                this.pending = answer;
+        match bare_error_status(buf) {
+            Some(status) => {
+                tracing::warn!(target: "security", event = "malformed_request", ip = %this.peer, status = status.as_u16());
+                this.pending = json_answer(status);
                 // hyper's head counts as written; the replacement goes out now or on flush.
                 if let Poll::Ready(Err(error)) = this.poll_pending(cx) {
                     return Poll::Ready(Err(error));
@@ -94,9 +102,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for BareErrors<I> {
     }
 }
 
-/// If `written` starts with one of hyper's own bare error heads, the complete answer to
-/// send instead.
-fn complete_answer_for(written: &[u8]) -> Option<Vec<u8>> {
+/// If `written` starts with one of hyper's own bare error heads, its status.
+fn bare_error_status(written: &[u8]) -> Option<StatusCode> {
     let rest = written.strip_prefix(b"HTTP/1.")?;
     let status = StatusCode::from_bytes(rest.get(2..5)?).ok()?;
     if !(status.is_client_error() || status.is_server_error()) {
@@ -108,7 +115,7 @@ fn complete_answer_for(written: &[u8]) -> Option<Vec<u8>> {
     if has(b"\r\ncontent-security-policy:") || !has(b"\r\ncontent-length: 0") {
         return None;
     }
-    Some(json_answer(status))
+    Some(status)
 }
 
 fn json_answer(status: StatusCode) -> Vec<u8> {
@@ -135,7 +142,9 @@ mod tests {
 
     #[test]
     fn hyper_s_bare_error_head_is_replaced_by_a_complete_json_answer() {
-        let answer = String::from_utf8(complete_answer_for(HYPER_431).unwrap()).unwrap();
+        let status = bare_error_status(HYPER_431).unwrap();
+        assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let answer = String::from_utf8(json_answer(status)).unwrap();
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
         assert!(head.contains(&format!("content-length: {}", body.len())));
@@ -157,7 +166,7 @@ mod tests {
             b"",
         ] {
             assert!(
-                complete_answer_for(written).is_none(),
+                bare_error_status(written).is_none(),
                 "{:?}",
                 String::from_utf8_lossy(written)
             );

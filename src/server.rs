@@ -103,7 +103,7 @@ where
         .header_read_timeout(FIRST_BYTES_TIMEOUT);
     let connection = builder
         .serve_connection_with_upgrades(
-            TokioIo::new(crate::bare_errors::BareErrors::new(io)),
+            TokioIo::new(crate::bare_errors::BareErrors::new(io, peer.ip())),
             TowerToHyperService::new(service),
         )
         .into_owned();

@@ -182,3 +182,28 @@ async fn hyper_s_own_414_for_an_overlong_uri_has_the_json_body_and_headers() {
         "uri_too_long"
     );
 }
+
+#[tokio::test]
+async fn a_request_hyper_cannot_parse_is_logged_as_a_security_event_without_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let server = crate::helpers::ServerProcess::start(&url, &[]).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let secret = "SECRET-IN-A-HEADER";
+    let request = format!("GET /?token={secret} HTTP/1.1\r\nBad Header {secret}\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 400"));
+    let line = server
+        .wait_for_log(|l| l.contains("malformed_request"))
+        .await;
+    assert!(
+        line.contains("security") && line.contains("127.0.0.1") && line.contains("400"),
+        "{line}"
+    );
+    assert!(!server.log_text().contains(secret), "{}", server.log_text());
+}
