@@ -25,7 +25,9 @@ pub enum Environment {
 /// Every number of the wire contract marked *(config)*, plus the server's own bounds.
 #[derive(Clone, Debug, Args)]
 pub struct Limits {
-    /// Largest client frame / message, in bytes (bigger closes with 1009).
+    /// Largest client frame / message, in bytes (bigger closes with 1009). Never below
+    /// what a `send` of `max_body_chars` characters needs ([`frame_bytes_for_body`]): a
+    /// smaller value is raised to that, so a valid body is never refused for its size.
     #[arg(long, env = "PALISADE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_LIMITS.max_message_bytes)]
     pub max_message_bytes: usize,
     /// Frames each connection may send per second, on average.
@@ -51,6 +53,11 @@ pub struct Limits {
     /// Most messages a `join` with `since` replays; past it `complete` is false.
     #[arg(long, env = "PALISADE_REPLAY_MAX", default_value_t = DEFAULT_LIMITS.replay_max)]
     pub replay_max: u32,
+    /// Most bytes of messages one `joined` or `history` reply carries; past it the oldest
+    /// are left out (`complete:false` on `joined`, `truncated:true` on `history`). Beyond
+    /// the first 64 KiB a reply also spends one frame-budget token per 64 KiB.
+    #[arg(long, env = "PALISADE_REPLAY_MAX_BYTES", default_value_t = DEFAULT_LIMITS.replay_max_bytes)]
+    pub replay_max_bytes: usize,
     /// Outbound frames queued per connection before it is closed with 4008.
     #[arg(long, env = "PALISADE_OUTBOUND_QUEUE", default_value_t = DEFAULT_LIMITS.outbound_queue)]
     pub outbound_queue: usize,
@@ -94,9 +101,26 @@ pub struct Limits {
     pub auth_burst: u32,
 }
 
+/// The most bytes one body character can take in a frame: a character outside the Basic
+/// Multilingual Plane written as two `\uXXXX` escapes, as ASCII-only JSON encoders (Python's
+/// `json.dumps`, for one) write it. Raw UTF-8 needs at most 4.
+pub const MAX_FRAME_BYTES_PER_BODY_CHAR: usize = 12;
+
+/// Room in a `send` frame for everything but the body: `type`, `id`, `room` and `nonce`
+/// (64 characters each, even fully escaped) and the field names.
+pub const SEND_ENVELOPE_BYTES: usize = 1024;
+
+/// The frame size a `send` needs for a body of `max_body_chars` characters of any kind,
+/// however a client's JSON encoder escapes them (without padding whitespace).
+pub const fn frame_bytes_for_body(max_body_chars: usize) -> usize {
+    max_body_chars
+        .saturating_mul(MAX_FRAME_BYTES_PER_BODY_CHAR)
+        .saturating_add(SEND_ENVELOPE_BYTES)
+}
+
 /// The contract's defaults, in one place for both clap and [`Limits::default`].
 pub const DEFAULT_LIMITS: Limits = Limits {
-    max_message_bytes: 4096,
+    max_message_bytes: frame_bytes_for_body(2000),
     messages_per_sec: 5,
     message_burst: 10,
     abuse_refusals: 10,
@@ -105,6 +129,7 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     max_body_chars: 2000,
     join_history: 50,
     replay_max: 500,
+    replay_max_bytes: 256 * 1024,
     outbound_queue: 256,
     outbound_queue_bytes: 4 * 1024 * 1024,
     max_connections_per_ip: 20,
@@ -124,6 +149,15 @@ pub const DEFAULT_LIMITS: Limits = Limits {
 impl Default for Limits {
     fn default() -> Self {
         DEFAULT_LIMITS
+    }
+}
+
+impl Limits {
+    /// The frame limit the server enforces and advertises in `welcome`: the configured
+    /// one, raised if needed so a body within `max_body_chars` always fits.
+    pub fn frame_limit(&self) -> usize {
+        self.max_message_bytes
+            .max(frame_bytes_for_body(self.max_body_chars))
     }
 }
 
@@ -159,6 +193,10 @@ pub struct Cli {
     /// (`*` allows every origin and must be said explicitly).
     #[arg(long, env = "PALISADE_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// Lets production mode accept `*` in the origin list: every web site on the internet
+    /// may then open sockets and call the API with its visitors' credentials.
+    #[arg(long, env = "PALISADE_DANGEROUSLY_ALLOW_ANY_ORIGIN")]
+    pub dangerously_allow_any_origin: bool,
     /// Whether a handshake without an `Origin` header (not a browser) is accepted.
     #[arg(long, env = "PALISADE_ALLOW_MISSING_ORIGIN", default_value_t = true, action = ArgAction::Set)]
     pub allow_missing_origin: bool,
@@ -211,6 +249,8 @@ pub struct Settings {
 pub enum ConfigError {
     #[error("production mode needs: {}", .0.join("; "))]
     MissingForProduction(Vec<String>),
+    #[error("production mode refuses to start: {}", .0.join("; "))]
+    UnsafeForProduction(Vec<String>),
     #[error(
         "invalid allowed origin {0:?}: expected scheme://host[:port], e.g. https://chat.example.com"
     )]
@@ -294,6 +334,16 @@ impl Settings {
             if !missing.is_empty() {
                 return Err(ConfigError::MissingForProduction(missing));
             }
+            let unsafe_settings = production_hazards(
+                &origins_given,
+                cli.dangerously_allow_any_origin,
+                cli.listen,
+                cli.tls_cert.is_some() && cli.tls_key.is_some(),
+                !cli.trusted_proxies.is_empty(),
+            );
+            if !unsafe_settings.is_empty() {
+                return Err(ConfigError::UnsafeForProduction(unsafe_settings));
+            }
         }
 
         let jwt_secret = match jwt_secret {
@@ -355,6 +405,34 @@ fn admin_ids(listed: &[String]) -> Result<Vec<String>, ConfigError> {
                 .map_err(|_| ConfigError::AdminUserNotAnId(entry.to_owned()))
         })
         .collect()
+}
+
+/// What production mode will not run with, one reason per entry: `*` as an origin
+/// without the flag that says so, and plain HTTP on an address other machines reach
+/// without TLS or a trusted proxy in front (tokens and tickets would cross the network
+/// in clear, and client IPs could not be told apart from the proxy's).
+fn production_hazards(
+    origins: &[String],
+    any_origin_allowed: bool,
+    listen: SocketAddr,
+    tls: bool,
+    behind_proxy: bool,
+) -> Vec<String> {
+    let mut hazards = Vec::new();
+    if origins.iter().any(|o| o == "*") && !any_origin_allowed {
+        hazards.push(
+            "allowed origins '*' lets every web site use this server with its visitors' credentials: \
+             list the origins, or pass --dangerously-allow-any-origin (PALISADE_DANGEROUSLY_ALLOW_ANY_ORIGIN=true)"
+                .to_owned(),
+        );
+    }
+    if !listen.ip().to_canonical().is_loopback() && !tls && !behind_proxy {
+        hazards.push(format!(
+            "plain HTTP on {listen}, which is not a loopback address: configure TLS (--tls-cert and --tls-key) \
+             or the TLS-terminating proxy in front (--trusted-proxies)"
+        ));
+    }
+    hazards
 }
 
 fn random_secret() -> SecretString {
@@ -451,6 +529,73 @@ mod tests {
         assert!(!settings.origins.allows(Some("http://localhost:8000")));
     }
 
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn production_refuses_any_origin_without_the_loud_flag() {
+        let args = [
+            "--env",
+            "production",
+            "--jwt-secret",
+            SECRET,
+            "--allowed-origins",
+            "*",
+        ];
+        let err = Settings::from_cli(cli(&args)).unwrap_err();
+        assert!(matches!(err, ConfigError::UnsafeForProduction(_)), "{err}");
+        assert!(
+            err.to_string().contains("--dangerously-allow-any-origin"),
+            "{err}"
+        );
+        let mut with_flag = args.to_vec();
+        with_flag.push("--dangerously-allow-any-origin");
+        let settings = Settings::from_cli(cli(&with_flag)).unwrap();
+        assert!(settings.origins.allows(Some("https://anything.example")));
+        // Development keeps accepting it (with a warning).
+        assert!(Settings::from_cli(cli(&["--allowed-origins", "*"])).is_ok());
+    }
+
+    #[test]
+    fn production_refuses_plain_http_on_a_public_address_without_tls_or_proxy() {
+        let base = [
+            "--env",
+            "production",
+            "--jwt-secret",
+            SECRET,
+            "--allowed-origins",
+            "https://chat.example.com",
+        ];
+        let with = |extra: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend_from_slice(extra);
+            Settings::from_cli(cli(&args))
+        };
+        for public in ["0.0.0.0:8000", "192.0.2.7:443", "[::]:8000"] {
+            let err = with(&["--listen", public]).unwrap_err();
+            assert!(
+                err.to_string().contains("--trusted-proxies"),
+                "{public}: {err}"
+            );
+        }
+        assert!(with(&["--listen", "127.0.0.1:8000"]).is_ok());
+        assert!(with(&["--listen", "[::1]:8000"]).is_ok());
+        assert!(with(&["--listen", "0.0.0.0:8000", "--trusted-proxies", "10.0.0.2"]).is_ok());
+        // TLS files are only read at startup: the check only needs them named.
+        assert!(
+            with(&[
+                "--listen",
+                "0.0.0.0:8443",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem"
+            ])
+            .is_ok()
+        );
+        // Development mode binds wherever it is told.
+        assert!(Settings::from_cli(cli(&["--listen", "0.0.0.0:8000"])).is_ok());
+    }
+
     #[test]
     fn admin_users_are_account_ids_and_names_are_refused() {
         let err = Settings::from_cli(cli(&["--admin-users", "root"])).unwrap_err();
@@ -471,7 +616,7 @@ mod tests {
         let settings = Settings::from_cli(cli(&[])).unwrap();
         assert_eq!(settings.listen, SocketAddr::from(([127, 0, 0, 1], 8000)));
         assert_eq!(settings.database_url, DEFAULT_DATABASE_URL);
-        assert_eq!(settings.limits.max_message_bytes, 4096);
+        assert_eq!(settings.limits.frame_limit(), 25_024);
         assert!(settings.origins.allows(Some("http://localhost:8000")));
         assert!(settings.origins.allows(None));
     }
@@ -482,6 +627,20 @@ mod tests {
             parse_secrets("JWT_SECRET = \"abc\"\nDATABASE_URL = \"sqlite://x.db\"\n").unwrap();
         assert_eq!(parsed.get("JWT_SECRET").map(String::as_str), Some("abc"));
         assert!(parse_secrets("JWT_SECRET = 3").is_err());
+    }
+
+    #[test]
+    fn the_frame_limit_always_fits_the_longest_body() {
+        let raised = Settings::from_cli(cli(&[
+            "--max-message-bytes",
+            "4096",
+            "--max-body-chars",
+            "3000",
+        ]))
+        .unwrap();
+        assert_eq!(raised.limits.frame_limit(), 3000 * 12 + 1024);
+        let larger = Settings::from_cli(cli(&["--max-message-bytes", "100000"])).unwrap();
+        assert_eq!(larger.limits.frame_limit(), 100_000);
     }
 
     #[test]

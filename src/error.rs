@@ -137,6 +137,46 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The `code` and `message` for an error status written by something other than an
+/// [`ApiError`]: a missing static file, a method no route takes, an extractor's
+/// rejection, or hyper's own answer to a request it cannot parse. Codes that
+/// [`ApiError`] also uses match it; the rest are the status's reason in snake_case.
+pub fn code_and_message_for(status: StatusCode) -> (String, String) {
+    let (code, message) = match status {
+        StatusCode::BAD_REQUEST => ("bad_request", "the request is malformed"),
+        StatusCode::NOT_FOUND => ("not_found", "no such resource"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed"),
+        StatusCode::URI_TOO_LONG => ("uri_too_long", "the request URI is too long"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
+            "request_header_fields_too_large",
+            "the request has too many headers or too large ones",
+        ),
+        StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests, try again later"),
+        StatusCode::INTERNAL_SERVER_ERROR => ("internal", "something went wrong on our side"),
+        StatusCode::SERVICE_UNAVAILABLE => ("unavailable", "the server cannot answer right now"),
+        other => {
+            let reason = other.canonical_reason().unwrap_or("error");
+            let code = reason
+                .chars()
+                .filter_map(|c| match c {
+                    'A'..='Z' => Some(c.to_ascii_lowercase()),
+                    ' ' | '-' => Some('_'),
+                    c if c.is_ascii_alphanumeric() => Some(c),
+                    _ => None,
+                })
+                .collect();
+            return (code, reason.to_lowercase());
+        }
+    };
+    (code.to_owned(), message.to_owned())
+}
+
+/// The JSON error body for a bare status (see [`code_and_message_for`]).
+pub fn body_for_status(status: StatusCode) -> String {
+    let (code, message) = code_and_message_for(status);
+    json!({"error": {"code": code, "message": message}}).to_string()
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection.status() {
@@ -178,6 +218,24 @@ mod tests {
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains("SELECT") && !text.contains("/srv"), "{text}");
         assert!(text.contains("\"code\":\"internal\""), "{text}");
+    }
+
+    #[test]
+    fn bare_statuses_get_contract_codes_or_their_reason_in_snake_case() {
+        let code = |status| code_and_message_for(status).0;
+        assert_eq!(code(StatusCode::NOT_FOUND), "not_found");
+        assert_eq!(code(StatusCode::SERVICE_UNAVAILABLE), "unavailable");
+        assert_eq!(
+            code(StatusCode::RANGE_NOT_SATISFIABLE),
+            "range_not_satisfiable"
+        );
+        assert_eq!(
+            code(StatusCode::HTTP_VERSION_NOT_SUPPORTED),
+            "http_version_not_supported"
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(&body_for_status(StatusCode::URI_TOO_LONG)).unwrap();
+        assert_eq!(body["error"]["code"], "uri_too_long");
     }
 
     #[test]

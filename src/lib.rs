@@ -8,6 +8,7 @@
 //! - [`config`]: settings, layered from defaults, `Secrets.toml`, env and flags.
 //! - [`startup`]: [`startup::Application`] builds everything and runs until stopped.
 //! - [`server`], [`tls`]: the accept loop (plain or TLS) with first-bytes deadlines.
+//! - [`bare_errors`]: gives hyper's own parse-error answers the JSON body and headers.
 //! - [`shutdown`]: the one stop signal every task listens to.
 //! - [`error`]: the HTTP error type and its JSON body.
 //! - [`auth`]: JWTs, single-use tickets, accounts (Argon2id).
@@ -26,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod bare_errors;
 pub mod broker;
 pub mod client_ip;
 pub mod config;

@@ -79,6 +79,7 @@ pub enum BodyProblem {
     Empty,
     TooLong,
     ControlCharacter,
+    BidiControl,
 }
 
 impl BodyProblem {
@@ -90,8 +91,21 @@ impl BodyProblem {
                 "the message contains a control character (only newline and tab are allowed)"
                     .to_owned()
             }
+            BodyProblem::BidiControl => {
+                "the message contains a bidirectional override or isolate character (U+202A to U+202E, U+2066 to U+2069), which would change how the text around it is displayed"
+                    .to_owned()
+            }
         }
     }
+}
+
+/// The explicit bidirectional embedding, override and isolate controls (U+202A–U+202E,
+/// U+2066–U+2069). They reorder the text that follows them in every client that renders
+/// bidirectional text, so a name or message could show something other than what it
+/// says ("Trojan Source"); they are refused like control characters. The implicit marks
+/// (U+200E, U+200F, U+061C) only nudge neutral characters and stay allowed.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// 1 to `max_chars` characters, no control characters except `\n` and `\t`.
@@ -108,7 +122,22 @@ pub fn check_body(body: &str, max_chars: usize) -> Result<(), BodyProblem> {
     {
         return Err(BodyProblem::ControlCharacter);
     }
+    if body.chars().any(is_bidi_control) {
+        return Err(BodyProblem::BidiControl);
+    }
     Ok(())
+}
+
+/// Longest display name, in characters.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
+
+/// A display name (the `name` every other client sees): 1 to 64 characters, no control
+/// characters at all and no bidirectional controls. Names palisade registers itself are
+/// usernames and always pass; names in tokens from an external issuer are checked here.
+pub fn is_valid_display_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= MAX_DISPLAY_NAME_CHARS
+        && !name.chars().any(|c| c.is_control() || is_bidi_control(c))
 }
 
 /// `^[A-Za-z0-9_]{3,32}$`
@@ -181,6 +210,38 @@ mod tests {
             check_body(&"é".repeat(2001), 2000),
             Err(BodyProblem::TooLong)
         );
+    }
+
+    #[test]
+    fn bodies_refuse_every_bidi_override_and_isolate() {
+        for c in ('\u{202A}'..='\u{202E}').chain('\u{2066}'..='\u{2069}') {
+            assert_eq!(
+                check_body(&format!("pay {c}gnp.exe"), 2000),
+                Err(BodyProblem::BidiControl),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+        for allowed in ["\u{200E}marked", "\u{2029}", "\u{2065}", "\u{202F}", "שלום"] {
+            assert_eq!(check_body(allowed, 2000), Ok(()), "{allowed:?}");
+        }
+    }
+
+    #[test]
+    fn display_names_refuse_controls_bidi_and_excess_length() {
+        assert!(is_valid_display_name("dora"));
+        assert!(is_valid_display_name("Dóra Ñ 🙂"));
+        assert!(is_valid_display_name(&"é".repeat(64)));
+        for bad in [
+            String::new(),
+            "é".repeat(65),
+            "a\tb".to_owned(),
+            "a\nb".to_owned(),
+            "admin\u{202E}nimda".to_owned(),
+            "x\u{2066}y".to_owned(),
+        ] {
+            assert!(!is_valid_display_name(&bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -102,7 +102,10 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(FIRST_BYTES_TIMEOUT);
     let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
+        .serve_connection_with_upgrades(
+            TokioIo::new(crate::bare_errors::BareErrors::new(io, peer.ip())),
+            TowerToHyperService::new(service),
+        )
         .into_owned();
     if let Err(error) = watcher.watch(connection).await {
         tracing::debug!(%peer, %error, "connection ended with an error");

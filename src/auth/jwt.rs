@@ -14,10 +14,14 @@
 //!
 //! palisade marks the tokens it mints with the claim `"issued_by":"palisade"`, so renewal can
 //! tell its own tokens from an external issuer's (see [`Minter`]).
+//! The `name` claim is shown to every other member of a room, so a token whose name
+//! breaks the display-name rule ([`is_valid_display_name`]: control characters, bidi
+//! overrides, more than 64 characters) is refused as a whole rather than rewritten: the
+//! issuer made a mistake, and silently showing a different name would hide it.
 
 use super::Identity;
 use crate::config::Settings;
-use crate::model::{Role, UserRef, now_secs};
+use crate::model::{Role, UserRef, is_valid_display_name, now_secs};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -92,6 +96,8 @@ pub enum TokenRejection {
     Revoked,
     #[error("account disabled")]
     Disabled,
+    #[error("the name claim is not a valid display name")]
+    BadDisplayName,
 }
 
 impl TokenRejection {
@@ -107,6 +113,7 @@ impl TokenRejection {
             TokenRejection::IssuedInFuture => "token_issued_in_future",
             TokenRejection::Revoked => "token_revoked",
             TokenRejection::Disabled => "account_disabled",
+            TokenRejection::BadDisplayName => "bad_display_name",
         }
     }
 }
@@ -283,6 +290,9 @@ impl JwtKeys {
         if claims.iat > now_secs() {
             return Err(TokenRejection::IssuedInFuture);
         }
+        if !is_valid_display_name(&claims.name) {
+            return Err(TokenRejection::BadDisplayName);
+        }
         // The mark counts only under palisade's own key: a public-key issuer cannot claim it.
         let minted_by = if verifier.algorithm == Algorithm::HS256
             && claims.issued_by.as_deref() == Some(MINTED_BY_PALISADE)
@@ -362,6 +372,20 @@ mod tests {
         assert!(matches!(
             keys.verify(&format!("{header}.{body}.c2ln")),
             Err(TokenRejection::WrongAlgorithm)
+        ));
+    }
+
+    #[test]
+    fn a_token_whose_name_holds_a_bidi_override_is_refused() {
+        let keys = keys();
+        let spoof = UserRef {
+            id: "u-2".into(),
+            name: "admin\u{202E}nimda".into(),
+        };
+        let issued = keys.issue(&spoof, Role::User, None).unwrap();
+        assert!(matches!(
+            keys.verify(&issued.token),
+            Err(TokenRejection::BadDisplayName)
         ));
     }
 

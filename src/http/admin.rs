@@ -16,7 +16,9 @@ use crate::error::ApiError;
 use crate::model::{Role, now_secs};
 use crate::state::AppState;
 use crate::ws::close::CloseCode;
-use axum::extract::{Path, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -26,6 +28,26 @@ pub fn router() -> Router<AppState> {
         .route("/admin/users/{id}/revoke", post(revoke))
         .route("/admin/users/{id}/disable", post(disable))
         .route("/admin/users/{id}/enable", post(enable))
+}
+
+/// The `{id}` of an admin route; a path that does not decode is `400 bad_request` with the
+/// JSON body, not axum's plain-text rejection.
+struct TargetUser(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for TargetUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| TargetUser(id))
+            .map_err(|_: PathRejection| {
+                ApiError::BadRequest(
+                    "the user id in the path does not decode (percent-encoded UTF-8 expected)"
+                        .to_owned(),
+                )
+            })
+    }
 }
 
 /// `403 forbidden` unless the caller is an admin: for palisade's own tokens by the
@@ -42,7 +64,7 @@ async fn require_admin(state: &AppState, caller: &Identity) -> Result<(), ApiErr
 async fn revoke(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-    Path(user_id): Path<String>,
+    TargetUser(user_id): TargetUser,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&state, &caller).await?;
     let at = now_secs();
@@ -62,7 +84,7 @@ async fn revoke(
 async fn disable(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-    Path(user_id): Path<String>,
+    TargetUser(user_id): TargetUser,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&state, &caller).await?;
     if user_id == caller.user.id {
@@ -91,7 +113,7 @@ async fn disable(
 async fn enable(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-    Path(user_id): Path<String>,
+    TargetUser(user_id): TargetUser,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&state, &caller).await?;
     let was_disabled = state

@@ -1,6 +1,9 @@
 //! The HTTP side: one module per resource, each with its own `router()`, assembled here
 //! with the layers every response gets (security headers, CORS on `/api`, body limit,
-//! JSON errors for unknown paths and methods).
+//! JSON errors for unknown paths and methods). Error answers that do not come from an
+//! [`ApiError`] (a missing static file, a method a route lacks, an extractor's
+//! rejection) get the same JSON error body on their way out; hyper's own answers to
+//! requests it cannot parse are rewritten on the socket by [`crate::bare_errors`].
 
 pub mod accounts;
 pub mod admin;
@@ -33,6 +36,14 @@ use tower_http::trace::TraceLayer;
 /// images and sockets; never framed.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
      object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The headers every response carries, error answers written below axum included.
+pub const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
+    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+];
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -69,10 +80,7 @@ pub fn router(state: AppState) -> Router {
                         tracing::debug_span!("http", method = %request.method(), path = %request.uri().path())
                     }),
                 )
-                .layer(security_header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
-                .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-                .layer(security_header(header::REFERRER_POLICY, "no-referrer"))
-                .layer(security_header(header::X_FRAME_OPTIONS, "DENY"))
+                .layer(middleware::map_response(secure_response))
                 .option_layer(hsts),
         )
         .with_state(state)
@@ -84,6 +92,40 @@ async fn time_limit(State(limit): State<Duration>, request: Request<Body>, next:
         Ok(response) => response,
         Err(_) => ApiError::RequestTimeout.into_response(),
     }
+}
+
+/// Adds the [`SECURITY_HEADERS`] a handler did not set, and gives an error answer that
+/// is not JSON yet (from `ServeDir`, axum's own 405, an extractor's rejection) the
+/// JSON error body of its status.
+async fn secure_response(response: Response) -> Response {
+    let mut response = if needs_json_error_body(&response) {
+        let (mut parts, _) = response.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let body = crate::error::body_for_status(parts.status);
+        Response::from_parts(parts, Body::from(body))
+    } else {
+        response
+    };
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    response
+}
+
+fn needs_json_error_body(response: &Response) -> bool {
+    let status = response.status();
+    (status.is_client_error() || status.is_server_error())
+        && !response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/json"))
 }
 
 fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {

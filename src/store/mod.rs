@@ -74,6 +74,55 @@ pub struct RoomSnapshot {
     pub complete: bool,
 }
 
+impl RoomSnapshot {
+    /// Keeps only the newest messages that serialise to at most `max_bytes`; a cut makes
+    /// the snapshot incomplete (the client pages back with `history`).
+    pub fn keep_newest_within(&mut self, max_bytes: usize) {
+        if keep_newest_within(&mut self.messages, max_bytes) {
+            self.complete = false;
+        }
+    }
+}
+
+/// The bytes `messages` take in a reply's JSON array (each message and its comma).
+pub fn encoded_bytes(messages: &[StoredMessage]) -> usize {
+    messages.iter().map(|m| encoded_len(m) + 1).sum()
+}
+
+/// Drops the oldest of `messages` (oldest first) until the rest serialise to at most
+/// `max_bytes`; true if any were dropped.
+pub fn keep_newest_within(messages: &mut Vec<StoredMessage>, max_bytes: usize) -> bool {
+    let mut total = 0usize;
+    let kept = messages
+        .iter()
+        .rev()
+        .take_while(|m| {
+            total = total.saturating_add(encoded_len(m) + 1);
+            total <= max_bytes
+        })
+        .count();
+    let dropped = messages.len() - kept;
+    messages.drain(..dropped);
+    dropped > 0
+}
+
+fn encoded_len(message: &StoredMessage) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Serialising a plain struct into a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut counter, message);
+    counter.0
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates an account; [`StoreError::UsernameTaken`] if the name exists in any case.
@@ -134,5 +183,49 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(seq: u64, body: &str) -> StoredMessage {
+        StoredMessage {
+            room: "r".into(),
+            seq,
+            from: UserRef {
+                id: "u".into(),
+                name: "n".into(),
+            },
+            body: body.into(),
+            ts: 0,
+            nonce: None,
+        }
+    }
+
+    #[test]
+    fn a_byte_cut_keeps_the_newest_messages_and_marks_the_snapshot_incomplete() {
+        let messages: Vec<_> = (1..=5).map(|seq| message(seq, &"x".repeat(100))).collect();
+        let one = encoded_bytes(&messages[..1]);
+        assert_eq!(encoded_bytes(&messages), 5 * one);
+        let mut snapshot = RoomSnapshot {
+            last_seq: 5,
+            messages: messages.clone(),
+            complete: true,
+        };
+        snapshot.keep_newest_within(5 * one);
+        assert!(snapshot.complete, "everything fits: nothing cut");
+        snapshot.keep_newest_within(3 * one - 1);
+        assert_eq!(
+            snapshot.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            [4, 5]
+        );
+        assert!(!snapshot.complete);
+        assert_eq!(
+            one,
+            serde_json::to_vec(&messages[0]).unwrap().len() + 1,
+            "the count matches real serialisation"
+        );
     }
 }

@@ -27,7 +27,8 @@ use std::time::Duration;
 const CAP_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// The read buffer per connection: client frames are small, and an idle connection
-/// should cost little; a 4 KiB frame simply takes a few reads.
+/// should cost little; a frame of up to the frame limit (25 KB by default) simply
+/// takes several reads.
 const READ_BUFFER_BYTES: usize = 1024;
 
 /// Frames written between flushes collect up to this much before a write: the writer
@@ -104,7 +105,7 @@ pub async fn upgrade(
     let Ok(ws) = ws else {
         return ApiError::UpgradeRequired.into_response();
     };
-    let max = state.settings.limits.max_message_bytes;
+    let max = state.settings.limits.frame_limit();
     let tracker = state.sessions.clone();
     let context = SessionContext {
         state,

@@ -4,7 +4,9 @@
 //! [`ConnectionCaps`] counts open connections per client IP, per user and for the whole
 //! server; a [`ConnectionSlot`] gives its place back when dropped, however the session
 //! ends. [`FrameBudget`] is the per-connection token bucket (via `governor`) plus the
-//! abuse rule: too many refusals in a short window close the connection with 1008.
+//! abuse rule: too many refusals in a short window close the connection with 1008. Big
+//! replies (a `joined` or `history` with many messages) cost more than one token:
+//! [`REPLY_BYTES_PER_TOKEN`] each, so a short frame cannot ask for megabytes a second.
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -126,6 +128,10 @@ fn decrement<K: Eq + Hash>(map: &DashMap<K, usize>, key: K) {
     }
 }
 
+/// Reply bytes one token of the frame budget pays for: the frame's own token covers the
+/// first this many, each further token as many again.
+pub const REPLY_BYTES_PER_TOKEN: usize = 64 * 1024;
+
 /// What [`FrameBudget::spend`] decided for one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spend {
@@ -177,6 +183,32 @@ impl FrameBudget {
                 }
             }
         }
+    }
+
+    /// Spends as many of `n` further tokens as the budget holds right now (for a big
+    /// reply) and returns how many that was. Never a refusal: the caller sends a smaller
+    /// reply instead, and nothing counts towards the abuse rule.
+    pub fn spend_up_to(&mut self, n: u32) -> u32 {
+        (1..=n)
+            .rev()
+            .find(|&k| {
+                NonZeroU32::new(k).is_some_and(|k| matches!(self.limiter.check_n(k), Ok(Ok(()))))
+            })
+            .unwrap_or(0)
+    }
+
+    /// The bytes a reply may take, at most `cap`, when it would take `wanted`: the
+    /// frame's own token pays for the first [`REPLY_BYTES_PER_TOKEN`], and further tokens
+    /// are spent, as far as the budget allows, for the rest.
+    pub fn afford_reply(&mut self, wanted: usize, cap: usize) -> usize {
+        let wanted = wanted.min(cap);
+        let extra = wanted.saturating_sub(1) / REPLY_BYTES_PER_TOKEN;
+        let granted = self.spend_up_to(u32::try_from(extra).unwrap_or(u32::MAX));
+        let paid = usize::try_from(granted)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1)
+            .saturating_mul(REPLY_BYTES_PER_TOKEN);
+        paid.min(cap)
     }
 }
 
@@ -233,6 +265,31 @@ mod tests {
         assert!(matches!(
             budget.spend(),
             Spend::Refused { abusive: true, .. }
+        ));
+    }
+
+    #[test]
+    fn big_replies_spend_one_token_per_64_kib_beyond_the_first_as_far_as_the_budget_goes() {
+        const K: usize = REPLY_BYTES_PER_TOKEN;
+        let cap = 4 * K;
+        let mut budget = FrameBudget::new(1, 10, 2, Duration::from_secs(10));
+        assert_eq!(budget.afford_reply(100, cap), K, "a small reply is free");
+        assert_eq!(budget.afford_reply(10 * K, cap), cap, "3 tokens: 7 left");
+        assert_eq!(budget.afford_reply(cap, cap), cap, "3 tokens: 4 left");
+        assert_eq!(budget.afford_reply(3 * K, cap), 3 * K, "2 tokens: 2 left");
+        assert_eq!(
+            budget.afford_reply(cap, cap),
+            3 * K,
+            "only 2 tokens: 0 left"
+        );
+        assert_eq!(
+            budget.afford_reply(cap, cap),
+            K,
+            "nothing left: the first 64 KiB"
+        );
+        assert!(matches!(
+            budget.spend(),
+            Spend::Refused { abusive: false, .. }
         ));
     }
 }

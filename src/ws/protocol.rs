@@ -187,6 +187,10 @@ pub enum ServerFrame<'a> {
         id: Option<u32>,
         room: &'a str,
         messages: &'a [StoredMessage],
+        /// Present (true) only when the byte bound left older messages out: page on
+        /// with `before` set to the first `seq`.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
     },
     Presence {
         room: &'a str,

@@ -20,7 +20,7 @@ use crate::broker::encode;
 use crate::hub::ConnId;
 use crate::model::{now_millis, now_secs};
 use crate::state::AppState;
-use crate::store::{NewMessage, ReplayFrom};
+use crate::store::{NewMessage, ReplayFrom, encoded_bytes, keep_newest_within};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::StreamExt;
 use futures_util::stream::SplitStream;
@@ -134,7 +134,7 @@ impl Session {
             expires_at: self.identity.expires_at,
             heartbeat_secs: limits.heartbeat_secs,
             limits: AdvertisedLimits {
-                max_message_bytes: limits.max_message_bytes,
+                max_message_bytes: limits.frame_limit(),
                 messages_per_sec: limits.messages_per_sec,
                 burst: limits.message_burst,
             },
@@ -245,6 +245,13 @@ impl Session {
         }
     }
 
+    /// The bytes of messages a reply may carry: at most the configured bound, and only
+    /// as much as the frame budget pays for (the oldest are left out of the rest).
+    fn afford_reply(&mut self, wanted: usize) -> usize {
+        self.budget
+            .afford_reply(wanted, self.state.settings.limits.replay_max_bytes)
+    }
+
     /// Membership of a room: `Err` has been answered.
     fn joined_room(&self, id: Option<u32>, room: &str) -> Result<(), ()> {
         if !self.rooms.contains(room) {
@@ -284,7 +291,7 @@ impl Session {
             .hub
             .begin_join(&room, self.conn, &user, &self.outbox);
         self.rooms.insert(room.clone());
-        let snapshot = match self.state.store.snapshot(&room, from).await {
+        let mut snapshot = match self.state.store.snapshot(&room, from).await {
             Ok(snapshot) => snapshot,
             Err(error) => {
                 tracing::error!(%error, room = %room, "cannot read the room for a join");
@@ -298,6 +305,8 @@ impl Session {
                 return;
             }
         };
+        let allowed = self.afford_reply(encoded_bytes(&snapshot.messages));
+        snapshot.keep_newest_within(allowed);
         self.state
             .hub
             .finish_join(&room, self.conn, snapshot.last_seq, |members| {
@@ -395,11 +404,16 @@ impl Session {
             .before(&room, before.unwrap_or(u64::MAX), limit)
             .await
         {
-            Ok(messages) => self.push(&ServerFrame::History {
-                id,
-                room: &room,
-                messages: &messages,
-            }),
+            Ok(mut messages) => {
+                let allowed = self.afford_reply(encoded_bytes(&messages));
+                let truncated = keep_newest_within(&mut messages, allowed);
+                self.push(&ServerFrame::History {
+                    id,
+                    room: &room,
+                    messages: &messages,
+                    truncated,
+                });
+            }
             Err(error) => {
                 tracing::error!(%error, "cannot read history");
                 self.error(id, ErrorCode::Internal, "could not read history, try again");

@@ -1,13 +1,22 @@
 //! Frames that break the contract close the connection with the documented code; floods
 //! are refused frame by frame, then closed.
 
-use crate::helpers::spawn_app;
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
+/// A server whose frame limit is 4096 bytes: bodies of at most 256 characters need no more.
+async fn app_with_4096_byte_frames() -> TestApp {
+    spawn_app_with(|s| {
+        s.limits.max_message_bytes = 4096;
+        s.limits.max_body_chars = 256;
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_frame_over_4096_bytes_closes_with_1009() {
-    let app = spawn_app().await;
+    let app = app_with_4096_byte_frames().await;
     let mut alice = app.connect("alice").await;
     let padding = " ".repeat(4097 - r#"{"type":"typing","room":"general"}"#.len());
     let frame = format!(r#"{{"type":"typing","room":"general"}}{padding}"#);
@@ -18,7 +27,7 @@ async fn a_frame_over_4096_bytes_closes_with_1009() {
 
 #[tokio::test]
 async fn a_frame_of_exactly_4096_bytes_is_accepted() {
-    let app = spawn_app().await;
+    let app = app_with_4096_byte_frames().await;
     let mut alice = app.connect("alice").await;
     let head = r#"{"type":"join","id":1,"room":"general"}"#;
     let frame = format!("{head}{}", " ".repeat(4096 - head.len()));
@@ -113,7 +122,7 @@ async fn a_flood_is_refused_with_retry_after_then_closed_with_1008_and_nothing_o
 async fn a_message_over_4096_bytes_in_small_fragments_closes_with_1009() {
     use tokio_tungstenite::tungstenite::protocol::frame::Frame;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-    let app = spawn_app().await;
+    let app = app_with_4096_byte_frames().await;
     let mut alice = app.connect("alice").await;
     let chunk = " ".repeat(2000);
     alice

@@ -1,0 +1,175 @@
+//! hyper answers a request it cannot parse (a malformed request line or header: 400; too
+//! many or too large headers: 431; a URI too long: 414) by itself, below axum: a bare
+//! head with no body and none of the security headers the router adds. [`BareErrors`]
+//! wraps a connection's IO and, when hyper writes such a head, writes in its place a
+//! complete answer of the same status with the JSON error body, the
+//! [`SECURITY_HEADERS`](crate::http::SECURITY_HEADERS) and `connection: close` (hyper
+//! closes the connection after it anyway).
+//!
+//! hyper's own error head is told apart from the router's answers by what it lacks: every
+//! answer that went through the router carries a `content-security-policy` header, and
+//! hyper's carries `content-length: 0` and none. The wrapper does not claim vectored
+//! writes, so hyper hands it each head whole, at the start of a write.
+//!
+//! Each such answer is a security event (`malformed_request`, with the TCP peer's
+//! address and the status; never the request's bytes).
+
+use axum::http::StatusCode;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A connection's IO, with hyper's own bare error answers made complete.
+pub struct BareErrors<I> {
+    inner: I,
+    /// The TCP peer (a proxy's address when there is one), for the security log.
+    peer: IpAddr,
+    /// A replacement answer not yet fully written, and how much of it was.
+    pending: Vec<u8>,
+    written: usize,
+}
+
+impl<I> BareErrors<I> {
+    pub fn new(inner: I, peer: IpAddr) -> Self {
+        Self {
+            inner,
+            peer,
+            pending: Vec::new(),
+            written: 0,
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> BareErrors<I> {
+    /// Writes what is left of a replacement answer.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.pending.len() {
+            let n =
+                ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        self.pending.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for BareErrors<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for BareErrors<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        ready!(this.poll_pending(cx))?;
+        match bare_error_status(buf) {
+            Some(status) => {
+                tracing::warn!(target: "security", event = "malformed_request", ip = %this.peer, status = status.as_u16());
+                this.pending = json_answer(status);
+                // hyper's head counts as written; the replacement goes out now or on flush.
+                if let Poll::Ready(Err(error)) = this.poll_pending(cx) {
+                    return Poll::Ready(Err(error));
+                }
+                Poll::Ready(Ok(buf.len()))
+            }
+            None => Pin::new(&mut this.inner).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_pending(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_pending(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// If `written` starts with one of hyper's own bare error heads, its status.
+fn bare_error_status(written: &[u8]) -> Option<StatusCode> {
+    let rest = written.strip_prefix(b"HTTP/1.")?;
+    let status = StatusCode::from_bytes(rest.get(2..5)?).ok()?;
+    if !(status.is_client_error() || status.is_server_error()) {
+        return None;
+    }
+    let head_end = written.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = written[..head_end].to_ascii_lowercase();
+    let has = |needle: &[u8]| head.windows(needle.len()).any(|w| w == needle);
+    if has(b"\r\ncontent-security-policy:") || !has(b"\r\ncontent-length: 0") {
+        return None;
+    }
+    Some(status)
+}
+
+fn json_answer(status: StatusCode) -> Vec<u8> {
+    let body = crate::error::body_for_status(status);
+    let mut answer = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    for (name, value) in crate::http::SECURITY_HEADERS {
+        answer.push_str(&format!("{name}: {value}\r\n"));
+    }
+    answer.push_str("\r\n");
+    answer.push_str(&body);
+    answer.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYPER_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: Sun, 29 Nov 2026 09:45:08 GMT\r\n\r\n";
+
+    #[test]
+    fn hyper_s_bare_error_head_is_replaced_by_a_complete_json_answer() {
+        let status = bare_error_status(HYPER_431).unwrap();
+        assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let answer = String::from_utf8(json_answer(status)).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        assert!(head.contains("content-security-policy: default-src 'self'"));
+        assert!(head.contains("x-content-type-options: nosniff"));
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], "request_header_fields_too_large");
+    }
+
+    #[test]
+    fn answers_from_the_router_and_other_bytes_pass_untouched() {
+        for written in [
+            &b"HTTP/1.1 404 Not Found\r\ncontent-security-policy: x\r\ncontent-length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 12\r\n\r\n",
+            b"\x81\x05hello",
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0",
+            b"",
+        ] {
+            assert!(
+                bare_error_status(written).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(written)
+            );
+        }
+    }
+}
