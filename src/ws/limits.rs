@@ -108,7 +108,7 @@ impl Drop for ConnectionSlot {
     }
 }
 
-fn increment_below<K: Eq + Hash>(map: &DashMap<K, usize>, key: K, max: usize) -> bool {
+pub(crate) fn increment_below<K: Eq + Hash>(map: &DashMap<K, usize>, key: K, max: usize) -> bool {
     let mut count = map.entry(key).or_insert(0);
     if *count >= max {
         return false;
@@ -117,7 +117,7 @@ fn increment_below<K: Eq + Hash>(map: &DashMap<K, usize>, key: K, max: usize) ->
     true
 }
 
-fn decrement<K: Eq + Hash>(map: &DashMap<K, usize>, key: K) {
+pub(crate) fn decrement<K: Eq + Hash>(map: &DashMap<K, usize>, key: K) {
     if let Entry::Occupied(mut entry) = map.entry(key) {
         *entry.get_mut() = entry.get().saturating_sub(1);
         if *entry.get() == 0 {

@@ -12,4 +12,5 @@ mod lifecycle;
 mod metrics;
 mod protocol_violations;
 mod security_log;
+mod slowloris;
 mod transport;
