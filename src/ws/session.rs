@@ -8,7 +8,7 @@
 //! leaves its rooms (announcing presence), lets the writer send the close frame, and
 //! waits briefly for the client's answer so the close is clean.
 
-use super::close::CloseCode;
+use super::close::{self, CloseCode};
 use super::limits::{ConnectionSlot, FrameBudget, Spend};
 use super::outbox::{Closer, Outbox};
 use super::protocol::{
@@ -46,6 +46,8 @@ struct Session {
     closer: Closer,
     budget: FrameBudget,
     rooms: BTreeSet<String>,
+    /// Why a transport error closed the connection, for the log.
+    cause: Option<&'static str>,
 }
 
 pub async fn run(socket: WebSocket, context: SessionContext) {
@@ -86,6 +88,7 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
             outbox,
             closer,
             rooms: BTreeSet::new(),
+            cause: None,
         };
         (session, stream, writer)
     };
@@ -166,7 +169,8 @@ impl Session {
                     match next {
                         None => self.closer.close(CloseCode::Normal),
                         Some(Err(error)) => {
-                            let code = if is_too_big(&error) { CloseCode::TooBig } else { CloseCode::Normal };
+                            let (code, cause) = close::for_transport_error(&error);
+                            self.cause = Some(cause);
                             self.closer.close(code);
                         }
                         Some(Ok(Message::Text(text))) => {
@@ -189,7 +193,7 @@ impl Session {
                 tracing::debug!(ip = %self.ip, user = %self.identity.user.id, code = code.code(), "session closed");
             }
             _ => {
-                tracing::warn!(target: "security", event = "connection_closed", ip = %self.ip, user = %self.identity.user.id, code = code.code(), reason = code.reason());
+                tracing::warn!(target: "security", event = "connection_closed", ip = %self.ip, user = %self.identity.user.id, code = code.code(), reason = code.reason(), cause = self.cause.unwrap_or("frame"));
             }
         }
     }
@@ -444,17 +448,4 @@ impl Session {
             }
         }
     }
-}
-
-/// Whether a read error is tungstenite refusing a frame or message over the size limit.
-fn is_too_big(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = current.downcast_ref::<tungstenite::Error>()
-        {
-            return true;
-        }
-        source = current.source();
-    }
-    false
 }

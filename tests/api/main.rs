@@ -10,7 +10,7 @@ mod helpers;
 mod http_api;
 mod lifecycle;
 mod metrics;
-mod protocol_violations;
+pub(crate) mod protocol_violations;
 mod security_log;
 mod slowloris;
 mod transport;
