@@ -178,7 +178,7 @@ impl Session {
                             expiry = self.expiry();
                         }
                         Some(Ok(Message::Binary(_))) => self.closer.close(CloseCode::Unsupported),
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => self.on_control(),
                         Some(Ok(Message::Close(_))) => self.closer.close(CloseCode::Normal),
                     }
                 }
@@ -194,6 +194,18 @@ impl Session {
             }
             _ => {
                 tracing::warn!(target: "security", event = "connection_closed", ip = %self.ip, user = %self.identity.user.id, code = code.code(), reason = code.reason(), cause = self.cause.unwrap_or("frame"));
+            }
+        }
+    }
+
+    /// A ping or pong spends the frame budget like any frame (tungstenite answers every
+    /// ping with a pong, so pings are work and bytes for the server). A refusal is not
+    /// answered, which would only add to what the flood makes us write; abuse closes.
+    fn on_control(&mut self) {
+        if let Spend::Refused { abusive, .. } = self.budget.spend() {
+            crate::stats::rate_limited();
+            if abusive {
+                self.closer.close(CloseCode::PolicyViolation);
             }
         }
     }
