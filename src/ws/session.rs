@@ -6,7 +6,10 @@
 //! The session ends when the client leaves, breaks a rule that closes the connection,
 //! its token expires, it stops answering pings, or the server shuts down; then it
 //! leaves its rooms (announcing presence), lets the writer send the close frame, and
-//! waits briefly for the client's answer so the close is clean.
+//! waits briefly for the client's answer so the close is clean. Each of those waits is
+//! bounded, the writer is aborted if it overstays, and the connection's cap slot is
+//! given back only once the socket is closed, so a client that never reads cannot
+//! leave sockets behind and open new ones in their place.
 
 use super::close::{self, CloseCode};
 use super::limits::{ConnectionSlot, FrameBudget, Spend};
@@ -27,6 +30,7 @@ use futures_util::stream::SplitStream;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 
 /// What the handshake established about a connection.
@@ -102,14 +106,24 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
     crate::stats::connection_opened();
     session.welcome();
     session.read_until_closing(&mut stream).await;
-    // The connection is closing: its place is free for the client's next attempt.
-    drop(slot);
     drop(registration);
     session.leave_all().await;
     session.log_close();
     crate::stats::connection_closed(session.closer.code().code());
-    let _ = timeout(CLOSE_GRACE, writer).await;
-    // Read until the client answers the close frame, so its side sees a clean close.
+    close_socket(writer, stream).await;
+    // Only now is the socket gone: its place is free for the client's next attempt.
+    drop(slot);
+}
+
+/// Lets the writer send its last frames and the close frame, then reads until the
+/// client answers it, so its side sees a clean close; each step gets [`CLOSE_GRACE`]
+/// and no more, and the socket is closed when this returns, whatever the client does.
+async fn close_socket(mut writer: JoinHandle<()>, mut stream: SplitStream<WebSocket>) {
+    if timeout(CLOSE_GRACE, &mut writer).await.is_err() {
+        // The writer holds half of the socket: only its end lets the socket close.
+        writer.abort();
+        let _ = writer.await;
+    }
     let _ = timeout(CLOSE_GRACE, async {
         while let Some(Ok(_)) = stream.next().await {}
     })

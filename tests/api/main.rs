@@ -14,4 +14,5 @@ mod ping_floods;
 pub(crate) mod protocol_violations;
 mod security_log;
 mod slowloris;
+mod socket_lifetime;
 mod transport;
