@@ -6,6 +6,7 @@
 //! ends. [`FrameBudget`] is the per-connection token bucket (via `governor`) plus the
 //! abuse rule: too many refusals in a short window close the connection with 1008.
 
+use crate::server::pending::per_ip_key;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use governor::clock::{Clock, DefaultClock};
@@ -48,6 +49,7 @@ pub struct ConnectionCaps {
 /// One open connection's place in the counts.
 pub struct ConnectionSlot {
     caps: Arc<ConnectionCaps>,
+    /// The client IP as counted ([`per_ip_key`]).
     ip: IpAddr,
     user: String,
 }
@@ -83,6 +85,7 @@ impl ConnectionCaps {
                 (n < self.max_total).then_some(n + 1)
             })
             .map_err(|_| CapRejection::ServerFull)?;
+        let ip = per_ip_key(ip);
         if !increment_below(&self.per_ip, ip, self.max_per_ip) {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(CapRejection::TooManyForIp);
