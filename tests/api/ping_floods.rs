@@ -38,7 +38,12 @@ async fn a_ping_flood_from_a_client_that_never_reads_leaves_server_memory_bounde
     // A budget too generous to stop the flood: the write buffer bound alone must hold.
     let server = ServerProcess::start(
         &url,
-        &["--messages-per-sec", "10000000", "--message-burst", "10000000"],
+        &[
+            "--messages-per-sec",
+            "10000000",
+            "--message-burst",
+            "10000000",
+        ],
     )
     .await;
     let pid = server.child.id().unwrap();
