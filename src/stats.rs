@@ -105,3 +105,8 @@ pub fn store_write(elapsed: Duration) {
 pub fn connection_refused(reason: &'static str) {
     counter!("palisade_connections_refused_total", "reason" => reason).increment(1);
 }
+
+/// Connections accepted that have not yet completed a request or upgraded.
+pub fn pending_connections(change: f64) {
+    gauge!("palisade_connections_pending").increment(change);
+}

@@ -86,6 +86,7 @@ impl PendingConnections {
                 return Err(PendingRejection::TooManyForIp);
             }
         }
+        crate::stats::pending_connections(1.0);
         Ok(Arc::new(PendingSlot {
             owner: Arc::clone(self),
             key,
@@ -136,6 +137,7 @@ impl PendingSlot {
             decrement(&self.owner.per_ip, key);
         }
         self.owner.total.fetch_sub(1, Ordering::AcqRel);
+        crate::stats::pending_connections(-1.0);
     }
 }
 

@@ -157,3 +157,35 @@ async fn the_pending_cap_refuses_the_next_idle_socket_from_one_address_and_serve
     let answer = get_from([127, 0, 0, 1], app.addr, "/healthz").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+#[tokio::test]
+async fn the_total_pending_cap_refuses_idle_sockets_from_any_address() {
+    let app = spawn_app_with(|s| {
+        s.limits.max_pending_connections = 2;
+        s.limits.header_timeout_secs = 600;
+    })
+    .await;
+    let mut idle = Vec::new();
+    for source in [[127, 0, 0, 2], [127, 0, 0, 3]] {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((source, 0))).unwrap();
+        idle.push(socket.connect(app.addr).await.unwrap());
+    }
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 4], 0))).unwrap();
+    let mut one_too_many = socket.connect(app.addr).await.unwrap();
+    assert_eq!(hung_up(&mut one_too_many).await, "");
+    // Once an idle socket completes a request, there is room again.
+    let mut waking = idle.pop().unwrap();
+    waking
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(hung_up(&mut waking).await.starts_with("HTTP/1.1 200"));
+    let metrics = get_from([127, 0, 0, 4], app.addr, "/metrics").await;
+    assert!(
+        metrics.lines().any(|line| line
+            .starts_with("palisade_connections_refused_total{reason=\"too_many_pending\"}")),
+        "{metrics}"
+    );
+}
