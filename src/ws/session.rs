@@ -207,7 +207,7 @@ impl Session {
                 tracing::debug!(ip = %self.ip, user = %self.identity.user.id, code = code.code(), "session closed");
             }
             _ => {
-                tracing::warn!(target: "security", event = "connection_closed", ip = %self.ip, user = %self.identity.user.id, code = code.code(), reason = code.reason(), cause = self.cause.unwrap_or("frame"));
+                tracing::warn!(target: "security", event = "connection_closed", ip = %self.ip, user = %self.identity.user.id, code = code.code(), reason = code.reason(), cause = self.cause);
             }
         }
     }
