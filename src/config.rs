@@ -99,6 +99,21 @@ pub struct Limits {
     pub auth_per_minute: u32,
     #[arg(long, env = "PALISADE_AUTH_BURST", default_value_t = DEFAULT_LIMITS.auth_burst)]
     pub auth_burst: u32,
+    /// Seconds a new connection has to finish its TLS handshake, and then the headers of
+    /// each request; a keep-alive connection idle for as long is closed.
+    #[arg(long, env = "PALISADE_HEADER_TIMEOUT_SECS", default_value_t = DEFAULT_LIMITS.header_timeout_secs)]
+    pub header_timeout_secs: u64,
+    /// Seconds a write to a client (HTTP or WebSocket) may make no progress before the
+    /// connection is dropped.
+    #[arg(long, env = "PALISADE_WRITE_STALL_SECS", default_value_t = DEFAULT_LIMITS.write_stall_secs)]
+    pub write_stall_secs: u64,
+    /// Connections from one client IP that have not yet completed a request or upgraded;
+    /// more are closed at once (trusted proxies are exempt).
+    #[arg(long, env = "PALISADE_MAX_PENDING_CONNECTIONS_PER_IP", default_value_t = DEFAULT_LIMITS.max_pending_connections_per_ip)]
+    pub max_pending_connections_per_ip: usize,
+    /// Connections in total that have not yet completed a request or upgraded.
+    #[arg(long, env = "PALISADE_MAX_PENDING_CONNECTIONS", default_value_t = DEFAULT_LIMITS.max_pending_connections)]
+    pub max_pending_connections: usize,
 }
 
 /// The most bytes one body character can take in a frame: a character outside the Basic
@@ -144,6 +159,10 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     request_timeout_secs: 10,
     auth_per_minute: 10,
     auth_burst: 10,
+    header_timeout_secs: 10,
+    write_stall_secs: 30,
+    max_pending_connections_per_ip: 32,
+    max_pending_connections: 2048,
 };
 
 impl Default for Limits {

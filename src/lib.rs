@@ -7,8 +7,9 @@
 //!
 //! - [`config`]: settings, layered from defaults, `Secrets.toml`, env and flags.
 //! - [`startup`]: [`startup::Application`] builds everything and runs until stopped.
-//! - [`server`], [`tls`]: the accept loop (plain or TLS) with first-bytes deadlines.
 //! - [`bare_errors`]: gives hyper's own parse-error answers the JSON body and headers.
+//! - [`server`], [`tls`]: the accept loop (plain or TLS, HTTP/1.1): header deadlines, a
+//!   write-stall limit under every socket, and caps on connections still without a request.
 //! - [`shutdown`]: the one stop signal every task listens to.
 //! - [`error`]: the HTTP error type and its JSON body.
 //! - [`auth`]: JWTs, single-use tickets, accounts (Argon2id).

@@ -1,32 +1,71 @@
-//! Accepting connections: plain TCP or TLS, each with a deadline for its first bytes.
+//! Accepting connections: plain TCP or TLS, HTTP/1.1 only, each bounded in time and
+//! counted until it has proved itself.
 //!
 //! axum's own `serve` has no header timeout and no TLS, so palisade runs its own accept
-//! loop on hyper: a new connection has 10 seconds to send its first byte (or finish its
-//! TLS handshake), then 10 more to complete its request headers, or it is dropped, so
-//! half-open and silent sockets (slowloris) cannot pile up. Every accepted socket gets TCP_NODELAY (small frames should not wait for
-//! Nagle), and on shutdown the loop stops accepting and lets open HTTP exchanges finish.
+//! loop on hyper's HTTP/1 connection (hyper-util's `auto` builder always sniffs for an
+//! HTTP/2 preface with no deadline on that read, whatever it is told). Every connection
+//! is held to these bounds, so silent, slow and never-reading sockets cannot pile up:
+//!
+//! - the TLS handshake must finish within the header timeout, and then the headers of
+//!   each request too; hyper's header timer starts when the connection is first polled
+//!   and again each time a keep-alive connection goes idle, so one byte, an HTTP/2
+//!   preface, a silent TLS session and an idle keep-alive connection are all dropped;
+//! - a write that makes no progress fails after the write-stall limit ([`stall_io`]),
+//!   which also bounds every WebSocket write after an upgrade;
+//! - connections that have not completed a request or upgraded are capped per client
+//!   IP and in total ([`pending`]); over a cap, a new connection is closed at once.
+//!
+//! Every accepted socket gets TCP_NODELAY (small frames should not wait for Nagle), and
+//! on shutdown the loop stops accepting and lets open HTTP exchanges finish.
 
+pub mod pending;
+pub mod stall_io;
+
+use crate::config::Settings;
 use crate::shutdown::Shutdown;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use pending::{PendingConnections, PendingSlot};
+use stall_io::StallIo;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
-
-/// Time a new connection has to complete its TLS handshake, then its request headers.
-pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long shutdown lets open HTTP exchanges finish.
 const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The bounds every accepted connection is held to.
+#[derive(Clone)]
+pub struct ConnectionBounds {
+    pub header_timeout: Duration,
+    pub write_stall: Duration,
+    pub pending: Arc<PendingConnections>,
+}
+
+impl ConnectionBounds {
+    pub fn from_settings(settings: &Settings) -> Self {
+        let limits = &settings.limits;
+        Self {
+            header_timeout: Duration::from_secs(limits.header_timeout_secs.max(1)),
+            write_stall: Duration::from_secs(limits.write_stall_secs.max(1)),
+            pending: Arc::new(PendingConnections::new(
+                limits.max_pending_connections_per_ip,
+                limits.max_pending_connections,
+                settings.trusted_proxies.clone(),
+            )),
+        }
+    }
+}
 
 /// Serves `router` on `listener` until `shutdown` fires.
 pub async fn serve(
@@ -34,8 +73,9 @@ pub async fn serve(
     router: Router,
     tls: Option<TlsAcceptor>,
     shutdown: Shutdown,
+    bounds: ConnectionBounds,
 ) {
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
             () = shutdown.triggered() => break,
@@ -49,36 +89,39 @@ pub async fn serve(
                 }
             },
         };
+        let slot = match bounds.pending.acquire(peer.ip()) {
+            Ok(slot) => slot,
+            Err(rejection) => {
+                bounds.pending.log_refusal(peer.ip(), rejection);
+                continue;
+            }
+        };
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let router = router.clone();
-        let watcher = graceful.watcher();
+        let io = StallIo::new(tcp, bounds.write_stall, Some(Arc::clone(&slot)));
+        let connection = Connection {
+            peer,
+            router: router.clone(),
+            shutdown: shutdown.clone(),
+            header_timeout: bounds.header_timeout,
+            slot,
+        };
         match tls.clone() {
-            None => {
-                tokio::spawn(async move {
-                    // hyper's header deadline starts with the first byte: bound the wait for it.
-                    let mut first = [0u8; 1];
-                    match tokio::time::timeout(FIRST_BYTES_TIMEOUT, tcp.peek(&mut first)).await {
-                        Ok(Ok(n)) if n > 0 => serve_connection(tcp, peer, router, watcher).await,
-                        Ok(_) => {}
-                        Err(_) => tracing::debug!(%peer, "no request within the deadline"),
-                    }
-                });
-            }
-            Some(acceptor) => {
-                tokio::spawn(async move {
-                    match tokio::time::timeout(FIRST_BYTES_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, peer, router, watcher).await,
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        }
+            None => connections.spawn(connection.serve(io)),
+            Some(acceptor) => connections.spawn(async move {
+                let handshake = acceptor.accept(io);
+                match tokio::time::timeout(connection.header_timeout, handshake).await {
+                    Ok(Ok(stream)) => connection.serve(stream).await,
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            }),
+        };
     }
     drop(listener);
-    if tokio::time::timeout(HTTP_DRAIN_TIMEOUT, graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(HTTP_DRAIN_TIMEOUT, connections.wait())
         .await
         .is_err()
     {
@@ -86,28 +129,58 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection<I>(io: I, peer: SocketAddr, router: Router, watcher: Watcher)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = router.map_request(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        request
-    });
-    // HTTP/1.1 only: WebSocket upgrades need it, and it starts the header deadline at
-    // once (protocol sniffing for HTTP/2 would wait for bytes without one).
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(FIRST_BYTES_TIMEOUT);
-    let connection = builder
-        .serve_connection_with_upgrades(
-            TokioIo::new(crate::bare_errors::BareErrors::new(io, peer.ip())),
-            TowerToHyperService::new(service),
-        )
-        .into_owned();
-    if let Err(error) = watcher.watch(connection).await {
-        tracing::debug!(%peer, %error, "connection ended with an error");
+/// One accepted connection and what serving it needs.
+struct Connection {
+    peer: SocketAddr,
+    router: Router,
+    shutdown: Shutdown,
+    header_timeout: Duration,
+    slot: Arc<PendingSlot>,
+}
+
+impl Connection {
+    async fn serve<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            peer,
+            router,
+            shutdown,
+            header_timeout,
+            slot,
+        } = self;
+        let answered = Arc::clone(&slot);
+        let service = router
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            })
+            .map_response(move |response| {
+                answered.mark_answered();
+                response
+            });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(
+                TokioIo::new(crate::bare_errors::BareErrors::new(io, peer.ip())),
+                TowerToHyperService::new(service),
+            )
+            .with_upgrades();
+        tokio::pin!(connection);
+        let ended = tokio::select! {
+            ended = connection.as_mut() => ended,
+            () = shutdown.triggered() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(error) = ended {
+            tracing::debug!(%peer, %error, "connection ended with an error");
+        }
+        // Served, upgraded (the socket now belongs to a session) or dropped: either way
+        // it is no longer waiting for its first request.
+        slot.release();
     }
 }

@@ -1,4 +1,8 @@
-//! WebSocket close codes of the wire contract, each with the reason text sent along.
+//! WebSocket close codes of the wire contract, each with the reason text sent along,
+//! and which code a transport error from the socket closes with.
+
+use std::io;
+use tungstenite::error::ProtocolError;
 
 /// Why the server closes a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -7,11 +11,15 @@ pub enum CloseCode {
     Normal,
     /// 1001: the server is shutting down or draining.
     GoingAway,
+    /// 1002: the client broke the WebSocket protocol itself (unmasked frame, reserved
+    /// opcode or bits, bad fragmentation...).
+    ProtocolError,
     /// 1003: a binary frame was received.
     Unsupported,
-    /// 1007: not JSON, unknown `type` or field, wrong field type.
+    /// 1007: not UTF-8, not JSON, unknown `type` or field, wrong field type.
     InvalidPayload,
-    /// 1008: the client kept sending while out of rate budget.
+    /// 1008: the client kept sending (frames, pings or pongs) while out of rate budget,
+    /// or made the server buffer more than allowed for it.
     PolicyViolation,
     /// 1009: a frame or message over the size limit.
     TooBig,
@@ -23,7 +31,8 @@ pub enum CloseCode {
     HeartbeatTimeout,
     /// 4003: the user was revoked or banned.
     Revoked,
-    /// 4008: the outbound queue overflowed.
+    /// 4008: the outbound queue overflowed, or the client took none of our writes for
+    /// the write-stall limit.
     SlowConsumer,
 }
 
@@ -32,6 +41,7 @@ impl CloseCode {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::GoingAway => 1001,
+            CloseCode::ProtocolError => 1002,
             CloseCode::Unsupported => 1003,
             CloseCode::InvalidPayload => 1007,
             CloseCode::PolicyViolation => 1008,
@@ -49,6 +59,7 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "bye",
             CloseCode::GoingAway => "server shutting down",
+            CloseCode::ProtocolError => "protocol error",
             CloseCode::Unsupported => "binary frames are not supported",
             CloseCode::InvalidPayload => "invalid frame",
             CloseCode::PolicyViolation => "rate limit abuse",
@@ -59,5 +70,68 @@ impl CloseCode {
             CloseCode::Revoked => "access revoked",
             CloseCode::SlowConsumer => "slow consumer",
         }
+    }
+}
+
+/// What a socket error means for the connection: the code to close with and a short
+/// cause for the log.
+pub fn for_transport_error(error: &axum::Error) -> (CloseCode, &'static str) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(error) = current.downcast_ref::<tungstenite::Error>() {
+            return for_tungstenite_error(error);
+        }
+        source = current.source();
+    }
+    (CloseCode::Normal, "connection_error")
+}
+
+fn for_tungstenite_error(error: &tungstenite::Error) -> (CloseCode, &'static str) {
+    use tungstenite::Error;
+    match error {
+        Error::Capacity(_) => (CloseCode::TooBig, "too_big"),
+        Error::Utf8(_) => (CloseCode::InvalidPayload, "invalid_utf8"),
+        // The peer just went away: nobody is left to tell.
+        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            (CloseCode::Normal, "reset")
+        }
+        Error::Protocol(_) => (CloseCode::ProtocolError, "protocol_violation"),
+        // Only a client that sends pings and never reads fills it (with our pongs).
+        Error::WriteBufferFull(_) => (CloseCode::PolicyViolation, "write_buffer_full"),
+        Error::Io(io) if io.kind() == io::ErrorKind::TimedOut => {
+            (CloseCode::SlowConsumer, "write_stalled")
+        }
+        _ => (CloseCode::Normal, "connection_error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_errors_map_to_the_contract_codes() {
+        let code = |error| for_transport_error(&axum::Error::new(error)).0.code();
+        assert_eq!(code(tungstenite::Error::Utf8("x".into())), 1007);
+        assert_eq!(
+            code(tungstenite::Error::Protocol(
+                ProtocolError::UnmaskedFrameFromClient
+            )),
+            1002
+        );
+        assert_eq!(
+            code(tungstenite::Error::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake
+            )),
+            1000
+        );
+        assert_eq!(
+            code(tungstenite::Error::Io(io::ErrorKind::TimedOut.into())),
+            4008
+        );
+        assert_eq!(
+            code(tungstenite::Error::Io(io::ErrorKind::BrokenPipe.into())),
+            1000
+        );
     }
 }

@@ -8,9 +8,11 @@
 //! 4. Per-IP and per-user connection caps (`429 too_many_connections`)
 
 use super::limits::CapRejection;
+use super::protocol::HISTORY_MAX;
 use super::session::{self, SessionContext};
 use crate::auth::{Identity, bearer_token};
 use crate::client_ip::ClientIp;
+use crate::config::Limits;
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::rejection::QueryRejection;
@@ -35,6 +37,26 @@ const READ_BUFFER_BYTES: usize = 1024;
 /// flushes once per batch, so a burst costs one syscall, not one per frame. The buffer
 /// only grows as far as a connection's largest batch.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Most bytes tungstenite may hold unwritten for one connection. Unbounded (its
+/// default), the automatic pong to each ping of a client that never reads piles up
+/// there without end. The writer itself never has more than a batch plus one frame in
+/// it, so the bound leaves room for the largest frame the server can send: a `joined`
+/// replay or a `history` page of the longest bodies (4 bytes a character at worst,
+/// escaping included), with room for each message's other fields.
+fn max_write_buffer_bytes(limits: &Limits) -> usize {
+    const MESSAGE_OVERHEAD: usize = 512;
+    let messages = usize::try_from(limits.replay_max.max(limits.join_history))
+        .unwrap_or(usize::MAX)
+        .max(usize::try_from(HISTORY_MAX).unwrap_or(usize::MAX));
+    let message = limits
+        .max_body_chars
+        .saturating_mul(4)
+        .saturating_add(MESSAGE_OVERHEAD);
+    WRITE_BUFFER_BYTES
+        .saturating_add(messages.saturating_mul(message))
+        .saturating_add(MESSAGE_OVERHEAD)
+}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct QueryCredentials {
@@ -106,6 +128,7 @@ pub async fn upgrade(
         return ApiError::UpgradeRequired.into_response();
     };
     let max = state.settings.limits.frame_limit();
+    let max_write_buffer = max_write_buffer_bytes(&state.settings.limits);
     let tracker = state.sessions.clone();
     let context = SessionContext {
         state,
@@ -117,6 +140,7 @@ pub async fn upgrade(
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(max_write_buffer)
         .on_failed_upgrade(move |error| {
             tracing::debug!(%error, "websocket upgrade failed");
         })
@@ -151,4 +175,20 @@ fn verify(state: &AppState, token: &str) -> Result<Identity, &'static str> {
         .auth
         .verify(token)
         .map_err(|rejection| rejection.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_buffer_bound_holds_the_largest_replay_and_stays_above_the_batch_size() {
+        let limits = Limits::default();
+        let bound = max_write_buffer_bytes(&limits);
+        // tungstenite asserts on this at the upgrade.
+        assert!(bound > WRITE_BUFFER_BYTES);
+        let largest_replay = 500 * 2000 * 4;
+        assert!(bound > WRITE_BUFFER_BYTES + largest_replay);
+        assert!(bound < 16 << 20, "still a bound: {bound}");
+    }
 }

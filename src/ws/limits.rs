@@ -8,6 +8,7 @@
 //! replies (a `joined` or `history` with many messages) cost more than one token:
 //! [`REPLY_BYTES_PER_TOKEN`] each, so a short frame cannot ask for megabytes a second.
 
+use crate::server::pending::per_ip_key;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use governor::clock::{Clock, DefaultClock};
@@ -50,6 +51,7 @@ pub struct ConnectionCaps {
 /// One open connection's place in the counts.
 pub struct ConnectionSlot {
     caps: Arc<ConnectionCaps>,
+    /// The client IP as counted ([`per_ip_key`]).
     ip: IpAddr,
     user: String,
 }
@@ -85,6 +87,7 @@ impl ConnectionCaps {
                 (n < self.max_total).then_some(n + 1)
             })
             .map_err(|_| CapRejection::ServerFull)?;
+        let ip = per_ip_key(ip);
         if !increment_below(&self.per_ip, ip, self.max_per_ip) {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(CapRejection::TooManyForIp);
@@ -110,7 +113,7 @@ impl Drop for ConnectionSlot {
     }
 }
 
-fn increment_below<K: Eq + Hash>(map: &DashMap<K, usize>, key: K, max: usize) -> bool {
+pub(crate) fn increment_below<K: Eq + Hash>(map: &DashMap<K, usize>, key: K, max: usize) -> bool {
     let mut count = map.entry(key).or_insert(0);
     if *count >= max {
         return false;
@@ -119,7 +122,7 @@ fn increment_below<K: Eq + Hash>(map: &DashMap<K, usize>, key: K, max: usize) ->
     true
 }
 
-fn decrement<K: Eq + Hash>(map: &DashMap<K, usize>, key: K) {
+pub(crate) fn decrement<K: Eq + Hash>(map: &DashMap<K, usize>, key: K) {
     if let Entry::Occupied(mut entry) = map.entry(key) {
         *entry.get_mut() = entry.get().saturating_sub(1);
         if *entry.get() == 0 {

@@ -6,9 +6,12 @@
 //! The session ends when the client leaves, breaks a rule that closes the connection,
 //! its token expires, it stops answering pings, or the server shuts down; then it
 //! leaves its rooms (announcing presence), lets the writer send the close frame, and
-//! waits briefly for the client's answer so the close is clean.
+//! waits briefly for the client's answer so the close is clean. Each of those waits is
+//! bounded, the writer is aborted if it overstays, and the connection's cap slot is
+//! given back only once the socket is closed, so a client that never reads cannot
+//! leave sockets behind and open new ones in their place.
 
-use super::close::CloseCode;
+use super::close::{self, CloseCode};
 use super::limits::{ConnectionSlot, FrameBudget, Spend};
 use super::outbox::{Closer, Outbox};
 use super::protocol::{
@@ -27,6 +30,7 @@ use futures_util::stream::SplitStream;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 
 /// What the handshake established about a connection.
@@ -46,6 +50,8 @@ struct Session {
     closer: Closer,
     budget: FrameBudget,
     rooms: BTreeSet<String>,
+    /// Why a transport error closed the connection, for the log.
+    cause: Option<&'static str>,
 }
 
 pub async fn run(socket: WebSocket, context: SessionContext) {
@@ -86,6 +92,7 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
             outbox,
             closer,
             rooms: BTreeSet::new(),
+            cause: None,
         };
         (session, stream, writer)
     };
@@ -99,14 +106,24 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
     crate::stats::connection_opened();
     session.welcome();
     session.read_until_closing(&mut stream).await;
-    // The connection is closing: its place is free for the client's next attempt.
-    drop(slot);
     drop(registration);
     session.leave_all().await;
     session.log_close();
     crate::stats::connection_closed(session.closer.code().code());
-    let _ = timeout(CLOSE_GRACE, writer).await;
-    // Read until the client answers the close frame, so its side sees a clean close.
+    close_socket(writer, stream).await;
+    // Only now is the socket gone: its place is free for the client's next attempt.
+    drop(slot);
+}
+
+/// Lets the writer send its last frames and the close frame, then reads until the
+/// client answers it, so its side sees a clean close; each step gets [`CLOSE_GRACE`]
+/// and no more, and the socket is closed when this returns, whatever the client does.
+async fn close_socket(mut writer: JoinHandle<()>, mut stream: SplitStream<WebSocket>) {
+    if timeout(CLOSE_GRACE, &mut writer).await.is_err() {
+        // The writer holds half of the socket: only its end lets the socket close.
+        writer.abort();
+        let _ = writer.await;
+    }
     let _ = timeout(CLOSE_GRACE, async {
         while let Some(Ok(_)) = stream.next().await {}
     })
@@ -166,7 +183,8 @@ impl Session {
                     match next {
                         None => self.closer.close(CloseCode::Normal),
                         Some(Err(error)) => {
-                            let code = if is_too_big(&error) { CloseCode::TooBig } else { CloseCode::Normal };
+                            let (code, cause) = close::for_transport_error(&error);
+                            self.cause = Some(cause);
                             self.closer.close(code);
                         }
                         Some(Ok(Message::Text(text))) => {
@@ -174,7 +192,7 @@ impl Session {
                             expiry = self.expiry();
                         }
                         Some(Ok(Message::Binary(_))) => self.closer.close(CloseCode::Unsupported),
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => self.on_control(),
                         Some(Ok(Message::Close(_))) => self.closer.close(CloseCode::Normal),
                     }
                 }
@@ -189,7 +207,19 @@ impl Session {
                 tracing::debug!(ip = %self.ip, user = %self.identity.user.id, code = code.code(), "session closed");
             }
             _ => {
-                tracing::warn!(target: "security", event = "connection_closed", ip = %self.ip, user = %self.identity.user.id, code = code.code(), reason = code.reason());
+                tracing::warn!(target: "security", event = "connection_closed", ip = %self.ip, user = %self.identity.user.id, code = code.code(), reason = code.reason(), cause = self.cause);
+            }
+        }
+    }
+
+    /// A ping or pong spends the frame budget like any frame (tungstenite answers every
+    /// ping with a pong, so pings are work and bytes for the server). A refusal is not
+    /// answered, which would only add to what the flood makes us write; abuse closes.
+    fn on_control(&mut self) {
+        if let Spend::Refused { abusive, .. } = self.budget.spend() {
+            crate::stats::rate_limited();
+            if abusive {
+                self.closer.close(CloseCode::PolicyViolation);
             }
         }
     }
@@ -458,17 +488,4 @@ impl Session {
             }
         }
     }
-}
-
-/// Whether a read error is tungstenite refusing a frame or message over the size limit.
-fn is_too_big(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = current.downcast_ref::<tungstenite::Error>()
-        {
-            return true;
-        }
-        source = current.source();
-    }
-    false
 }

@@ -9,7 +9,7 @@
 //! when the connection must close, the close frame with its code, after what was queued
 //! before it (except for a slow consumer, whose queue is the problem).
 
-use super::close::CloseCode;
+use super::close::{self, CloseCode};
 use super::outbox::{Closer, OutboxQueue};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
@@ -51,17 +51,25 @@ pub async fn run(mut sink: Sink, mut queue: OutboxQueue, closer: Closer, heartbe
                     () = &mut closed => break,
                     written = write_batch(&mut sink, &mut queue, frame, linger_until) => {
                         last_flush = Some(Instant::now());
-                        if written.is_err() {
-                            closer.close(CloseCode::Normal);
+                        if let Err(error) = written {
+                            closer.close(close::for_transport_error(&error).0);
                             return;
                         }
                     }
                 }
             }
             _ = ping.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    closer.close(CloseCode::Normal);
-                    return;
+                // Raced with the close signal like every write: a ping to a client that
+                // does not read must not keep the writer (and the socket) past the session.
+                tokio::select! {
+                    biased;
+                    () = &mut closed => break,
+                    sent = sink.send(Message::Ping(Default::default())) => {
+                        if let Err(error) = sent {
+                            closer.close(close::for_transport_error(&error).0);
+                            return;
+                        }
+                    }
                 }
             }
         }

@@ -74,7 +74,7 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_the_others_carry_on
 }
 
 /// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()

@@ -187,3 +187,89 @@ async fn an_oversized_frame_is_refused_from_its_header_before_its_payload_arrive
     .expect("the server closes without waiting for the payload");
     assert_eq!(close_code, 1009);
 }
+
+/// A WebSocket opened by hand over raw TCP, past its `101` answer, so a test can send
+/// frames no well-behaved client library would.
+pub(crate) async fn raw_socket(addr: std::net::SocketAddr, token: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /ws?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        response.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(response.starts_with(b"HTTP/1.1 101"));
+    tcp
+}
+
+/// Reads server frames until the close frame: its code.
+pub(crate) async fn raw_close_code(tcp: &mut tokio::net::TcpStream) -> u16 {
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(crate::helpers::WAIT, async {
+        loop {
+            let first = tcp.read_u8().await.unwrap();
+            let len = match tcp.read_u8().await.unwrap() & 0x7f {
+                126 => u64::from(tcp.read_u16().await.unwrap()),
+                127 => tcp.read_u64().await.unwrap(),
+                n => u64::from(n),
+            };
+            let mut payload = vec![0; len as usize];
+            tcp.read_exact(&mut payload).await.unwrap();
+            if first & 0x0f == 0x8 {
+                return u16::from_be_bytes([payload[0], payload[1]]);
+            }
+        }
+    })
+    .await
+    .expect("the server closes in time")
+}
+
+/// A final client frame with this first byte (FIN, opcode) and payload, masked or not.
+pub(crate) fn raw_frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut frame = vec![first, u8::try_from(payload.len()).unwrap()];
+    if masked {
+        frame[1] |= 0x80;
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    } else {
+        frame.extend_from_slice(payload);
+    }
+    frame
+}
+
+#[tokio::test]
+async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
+    let app = spawn_app().await;
+    let mut tcp = raw_socket(app.addr, &app.token("alice")).await;
+    let bad_text = raw_frame(0x81, &[b'{', 0xff, 0xfe, b'}'], true);
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, &bad_text)
+        .await
+        .unwrap();
+    assert_eq!(raw_close_code(&mut tcp).await, 1007);
+}
+
+#[tokio::test]
+async fn websocket_protocol_violations_close_with_1002() {
+    let app = spawn_app().await;
+    for (what, frame) in [
+        ("an unmasked frame", raw_frame(0x81, b"{}", false)),
+        ("a reserved data opcode", raw_frame(0x83, b"{}", true)),
+        ("a reserved control opcode", raw_frame(0x8b, b"", true)),
+        ("a reserved bit set", raw_frame(0xc1, b"{}", true)),
+        (
+            "a continuation with nothing to continue",
+            raw_frame(0x80, b"{}", true),
+        ),
+    ] {
+        let mut tcp = raw_socket(app.addr, &app.token("alice")).await;
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, &frame)
+            .await
+            .unwrap();
+        assert_eq!(raw_close_code(&mut tcp).await, 1002, "{what}");
+    }
+}

@@ -114,3 +114,42 @@ async fn security_events_name_peer_and_reason_but_never_a_secret() {
         assert!(!log.contains(secret), "the log contains {secret:?}");
     }
 }
+
+#[tokio::test]
+async fn broken_websocket_framing_reaches_the_security_log_with_its_close_code() {
+    use crate::protocol_violations::{raw_close_code, raw_frame, raw_socket};
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let server = ServerProcess::start(&url, &[]).await;
+    let token = sign(&json!({"sub":"id-mallory","name":"mallory","iat":now(),"exp":now()+900}));
+
+    let mut not_utf8 = raw_socket(server.addr, &token).await;
+    not_utf8
+        .write_all(&raw_frame(0x81, &[b'{', 0xff, b'}'], true))
+        .await
+        .unwrap();
+    assert_eq!(raw_close_code(&mut not_utf8).await, 1007);
+    let mut unmasked = raw_socket(server.addr, &token).await;
+    unmasked
+        .write_all(&raw_frame(0x81, b"{}", false))
+        .await
+        .unwrap();
+    assert_eq!(raw_close_code(&mut unmasked).await, 1002);
+
+    for (code, cause) in [("1007", "invalid_utf8"), ("1002", "protocol_violation")] {
+        let line = server
+            .wait_for_log(|line| {
+                line.contains("security")
+                    && line.contains("connection_closed")
+                    && line.contains(code)
+                    && line.contains(cause)
+            })
+            .await;
+        assert!(
+            line.contains("ip=127.0.0.1") && line.contains("user=id-mallory"),
+            "{line}"
+        );
+        assert!(!line.contains(&token), "{line}");
+    }
+}

@@ -15,7 +15,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// A self-signed certificate for `localhost`, written where the server can read it, and
 /// a client connector that trusts exactly it.
-fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, TlsConnector) {
+pub(crate) fn self_signed(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, TlsConnector) {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let cert_path = dir.join("cert.pem");
     let key_path = dir.join("key.pem");

@@ -1,0 +1,206 @@
+//! Connections that have not yet earned their keep: accepted, but no request completed
+//! and no upgrade yet.
+//!
+//! Such a connection costs a socket, a task and buffers while telling the server nothing,
+//! so slowloris-style clients open thousands of them. Each gets a deadline elsewhere;
+//! here they are also counted, per client IP and in total, from accept until their first
+//! response has been handed to the kernel (or they upgrade, or close). A connection over
+//! either cap is closed at once, before any byte is read, and the refusal is logged at
+//! most once a second so a flood cannot flood the log too.
+
+use crate::ws::limits::{decrement, increment_below};
+use dashmap::DashMap;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// The key a client IP is counted under: the one place to change to group addresses
+/// (an IPv6 client typically owns a whole /64).
+pub fn per_ip_key(ip: IpAddr) -> IpAddr {
+    ip
+}
+
+/// Which cap refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingRejection {
+    TooManyForIp,
+    TooManyInTotal,
+}
+
+impl PendingRejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PendingRejection::TooManyForIp => "too_many_pending_for_ip",
+            PendingRejection::TooManyInTotal => "too_many_pending",
+        }
+    }
+}
+
+pub struct PendingConnections {
+    per_ip: DashMap<IpAddr, usize>,
+    total: AtomicUsize,
+    max_per_ip: usize,
+    max_total: usize,
+    /// Proxies the operator trusts: every client arrives through them, so they only
+    /// count toward the total.
+    exempt: Vec<IpAddr>,
+    refusal_log: DefaultDirectRateLimiter,
+    unlogged_refusals: AtomicU64,
+}
+
+/// One pending connection's place in the counts; given back by [`PendingSlot::release`]
+/// or on drop, whichever comes first.
+pub struct PendingSlot {
+    owner: Arc<PendingConnections>,
+    key: Option<IpAddr>,
+    answered: AtomicBool,
+    released: AtomicBool,
+}
+
+impl PendingConnections {
+    pub fn new(max_per_ip: usize, max_total: usize, exempt: Vec<IpAddr>) -> Self {
+        Self {
+            per_ip: DashMap::new(),
+            total: AtomicUsize::new(0),
+            max_per_ip,
+            max_total,
+            exempt,
+            refusal_log: RateLimiter::direct(Quota::per_second(NonZeroU32::MIN)),
+            unlogged_refusals: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes a place for a new connection from `ip`, or says which cap is reached.
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Arc<PendingSlot>, PendingRejection> {
+        self.total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_total).then_some(n + 1)
+            })
+            .map_err(|_| PendingRejection::TooManyInTotal)?;
+        let key = (!self.exempt.contains(&ip)).then(|| per_ip_key(ip));
+        if let Some(key) = key {
+            if !increment_below(&self.per_ip, key, self.max_per_ip) {
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                return Err(PendingRejection::TooManyForIp);
+            }
+        }
+        crate::stats::pending_connections(1.0);
+        Ok(Arc::new(PendingSlot {
+            owner: Arc::clone(self),
+            key,
+            answered: AtomicBool::new(false),
+            released: AtomicBool::new(false),
+        }))
+    }
+
+    /// Logs a refusal, at most once a second, with how many went unlogged before it.
+    pub fn log_refusal(&self, ip: IpAddr, reason: PendingRejection) {
+        crate::stats::connection_refused(reason.as_str());
+        if self.refusal_log.check().is_ok() {
+            let unlogged = self.unlogged_refusals.swap(0, Ordering::AcqRel);
+            tracing::warn!(target: "security", event = "connection_refused", %ip, reason = reason.as_str(), unlogged);
+        } else {
+            self.unlogged_refusals.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+}
+
+impl PendingSlot {
+    /// The connection's first response is ready (its bytes may still be on the way).
+    pub fn mark_answered(&self) {
+        self.answered.store(true, Ordering::Release);
+    }
+
+    /// Everything written so far reached the kernel: once the response was among it,
+    /// the connection has completed a request.
+    pub fn on_flushed(&self) {
+        if self.answered.load(Ordering::Acquire) {
+            self.release();
+        }
+    }
+
+    pub fn is_released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
+    }
+
+    pub fn release(&self) {
+        if self.released.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(key) = self.key {
+            decrement(&self.owner.per_ip, key);
+        }
+        self.owner.total.fetch_sub(1, Ordering::AcqRel);
+        crate::stats::pending_connections(-1.0);
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    #[test]
+    fn pending_connections_are_capped_per_ip_and_in_total() {
+        let pending = Arc::new(PendingConnections::new(2, 3, Vec::new()));
+        let a = pending.acquire(ip(1)).unwrap();
+        let _b = pending.acquire(ip(1)).unwrap();
+        assert_eq!(
+            pending.acquire(ip(1)).err(),
+            Some(PendingRejection::TooManyForIp)
+        );
+        let _c = pending.acquire(ip(2)).unwrap();
+        assert_eq!(
+            pending.acquire(ip(3)).err(),
+            Some(PendingRejection::TooManyInTotal)
+        );
+        a.release();
+        a.release();
+        assert_eq!(pending.pending(), 2, "a release counts once");
+        drop(a);
+        assert_eq!(
+            pending.pending(),
+            2,
+            "dropping a released slot gives nothing back twice"
+        );
+        let _d = pending.acquire(ip(1)).expect("a freed place is free again");
+    }
+
+    #[test]
+    fn a_slot_is_released_by_a_flush_only_after_the_answer() {
+        let pending = Arc::new(PendingConnections::new(5, 5, Vec::new()));
+        let slot = pending.acquire(ip(1)).unwrap();
+        slot.on_flushed();
+        assert_eq!(pending.pending(), 1);
+        slot.mark_answered();
+        slot.on_flushed();
+        assert_eq!(pending.pending(), 0);
+    }
+
+    #[test]
+    fn a_trusted_proxy_counts_only_toward_the_total() {
+        let pending = Arc::new(PendingConnections::new(1, 3, vec![ip(9)]));
+        let _a = pending.acquire(ip(9)).unwrap();
+        let _b = pending.acquire(ip(9)).unwrap();
+        let _c = pending.acquire(ip(9)).unwrap();
+        assert_eq!(
+            pending.acquire(ip(9)).err(),
+            Some(PendingRejection::TooManyInTotal)
+        );
+    }
+}

@@ -1,0 +1,82 @@
+//! Pings and pongs are frames like any other: they spend the frame budget, and the
+//! automatic pongs for a client that never reads cannot pile up in server memory.
+
+use crate::hardening::rss_kib;
+use crate::helpers::{ServerProcess, WAIT, now, sign, spawn_app};
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[tokio::test]
+async fn pings_or_pongs_over_the_frame_budget_close_with_1008_without_an_answer_each() {
+    let app = spawn_app().await;
+    for control in [Message::Ping, Message::Pong] {
+        let mut client = app.connect("alice").await;
+        // Burst 10, then 10 refusals within 10 s: abuse.
+        for _ in 0..40 {
+            client
+                .stream
+                .feed(control(b"are you there".to_vec().into()))
+                .await
+                .unwrap();
+        }
+        client.stream.flush().await.unwrap();
+        let (frames, code) = client.frames_until_close().await;
+        assert_eq!(code, 1008);
+        assert!(
+            frames.is_empty(),
+            "a refused control frame gets no error frame: {frames:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_ping_flood_from_a_client_that_never_reads_leaves_server_memory_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    // A budget too generous to stop the flood: the write buffer bound alone must hold.
+    let server = ServerProcess::start(
+        &url,
+        &[
+            "--messages-per-sec",
+            "10000000",
+            "--message-burst",
+            "10000000",
+        ],
+    )
+    .await;
+    let pid = server.child.id().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(server.addr).await.unwrap();
+    let token = sign(&json!({"sub":"id-flood","name":"flood","iat":now(),"exp":now()+900}));
+    let request = format!("ws://{}/ws?token={token}", server.addr)
+        .into_client_request()
+        .unwrap();
+    let (mut flood, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap();
+    let before = rss_kib(pid);
+    // 400 000 pings of 125 bytes: ~50 MB of pongs if the server kept every one.
+    let payload = vec![7u8; 125];
+    let flooding = async {
+        for _ in 0..400 {
+            for _ in 0..1000 {
+                flood
+                    .feed(Message::Ping(payload.clone().into()))
+                    .await
+                    .unwrap();
+            }
+            flood.flush().await.unwrap();
+        }
+    };
+    tokio::time::timeout(WAIT * 6, flooding)
+        .await
+        .expect("the server keeps reading the flood");
+    let after = rss_kib(pid);
+    let growth_mib = after.saturating_sub(before) / 1024;
+    println!("server RSS before {before} KiB, after {after} KiB");
+    assert!(growth_mib < 24, "server grew by {growth_mib} MiB");
+}

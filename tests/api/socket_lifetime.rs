@@ -1,0 +1,148 @@
+//! A session's end closes its socket in bounded time, even when the client never reads,
+//! and a connection cap slot is free again only when its socket is really gone: a client
+//! cannot churn through sessions and leave their sockets behind.
+
+use crate::helpers::{ServerProcess, WAIT, now, sign};
+use futures_util::SinkExt;
+use serde_json::json;
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Sockets the server process holds open whose peer is one of these local ports.
+fn server_sockets_to(pid: u32, peer_ports: &HashSet<u16>) -> usize {
+    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let peer_port = fields
+                .get(2)
+                .and_then(|peer| peer.split_once(':'))
+                .and_then(|(_, port)| u16::from_str_radix(port, 16).ok());
+            fields.get(9).is_some_and(|inode| inodes.contains(*inode))
+                && peer_port.is_some_and(|port| peer_ports.contains(&port))
+        })
+        .count()
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket whose client hardly ever takes what the server writes: its local port
+/// and the socket, or `None` if a connection cap refused it.
+async fn tiny_window_socket(server: &ServerProcess, token: &str) -> Option<(u16, Ws)> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(server.addr).await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let request = format!("ws://{}/ws?token={token}", server.addr)
+        .into_client_request()
+        .unwrap();
+    match tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp)).await {
+        Ok((ws, _)) => Some((port, ws)),
+        Err(WsError::Http(response)) => {
+            assert_eq!(response.status(), 429, "only a cap may refuse");
+            None
+        }
+        Err(other) => panic!("handshake failed oddly: {other}"),
+    }
+}
+
+/// Floods pings without reading for `period`, long enough for the server's writes to
+/// block and a heartbeat ping to be caught in them; stops early if the server hangs up.
+async fn flood_pings(ws: &mut Ws, period: Duration) {
+    let until = Instant::now() + period;
+    let payload = vec![7u8; 125];
+    while Instant::now() < until {
+        for _ in 0..200 {
+            if ws
+                .feed(Message::Ping(payload.clone().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        if ws.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_cannot_hold_more_sockets_than_its_cap_by_churning() {
+    const CAP: usize = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let server = ServerProcess::start(
+        &url,
+        &[
+            "--max-connections-per-ip",
+            "2",
+            "--max-connections-per-user",
+            "100",
+            "--heartbeat-secs",
+            "1",
+            // A budget too generous to stop the pings: the session's end must do it.
+            "--messages-per-sec",
+            "10000000",
+            "--message-burst",
+            "10000000",
+        ],
+    )
+    .await;
+    let pid = server.child.id().unwrap();
+    let token = sign(&json!({"sub":"id-churn","name":"churn","iat":now(),"exp":now()+900}));
+    let mut ports = HashSet::new();
+    // Never read, never closed by us: only the server can make these sockets go.
+    let mut abandoned = Vec::new();
+    let deadline = Instant::now() + WAIT * 6;
+    while abandoned.len() < 3 * CAP {
+        assert!(
+            Instant::now() < deadline,
+            "a session never gave its place back"
+        );
+        let Some((port, mut ws)) = tiny_window_socket(&server, &token).await else {
+            // Refused while the cap is full: wait for one of the server's sockets to go.
+            while server_sockets_to(pid, &ports) >= CAP && Instant::now() < deadline {
+                // /proc has no change notification: look again shortly.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            continue;
+        };
+        ports.insert(port);
+        flood_pings(&mut ws, Duration::from_secs(2)).await;
+        // A binary frame ends the session (1003), while its writer is stuck if it can be.
+        let _ = ws.send(Message::binary(vec![1])).await;
+        abandoned.push(ws);
+        let held = server_sockets_to(pid, &ports);
+        assert!(
+            held <= CAP,
+            "the server holds {held} sockets of a client capped at {CAP}"
+        );
+    }
+    // Every session has ended: every socket goes, though the client still never reads.
+    let deadline = Instant::now() + WAIT * 2;
+    while server_sockets_to(pid, &ports) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} sockets outlived their sessions",
+            server_sockets_to(pid, &ports)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(abandoned);
+}
