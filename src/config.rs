@@ -92,6 +92,20 @@ pub struct Limits {
     pub auth_per_minute: u32,
     #[arg(long, env = "PALISADE_AUTH_BURST", default_value_t = DEFAULT_LIMITS.auth_burst)]
     pub auth_burst: u32,
+    /// Register and login attempts per minute for the whole server, whatever their IPs:
+    /// many addresses together cannot keep every core hashing.
+    #[arg(long, env = "PALISADE_AUTH_GLOBAL_PER_MINUTE", default_value_t = DEFAULT_LIMITS.auth_global_per_minute)]
+    pub auth_global_per_minute: u32,
+    #[arg(long, env = "PALISADE_AUTH_GLOBAL_BURST", default_value_t = DEFAULT_LIMITS.auth_global_burst)]
+    pub auth_global_burst: u32,
+    /// Password hashes (Argon2id, 19 MiB each) that may run at once; 0 means one per CPU
+    /// core, at most 8. Hashing never holds more than this many times 19 MiB.
+    #[arg(long, env = "PALISADE_HASH_CONCURRENCY", default_value_t = DEFAULT_LIMITS.hash_concurrency)]
+    pub hash_concurrency: usize,
+    /// Milliseconds a register or login waits for a hashing slot before it is answered
+    /// `503 unavailable` with `Retry-After`.
+    #[arg(long, env = "PALISADE_HASH_WAIT_MS", default_value_t = DEFAULT_LIMITS.hash_wait_ms)]
+    pub hash_wait_ms: u64,
 }
 
 /// The contract's defaults, in one place for both clap and [`Limits::default`].
@@ -119,11 +133,25 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     request_timeout_secs: 10,
     auth_per_minute: 10,
     auth_burst: 10,
+    auth_global_per_minute: 600,
+    auth_global_burst: 100,
+    hash_concurrency: 0,
+    hash_wait_ms: 2000,
 };
 
 impl Default for Limits {
     fn default() -> Self {
         DEFAULT_LIMITS
+    }
+}
+
+impl Limits {
+    /// [`Limits::hash_concurrency`] with `0` resolved to the number of cores (at most 8).
+    pub fn hash_permits(&self) -> usize {
+        match self.hash_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+            n => n,
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The shared state every handler and session reaches through [`AppState`].
 
 use crate::auth::Authenticator;
+use crate::auth::passwords::Passwords;
 use crate::auth::tickets::TicketStore;
 use crate::broker::Broker;
 use crate::config::Settings;
@@ -9,7 +10,7 @@ use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::ws::limits::ConnectionCaps;
 use crate::ws::registry::LiveConnections;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::ops::Deref;
@@ -32,6 +33,10 @@ pub struct Inner {
     pub connections: Arc<LiveConnections>,
     /// Register and login attempts per client IP.
     pub auth_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Register and login attempts for the whole server.
+    pub auth_global_limiter: DefaultDirectRateLimiter,
+    /// Where every password hash runs: bounded in concurrency and memory.
+    pub passwords: Passwords,
     /// Ticket requests per client IP.
     pub ticket_limiter: DefaultKeyedRateLimiter<IpAddr>,
     pub shutdown: Shutdown,
@@ -59,6 +64,14 @@ impl AppState {
         let per_minute = NonZeroU32::new(limits.auth_per_minute).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(limits.auth_burst).unwrap_or(NonZeroU32::MIN);
         let auth_limiter = RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst));
+        let auth_global_limiter = RateLimiter::direct(quota_per_minute(
+            limits.auth_global_per_minute,
+            limits.auth_global_burst,
+        ));
+        let passwords = Passwords::new(
+            limits.hash_permits(),
+            std::time::Duration::from_millis(limits.hash_wait_ms),
+        );
         let per_minute = NonZeroU32::new(limits.tickets_per_minute).unwrap_or(NonZeroU32::MIN);
         let ticket_limiter =
             RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(per_minute));
@@ -72,6 +85,8 @@ impl AppState {
             caps,
             connections: Arc::new(LiveConnections::default()),
             auth_limiter,
+            auth_global_limiter,
+            passwords,
             ticket_limiter,
             shutdown: Shutdown::new(),
             sessions: TaskTracker::new(),
@@ -82,6 +97,13 @@ impl AppState {
     pub fn next_conn_id(&self) -> ConnId {
         self.0.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// `per_minute` with a `burst`; a zero in either counts as one.
+fn quota_per_minute(per_minute: u32, burst: u32) -> Quota {
+    let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    Quota::per_minute(per_minute).allow_burst(burst)
 }
 
 impl Deref for AppState {

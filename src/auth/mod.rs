@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod jwt;
+pub mod passwords;
 pub mod revocation;
 pub mod tickets;
 

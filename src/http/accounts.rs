@@ -1,14 +1,16 @@
 //! `POST /api/register` and `POST /api/login`: accounts and the tokens they get;
 //! `POST /api/token`: a fresh token for a valid one, so a client can `refresh` its socket.
 //!
-//! Register and login are rate limited per client IP, and login answers the same
-//! `401 invalid_credentials` for an unknown name and a wrong password.
+//! Register and login are rate limited per client IP and for the whole server, hash
+//! through the bounded password pool (`503 unavailable` with `Retry-After` when it stays
+//! busy), and login answers the same `401 invalid_credentials` for an unknown name and a
+//! wrong password.
 
 use crate::auth::Authenticated;
 use crate::auth::accounts::{self, AccountError};
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiJson};
-use crate::http::per_ip_rate;
+use crate::http::{global_rate, per_ip_rate};
 use crate::model::{Role, UserRef, is_acceptable_password, is_valid_username};
 use crate::state::AppState;
 use axum::extract::State;
@@ -17,6 +19,10 @@ use axum::routing::post;
 use axum::{Json, Router};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// What a client refused for want of a hashing slot is told to wait.
+const HASH_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -44,15 +50,21 @@ async fn register(
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     per_ip_rate(&state.auth_limiter, ip, "register")?;
+    global_rate(&state.auth_global_limiter, "register")?;
     if !is_valid_username(&credentials.username) {
         return Err(ApiError::InvalidUsername);
     }
     if !is_acceptable_password(secrecy::ExposeSecret::expose_secret(&credentials.password)) {
         return Err(ApiError::WeakPassword);
     }
-    let user = accounts::register(&state.store, &credentials.username, credentials.password)
-        .await
-        .map_err(account_error)?;
+    let user = accounts::register(
+        &state.store,
+        &state.passwords,
+        &credentials.username,
+        credentials.password,
+    )
+    .await
+    .map_err(account_error)?;
     tracing::info!(user = %user.id, "account created");
     Ok((
         StatusCode::CREATED,
@@ -66,7 +78,15 @@ async fn login(
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> Result<Json<Session>, ApiError> {
     per_ip_rate(&state.auth_limiter, ip, "login")?;
-    match accounts::login(&state.store, &credentials.username, credentials.password).await {
+    global_rate(&state.auth_global_limiter, "login")?;
+    match accounts::login(
+        &state.store,
+        &state.passwords,
+        &credentials.username,
+        credentials.password,
+    )
+    .await
+    {
         Ok((user, stored_role)) => {
             let is_admin = state
                 .settings
@@ -113,6 +133,12 @@ fn account_error(error: AccountError) -> ApiError {
     match error {
         AccountError::UsernameTaken => ApiError::UsernameTaken,
         AccountError::InvalidCredentials => ApiError::InvalidCredentials,
+        AccountError::Busy => {
+            tracing::warn!(target: "security", event = "hashing_busy");
+            ApiError::Busy {
+                retry_after: HASH_BUSY_RETRY_AFTER,
+            }
+        }
         other => ApiError::internal(other),
     }
 }

