@@ -106,6 +106,11 @@ pub struct Limits {
     /// `503 unavailable` with `Retry-After`.
     #[arg(long, env = "PALISADE_HASH_WAIT_MS", default_value_t = DEFAULT_LIMITS.hash_wait_ms)]
     pub hash_wait_ms: u64,
+    /// IPv6 clients count per network of this prefix length for every per-IP budget and
+    /// cap (one host usually holds a whole /64); 128 counts each address.
+    #[arg(long, env = "PALISADE_IPV6_PREFIX_LEN", default_value_t = DEFAULT_LIMITS.ipv6_prefix_len,
+          value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub ipv6_prefix_len: u8,
 }
 
 /// The contract's defaults, in one place for both clap and [`Limits::default`].
@@ -137,6 +142,7 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     auth_global_burst: 100,
     hash_concurrency: 0,
     hash_wait_ms: 2000,
+    ipv6_prefix_len: 64,
 };
 
 impl Default for Limits {

@@ -5,13 +5,13 @@ use crate::auth::passwords::Passwords;
 use crate::auth::tickets::TicketStore;
 use crate::broker::Broker;
 use crate::config::Settings;
+use crate::http::PerIpLimiter;
 use crate::hub::{ConnId, Hub};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::ws::limits::ConnectionCaps;
 use crate::ws::registry::LiveConnections;
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use std::net::IpAddr;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -32,13 +32,13 @@ pub struct Inner {
     pub caps: Arc<ConnectionCaps>,
     pub connections: Arc<LiveConnections>,
     /// Register and login attempts per client IP.
-    pub auth_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    pub auth_limiter: PerIpLimiter,
     /// Register and login attempts for the whole server.
     pub auth_global_limiter: DefaultDirectRateLimiter,
     /// Where every password hash runs: bounded in concurrency and memory.
     pub passwords: Passwords,
     /// Ticket requests per client IP.
-    pub ticket_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    pub ticket_limiter: PerIpLimiter,
     pub shutdown: Shutdown,
     /// Every WebSocket session and writer task, so shutdown can wait for them.
     pub sessions: TaskTracker,
@@ -55,15 +55,24 @@ impl AppState {
         auth: Authenticator,
     ) -> Self {
         let limits = &settings.limits;
-        let caps = Arc::new(ConnectionCaps::new(
-            limits.max_connections_per_ip,
-            limits.max_connections_per_user,
-            limits.max_connections,
-        ));
+        let v6_prefix = limits.ipv6_prefix_len;
+        let caps = Arc::new(
+            ConnectionCaps::new(
+                limits.max_connections_per_ip,
+                limits.max_connections_per_user,
+                limits.max_connections,
+            )
+            .with_ipv6_prefix(v6_prefix),
+        );
         let tickets = TicketStore::new(std::time::Duration::from_secs(limits.ticket_ttl_secs));
-        let per_minute = NonZeroU32::new(limits.auth_per_minute).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(limits.auth_burst).unwrap_or(NonZeroU32::MIN);
-        let auth_limiter = RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst));
+        let auth_limiter = PerIpLimiter::new(
+            quota_per_minute(limits.auth_per_minute, limits.auth_burst),
+            v6_prefix,
+        );
+        let ticket_limiter = PerIpLimiter::new(
+            quota_per_minute(limits.tickets_per_minute, limits.tickets_per_minute),
+            v6_prefix,
+        );
         let auth_global_limiter = RateLimiter::direct(quota_per_minute(
             limits.auth_global_per_minute,
             limits.auth_global_burst,
@@ -72,9 +81,6 @@ impl AppState {
             limits.hash_permits(),
             std::time::Duration::from_millis(limits.hash_wait_ms),
         );
-        let per_minute = NonZeroU32::new(limits.tickets_per_minute).unwrap_or(NonZeroU32::MIN);
-        let ticket_limiter =
-            RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(per_minute));
         Self(Arc::new(Inner {
             settings,
             store,

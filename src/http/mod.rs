@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod rooms;
 pub mod tickets;
 
+use crate::client_ip::rate_key;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::ws;
@@ -20,7 +21,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::IpAddr;
 use std::time::Duration;
 use tower::ServiceBuilder;
@@ -102,20 +103,36 @@ fn cors(state: &AppState) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// Spends one request of a per-IP budget, or says how long to wait.
-pub fn per_ip_rate(
-    limiter: &DefaultKeyedRateLimiter<IpAddr>,
-    ip: IpAddr,
-    what: &'static str,
-) -> Result<(), ApiError> {
-    if limiter.len() > 100_000 {
-        limiter.retain_recent();
-    }
-    limiter.check_key(&ip).map_err(|not_until| {
-        tracing::warn!(target: "security", event = "rate_limited", %ip, endpoint = what);
-        ApiError::RateLimited {
-            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+/// A budget per client, keyed by [`rate_key`]: the IPv4 address or the IPv6 network.
+pub struct PerIpLimiter {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    v6_prefix: u8,
+}
+
+impl PerIpLimiter {
+    pub fn new(quota: Quota, v6_prefix: u8) -> Self {
+        Self {
+            limiter: RateLimiter::keyed(quota),
+            v6_prefix,
         }
+    }
+
+    /// Spends one unit of `ip`'s budget, or says how long until there is one.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        if self.limiter.len() > 100_000 {
+            self.limiter.retain_recent();
+        }
+        self.limiter
+            .check_key(&rate_key(ip, self.v6_prefix))
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// Spends one request of a per-IP budget, or says how long to wait.
+pub fn per_ip_rate(limiter: &PerIpLimiter, ip: IpAddr, what: &'static str) -> Result<(), ApiError> {
+    limiter.check(ip).map_err(|retry_after| {
+        tracing::warn!(target: "security", event = "rate_limited", %ip, endpoint = what);
+        ApiError::RateLimited { retry_after }
     })
 }
 

@@ -3,7 +3,7 @@
 //! and their log lines throttled, IPv6 clients are counted per /64, and a client whose
 //! address is unknown is never taken for loopback.
 
-use crate::helpers::{ServerProcess, WAIT, spawn_app_with};
+use crate::helpers::{ServerProcess, TestApp, WAIT, bearer, now, sign, spawn_app_with};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::net::IpAddr;
@@ -160,4 +160,112 @@ async fn the_server_wide_login_budget_refuses_across_different_addresses() {
     assert!(refused.headers().contains_key("retry-after"));
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+}
+
+/// A login sent through a trusted proxy on 127.0.0.1 with this `X-Forwarded-For`.
+async fn login_via_proxy(app: &TestApp, forwarded_for: Option<&str>) -> reqwest::Response {
+    let request = app
+        .http
+        .post(app.url("/api/login"))
+        .json(&json!({"username": "nobody", "password": "not-the-password"}));
+    match forwarded_for {
+        Some(xff) => request.header("x-forwarded-for", xff),
+        None => request,
+    }
+    .send()
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn ipv6_clients_in_one_slash_64_share_a_login_budget() {
+    let app = spawn_app_with(|s| {
+        s.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        s.limits.auth_per_minute = 1;
+        s.limits.auth_burst = 2;
+    })
+    .await;
+    for client in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::2"] {
+        let response = login_via_proxy(&app, Some(client)).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{client}");
+    }
+    let third = login_via_proxy(&app, Some("2001:db8:1:2:abcd::3")).await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(third.headers().contains_key("retry-after"));
+    let next_network = login_via_proxy(&app, Some("2001:db8:1:3::1")).await;
+    assert_eq!(next_network.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn ipv6_clients_in_one_slash_64_share_the_per_ip_connection_cap() {
+    let app = spawn_app_with(|s| {
+        s.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        s.limits.max_connections_per_ip = 2;
+    })
+    .await;
+    let via = |client: &str, user: &str| {
+        vec![
+            bearer(&app.token(user)),
+            ("x-forwarded-for", client.to_owned()),
+        ]
+    };
+    let _a = app.try_connect(&via("2001:db8::1", "a"), "").await.unwrap();
+    let _b = app.try_connect(&via("2001:db8::2", "b"), "").await.unwrap();
+    let refused = app
+        .try_connect(&via("2001:db8::3", "c"), "")
+        .await
+        .err()
+        .expect("a third connection from the /64 is refused");
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.code(), "too_many_connections");
+    assert!(
+        app.try_connect(&via("2001:db8:0:1::1", "d"), "")
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_that_names_no_client_gets_no_loopback_metrics_and_is_refused() {
+    let app = spawn_app_with(|s| s.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]).await;
+    for xff in [None, Some("garbage"), Some("")] {
+        let mut request = app.http.get(app.url("/metrics"));
+        if let Some(xff) = xff {
+            request = request.header("x-forwarded-for", xff);
+        }
+        let metrics = request.send().await.unwrap();
+        assert_eq!(metrics.status(), StatusCode::UNAUTHORIZED, "{xff:?}");
+
+        let login = login_via_proxy(&app, xff).await;
+        assert_eq!(login.status(), StatusCode::BAD_REQUEST, "{xff:?}");
+        let body: Value = login.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "bad_request", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("X-Forwarded-For"), "{message}");
+    }
+    let admin = sign(&json!({"sub":"a","name":"a","iat":now(),"exp":now()+600,"role":"admin"}));
+    let scraped = app
+        .http
+        .get(app.url("/metrics"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn clients_a_trusted_proxy_leaves_unknown_spend_no_loopback_budget() {
+    let app = spawn_app_with(|s| {
+        s.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        s.limits.auth_per_minute = 1;
+        s.limits.auth_burst = 1;
+    })
+    .await;
+    for _ in 0..3 {
+        login_via_proxy(&app, None).await;
+    }
+    // A real local client behind the same proxy still has its whole budget.
+    let local = login_via_proxy(&app, Some("127.0.0.1")).await;
+    assert_eq!(local.status(), StatusCode::UNAUTHORIZED);
 }
