@@ -37,7 +37,9 @@ impl FromRequestParts<AppState> for ClientIp {
             Some(ip) => Ok(ClientIp(ip)),
             None => {
                 let proxy = peer.map(canonical);
-                tracing::warn!(target: "security", event = "client_ip_unknown", proxy = ?proxy, path = parts.uri.path());
+                if state.security_log.admit(proxy, "client_ip_unknown") {
+                    tracing::warn!(target: "security", event = "client_ip_unknown", proxy = ?proxy, path = parts.uri.path());
+                }
                 Err(ApiError::BadRequest(
                     "the trusted proxy sent no usable X-Forwarded-For header".to_owned(),
                 ))

@@ -111,6 +111,19 @@ pub struct Limits {
     #[arg(long, env = "PALISADE_IPV6_PREFIX_LEN", default_value_t = DEFAULT_LIMITS.ipv6_prefix_len,
           value_parser = clap::value_parser!(u8).range(1..=128))]
     pub ipv6_prefix_len: u8,
+    /// Failed WebSocket handshakes (bad credentials) per client IP per minute; past the
+    /// burst, that client's handshakes are answered `429 rate_limited` before their
+    /// credentials are looked at. Successful handshakes spend nothing.
+    #[arg(long, env = "PALISADE_HANDSHAKE_FAILURES_PER_MINUTE", default_value_t = DEFAULT_LIMITS.handshake_failures_per_minute)]
+    pub handshake_failures_per_minute: u32,
+    #[arg(long, env = "PALISADE_HANDSHAKE_FAILURE_BURST", default_value_t = DEFAULT_LIMITS.handshake_failure_burst)]
+    pub handshake_failure_burst: u32,
+    /// Security events of one kind from one client written per window; the rest are
+    /// summed up in one line when the window ends.
+    #[arg(long, env = "PALISADE_SECURITY_LOG_BURST", default_value_t = DEFAULT_LIMITS.security_log_burst)]
+    pub security_log_burst: u32,
+    #[arg(long, env = "PALISADE_SECURITY_LOG_WINDOW_SECS", default_value_t = DEFAULT_LIMITS.security_log_window_secs)]
+    pub security_log_window_secs: u64,
 }
 
 /// The contract's defaults, in one place for both clap and [`Limits::default`].
@@ -143,6 +156,10 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     hash_concurrency: 0,
     hash_wait_ms: 2000,
     ipv6_prefix_len: 64,
+    handshake_failures_per_minute: 30,
+    handshake_failure_burst: 20,
+    security_log_burst: 5,
+    security_log_window_secs: 10,
 };
 
 impl Default for Limits {

@@ -7,9 +7,10 @@ use crate::broker::Broker;
 use crate::config::Settings;
 use crate::http::PerIpLimiter;
 use crate::hub::{ConnId, Hub};
+use crate::security_log::SecurityLog;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::ws::limits::ConnectionCaps;
+use crate::ws::limits::{ConnectionCaps, HandshakeFailures};
 use crate::ws::registry::LiveConnections;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -39,6 +40,10 @@ pub struct Inner {
     pub passwords: Passwords,
     /// Ticket requests per client IP.
     pub ticket_limiter: PerIpLimiter,
+    /// Failed WebSocket handshakes per client IP.
+    pub handshake_failures: HandshakeFailures,
+    /// Throttles repeated security events; its flusher runs with the server.
+    pub security_log: Arc<SecurityLog>,
     pub shutdown: Shutdown,
     /// Every WebSocket session and writer task, so shutdown can wait for them.
     pub sessions: TaskTracker,
@@ -81,6 +86,16 @@ impl AppState {
             limits.hash_permits(),
             std::time::Duration::from_millis(limits.hash_wait_ms),
         );
+        let handshake_failures = HandshakeFailures::new(
+            limits.handshake_failures_per_minute,
+            limits.handshake_failure_burst,
+            v6_prefix,
+        );
+        let security_log = Arc::new(SecurityLog::new(
+            std::time::Duration::from_secs(limits.security_log_window_secs),
+            limits.security_log_burst,
+            v6_prefix,
+        ));
         Self(Arc::new(Inner {
             settings,
             store,
@@ -94,6 +109,8 @@ impl AppState {
             auth_global_limiter,
             passwords,
             ticket_limiter,
+            handshake_failures,
+            security_log,
             shutdown: Shutdown::new(),
             sessions: TaskTracker::new(),
             next_conn_id: AtomicU64::new(1),

@@ -129,7 +129,10 @@ pub fn authenticate(
         .flatten()
         .ok_or(ApiError::Unauthorized)?;
     state.auth.verify(token).map_err(|reason| {
-        tracing::warn!(target: "security", event = "auth_rejected", %path, reason = reason.as_str());
+        // No client address here: these are throttled as one stream.
+        if state.security_log.admit(None, "auth_rejected") {
+            tracing::warn!(target: "security", event = "auth_rejected", %path, reason = reason.as_str());
+        }
         ApiError::Unauthorized
     })
 }

@@ -19,6 +19,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// What a client refused for want of a hashing slot is told to wait.
@@ -49,8 +50,13 @@ async fn register(
     ClientIp(ip): ClientIp,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
-    per_ip_rate(&state.auth_limiter, ip, "register")?;
-    global_rate(&state.auth_global_limiter, "register")?;
+    per_ip_rate(&state.auth_limiter, &state.security_log, ip, "register")?;
+    global_rate(
+        &state.auth_global_limiter,
+        &state.security_log,
+        ip,
+        "register",
+    )?;
     if !is_valid_username(&credentials.username) {
         return Err(ApiError::InvalidUsername);
     }
@@ -64,7 +70,7 @@ async fn register(
         credentials.password,
     )
     .await
-    .map_err(account_error)?;
+    .map_err(|e| account_error(&state, ip, e))?;
     tracing::info!(user = %user.id, "account created");
     Ok((
         StatusCode::CREATED,
@@ -77,8 +83,8 @@ async fn login(
     ClientIp(ip): ClientIp,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> Result<Json<Session>, ApiError> {
-    per_ip_rate(&state.auth_limiter, ip, "login")?;
-    global_rate(&state.auth_global_limiter, "login")?;
+    per_ip_rate(&state.auth_limiter, &state.security_log, ip, "login")?;
+    global_rate(&state.auth_global_limiter, &state.security_log, ip, "login")?;
     match accounts::login(
         &state.store,
         &state.passwords,
@@ -97,10 +103,12 @@ async fn login(
             Ok(Json(session_for(&state, user, role)?))
         }
         Err(AccountError::InvalidCredentials) => {
-            tracing::warn!(target: "security", event = "login_failed", %ip);
+            if state.security_log.admit(ip, "login_failed") {
+                tracing::warn!(target: "security", event = "login_failed", %ip);
+            }
             Err(ApiError::InvalidCredentials)
         }
-        Err(other) => Err(account_error(other)),
+        Err(other) => Err(account_error(&state, ip, other)),
     }
 }
 
@@ -111,7 +119,7 @@ async fn renew(
     ClientIp(ip): ClientIp,
     Authenticated(identity): Authenticated,
 ) -> Result<Json<Session>, ApiError> {
-    per_ip_rate(&state.ticket_limiter, ip, "token")?;
+    per_ip_rate(&state.ticket_limiter, &state.security_log, ip, "token")?;
     let issued = state.auth.renew(&identity).map_err(ApiError::internal)?;
     Ok(Json(Session {
         user: identity.user,
@@ -129,12 +137,14 @@ fn session_for(state: &AppState, user: UserRef, role: Role) -> Result<Session, A
     })
 }
 
-fn account_error(error: AccountError) -> ApiError {
+fn account_error(state: &AppState, ip: IpAddr, error: AccountError) -> ApiError {
     match error {
         AccountError::UsernameTaken => ApiError::UsernameTaken,
         AccountError::InvalidCredentials => ApiError::InvalidCredentials,
         AccountError::Busy => {
-            tracing::warn!(target: "security", event = "hashing_busy");
+            if state.security_log.admit(ip, "hashing_busy") {
+                tracing::warn!(target: "security", event = "hashing_busy", %ip);
+            }
             ApiError::Busy {
                 retry_after: HASH_BUSY_RETRY_AFTER,
             }

@@ -11,6 +11,7 @@ pub mod tickets;
 
 use crate::client_ip::rate_key;
 use crate::error::ApiError;
+use crate::security_log::SecurityLog;
 use crate::state::AppState;
 use crate::ws;
 use axum::Router;
@@ -129,17 +130,31 @@ impl PerIpLimiter {
 }
 
 /// Spends one request of a per-IP budget, or says how long to wait.
-pub fn per_ip_rate(limiter: &PerIpLimiter, ip: IpAddr, what: &'static str) -> Result<(), ApiError> {
+pub fn per_ip_rate(
+    limiter: &PerIpLimiter,
+    log: &SecurityLog,
+    ip: IpAddr,
+    what: &'static str,
+) -> Result<(), ApiError> {
     limiter.check(ip).map_err(|retry_after| {
-        tracing::warn!(target: "security", event = "rate_limited", %ip, endpoint = what);
+        if log.admit(ip, "rate_limited") {
+            tracing::warn!(target: "security", event = "rate_limited", %ip, endpoint = what);
+        }
         ApiError::RateLimited { retry_after }
     })
 }
 
 /// Spends one request of a server-wide budget, or says how long to wait.
-pub fn global_rate(limiter: &DefaultDirectRateLimiter, what: &'static str) -> Result<(), ApiError> {
+pub fn global_rate(
+    limiter: &DefaultDirectRateLimiter,
+    log: &SecurityLog,
+    ip: IpAddr,
+    what: &'static str,
+) -> Result<(), ApiError> {
     limiter.check().map_err(|not_until| {
-        tracing::warn!(target: "security", event = "rate_limited", scope = "global", endpoint = what);
+        if log.admit(ip, "rate_limited") {
+            tracing::warn!(target: "security", event = "rate_limited", scope = "global", %ip, endpoint = what);
+        }
         ApiError::RateLimited {
             retry_after: not_until.wait_time_from(DefaultClock::default().now()),
         }

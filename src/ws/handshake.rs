@@ -4,8 +4,15 @@
 //!
 //! 1. Origin allowlist (`403 origin_forbidden`)
 //! 2. Draining or at the global cap (`503 unavailable`)
-//! 3. Credentials: bearer header, `?ticket=` or `?token=` (`401 unauthorized`)
-//! 4. Per-IP and per-user connection caps (`429 too_many_connections`)
+//! 3. Too many failed handshakes from this client IP (`429 rate_limited`, an addition to
+//!    the contract): only failed credentials spend this budget, so good clients
+//!    reconnecting together are never held back, while a client guessing credentials is
+//!    refused before they are looked at.
+//! 4. Credentials: bearer header, `?ticket=` or `?token=` (`401 unauthorized`)
+//! 5. Per-IP and per-user connection caps (`429 too_many_connections`)
+//!
+//! Log lines are throttled per client ([`crate::security_log`]), so a flood of refusals
+//! writes a few lines and one count.
 
 use super::limits::CapRejection;
 use super::session::{self, SessionContext};
@@ -21,6 +28,7 @@ use axum::http::HeaderMap;
 use axum::http::header::ORIGIN;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// How long a client refused by a connection cap is told to wait.
@@ -60,40 +68,46 @@ pub async fn upgrade(
         Err(_) => Err(crate::origin::OriginRejection::Malformed),
     };
     if let Err(reason) = verdict {
-        tracing::warn!(target: "security", event = "handshake_rejected", %ip, reason = reason.as_str());
-        crate::stats::handshake_rejected("origin_forbidden");
+        refused(&state, ip, None, reason.as_str(), "origin_forbidden");
         return ApiError::OriginForbidden.into_response();
     }
 
     // 2. Capacity.
     if state.shutdown.is_triggered() || state.caps.is_full() {
-        tracing::warn!(target: "security", event = "handshake_rejected", %ip, reason = "unavailable");
-        crate::stats::handshake_rejected("unavailable");
+        refused(&state, ip, None, "unavailable", "unavailable");
         return ApiError::Unavailable.into_response();
     }
 
-    // 3. Credentials.
+    // 3. Failed-handshake budget.
+    if let Some(retry_after) = state.handshake_failures.blocked(ip) {
+        refused(&state, ip, None, "too_many_failures", "rate_limited");
+        return ApiError::RateLimited { retry_after }.into_response();
+    }
+
+    // 4. Credentials.
     let query = query.map(|Query(q)| q).unwrap_or_default();
     let identity = match authenticate(&state, &headers, &query) {
         Ok(identity) => identity,
         Err(reason) => {
-            tracing::warn!(target: "security", event = "handshake_rejected", %ip, reason);
-            crate::stats::handshake_rejected("unauthorized");
-            return ApiError::Unauthorized.into_response();
+            refused(&state, ip, None, reason, "unauthorized");
+            // The failure that spends the last of the budget is already answered 429.
+            return match state.handshake_failures.record(ip) {
+                None => ApiError::Unauthorized.into_response(),
+                Some(retry_after) => ApiError::RateLimited { retry_after }.into_response(),
+            };
         }
     };
 
-    // 4. Connection caps.
+    // 5. Connection caps.
+    let user = Some(identity.user.id.as_str());
     let slot = match state.caps.acquire(ip, &identity.user.id) {
         Ok(slot) => slot,
         Err(CapRejection::ServerFull) => {
-            tracing::warn!(target: "security", event = "handshake_rejected", %ip, user = %identity.user.id, reason = "server_full");
-            crate::stats::handshake_rejected("unavailable");
+            refused(&state, ip, user, "server_full", "unavailable");
             return ApiError::Unavailable.into_response();
         }
         Err(cap) => {
-            tracing::warn!(target: "security", event = "handshake_rejected", %ip, user = %identity.user.id, reason = cap.as_str());
-            crate::stats::handshake_rejected("too_many_connections");
+            refused(&state, ip, user, cap.as_str(), "too_many_connections");
             return ApiError::TooManyConnections {
                 retry_after: CAP_RETRY_AFTER,
             }
@@ -120,6 +134,20 @@ pub async fn upgrade(
             tracing::debug!(%error, "websocket upgrade failed");
         })
         .on_upgrade(move |socket| tracker.track_future(session::run(socket, context)))
+}
+
+/// Logs a refused handshake (throttled per client) and counts it by `metric_reason`.
+fn refused(
+    state: &AppState,
+    ip: IpAddr,
+    user: Option<&str>,
+    reason: &'static str,
+    metric_reason: &'static str,
+) {
+    if state.security_log.admit(ip, "handshake_rejected") {
+        tracing::warn!(target: "security", event = "handshake_rejected", %ip, user, reason);
+    }
+    crate::stats::handshake_rejected(metric_reason);
 }
 
 /// Finds and checks the credentials; the reason for the log when there are none good.

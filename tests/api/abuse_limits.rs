@@ -3,11 +3,14 @@
 //! and their log lines throttled, IPv6 clients are counted per /64, and a client whose
 //! address is unknown is never taken for loopback.
 
-use crate::helpers::{ServerProcess, TestApp, WAIT, bearer, now, sign, spawn_app_with};
+use crate::helpers::{Client, ServerProcess, TestApp, WAIT, bearer, now, sign, spawn_app_with};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::net::IpAddr;
 use std::time::Duration;
+use tokio_tungstenite::MaybeTlsStream;
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// An HTTP client whose connections leave from `127.0.0.<last>`.
 fn http_from(last: u8) -> reqwest::Client {
@@ -268,4 +271,119 @@ async fn clients_a_trusted_proxy_leaves_unknown_spend_no_loopback_budget() {
     // A real local client behind the same proxy still has its whole budget.
     let local = login_via_proxy(&app, Some("127.0.0.1")).await;
     assert_eq!(local.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// A WebSocket handshake from `127.0.0.<last>` to `addr` with this query string: the
+/// client, or the refusal's status and `Retry-After`.
+async fn handshake_from(
+    last: u8,
+    addr: std::net::SocketAddr,
+    query: &str,
+) -> Result<Client, (u16, Option<String>)> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind((IpAddr::from([127, 0, 0, last]), 0).into())
+        .unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let request = format!("ws://{addr}/ws{query}")
+        .into_client_request()
+        .unwrap();
+    let handshake = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp));
+    match tokio::time::timeout(WAIT, handshake)
+        .await
+        .expect("answered in time")
+    {
+        Ok((stream, _)) => Ok(Client { stream }),
+        Err(WsError::Http(response)) => Err((
+            response.status().as_u16(),
+            response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        )),
+        Err(other) => panic!("handshake failed oddly: {other}"),
+    }
+}
+
+fn token_for(name: &str) -> String {
+    sign(&json!({"sub": format!("id-{name}"), "name": name, "iat": now(), "exp": now() + 900}))
+}
+
+#[tokio::test]
+async fn a_flood_of_bad_token_handshakes_turns_into_429_and_a_few_log_lines_while_others_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let server = ServerProcess::start(
+        &url,
+        &[
+            "--handshake-failure-burst",
+            "5",
+            "--handshake-failures-per-minute",
+            "1",
+            "--security-log-burst",
+            "3",
+            "--security-log-window-secs",
+            "1",
+        ],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..300 {
+        match handshake_from(1, server.addr, "?token=not-a-token").await {
+            Ok(_) => panic!("a bad token was accepted"),
+            Err((status, retry_after)) => {
+                if status == 429 {
+                    let secs: u64 = retry_after.expect("Retry-After").parse().unwrap();
+                    assert!(secs >= 1, "{secs}");
+                }
+                statuses.push(status);
+            }
+        }
+    }
+    assert_eq!(statuses[..5], [401; 5]);
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+
+    let mut other = handshake_from(2, server.addr, &format!("?token={}", token_for("bob")))
+        .await
+        .unwrap_or_else(|refusal| panic!("another address was refused: {refusal:?}"));
+    assert_eq!(other.recv().await["type"], "welcome");
+
+    let summary = server
+        .wait_for_log(|line| line.contains("more like this from 127.0.0.1"))
+        .await;
+    assert!(summary.contains("handshake_rejected"), "{summary}");
+    let windows = started.elapsed().as_secs() + 2;
+    let written = server
+        .log_text()
+        .lines()
+        .filter(|line| line.contains("event=\"handshake_rejected\"") && line.contains("127.0.0.1"))
+        .count() as u64;
+    assert!(
+        written <= 3 * windows && written < 50,
+        "{written} lines for 300 refusals in {windows} windows"
+    );
+}
+
+#[tokio::test]
+async fn good_handshakes_spend_nothing_and_spent_failures_block_before_credentials() {
+    let app = spawn_app_with(|s| {
+        s.limits.handshake_failure_burst = 2;
+        s.limits.handshake_failures_per_minute = 1;
+    })
+    .await;
+    let mut open = Vec::new();
+    for n in 0..8 {
+        open.push(app.connect(&format!("user{n}")).await);
+    }
+    for _ in 0..2 {
+        assert_eq!(app.refused("not-a-token").await.status, 401);
+    }
+    let blocked = app.refused("not-a-token").await;
+    assert_eq!(blocked.status, 429);
+    assert_eq!(blocked.code(), "rate_limited");
+    assert!(blocked.retry_after.is_some());
+    let good_but_blocked = app.refused(&app.token("late")).await;
+    assert_eq!(good_but_blocked.status, 429);
 }
