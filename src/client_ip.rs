@@ -19,7 +19,10 @@ use crate::state::AppState;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 /// The client address of a request, see the module docs.
 #[derive(Debug, Clone, Copy)]
@@ -110,6 +113,31 @@ pub fn rate_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
     }
 }
 
+/// A budget per client, keyed by [`rate_key`]: the IPv4 address or the IPv6 network.
+pub struct PerIpLimiter {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    v6_prefix: u8,
+}
+
+impl PerIpLimiter {
+    pub fn new(quota: Quota, v6_prefix: u8) -> Self {
+        Self {
+            limiter: RateLimiter::keyed(quota),
+            v6_prefix,
+        }
+    }
+
+    /// Spends one unit of `ip`'s budget, or says how long until there is one.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        if self.limiter.len() > 100_000 {
+            self.limiter.retain_recent();
+        }
+        self.limiter
+            .check_key(&rate_key(ip, self.v6_prefix))
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +201,17 @@ mod tests {
             resolve(peer, &headers("nonsense, 198.51.100.7"), &trusted),
             Some(ip("198.51.100.7"))
         );
+    }
+
+    #[test]
+    fn a_per_ip_budget_is_shared_by_one_ipv6_network_only() {
+        let quota = Quota::per_minute(std::num::NonZeroU32::MIN);
+        let limiter = PerIpLimiter::new(quota, 64);
+        assert!(limiter.check(ip("2001:db8::1")).is_ok());
+        let wait = limiter.check(ip("2001:db8::2")).unwrap_err();
+        assert!(wait > Duration::ZERO, "{wait:?}");
+        assert!(limiter.check(ip("2001:db8:0:1::1")).is_ok());
+        assert!(limiter.check(ip("203.0.113.9")).is_ok());
     }
 
     #[test]

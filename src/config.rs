@@ -112,8 +112,9 @@ pub struct Limits {
           value_parser = clap::value_parser!(u8).range(1..=128))]
     pub ipv6_prefix_len: u8,
     /// Failed WebSocket handshakes (bad credentials) per client IP per minute; past the
-    /// burst, that client's handshakes are answered `429 rate_limited` before their
-    /// credentials are looked at. Successful handshakes spend nothing.
+    /// burst, that client's failures are answered `429 rate_limited` instead of `401`.
+    /// Good credentials spend nothing and are never refused by this budget; expired
+    /// tokens spend nothing either.
     #[arg(long, env = "PALISADE_HANDSHAKE_FAILURES_PER_MINUTE", default_value_t = DEFAULT_LIMITS.handshake_failures_per_minute)]
     pub handshake_failures_per_minute: u32,
     #[arg(long, env = "PALISADE_HANDSHAKE_FAILURE_BURST", default_value_t = DEFAULT_LIMITS.handshake_failure_burst)]
@@ -157,7 +158,7 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     hash_wait_ms: 2000,
     ipv6_prefix_len: 64,
     handshake_failures_per_minute: 30,
-    handshake_failure_burst: 20,
+    handshake_failure_burst: 50,
     security_log_burst: 5,
     security_log_window_secs: 10,
 };

@@ -4,13 +4,13 @@ use crate::auth::Authenticator;
 use crate::auth::passwords::Passwords;
 use crate::auth::tickets::TicketStore;
 use crate::broker::Broker;
+use crate::client_ip::PerIpLimiter;
 use crate::config::Settings;
-use crate::http::PerIpLimiter;
 use crate::hub::{ConnId, Hub};
 use crate::security_log::SecurityLog;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::ws::limits::{ConnectionCaps, HandshakeFailures};
+use crate::ws::limits::ConnectionCaps;
 use crate::ws::registry::LiveConnections;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -41,7 +41,7 @@ pub struct Inner {
     /// Ticket requests per client IP.
     pub ticket_limiter: PerIpLimiter,
     /// Failed WebSocket handshakes per client IP.
-    pub handshake_failures: HandshakeFailures,
+    pub handshake_failures: PerIpLimiter,
     /// Throttles repeated security events; its flusher runs with the server.
     pub security_log: Arc<SecurityLog>,
     pub shutdown: Shutdown,
@@ -86,9 +86,11 @@ impl AppState {
             limits.hash_permits(),
             std::time::Duration::from_millis(limits.hash_wait_ms),
         );
-        let handshake_failures = HandshakeFailures::new(
-            limits.handshake_failures_per_minute,
-            limits.handshake_failure_burst,
+        let handshake_failures = PerIpLimiter::new(
+            quota_per_minute(
+                limits.handshake_failures_per_minute,
+                limits.handshake_failure_burst,
+            ),
             v6_prefix,
         );
         let security_log = Arc::new(SecurityLog::new(

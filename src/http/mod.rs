@@ -9,7 +9,7 @@ pub mod metrics;
 pub mod rooms;
 pub mod tickets;
 
-use crate::client_ip::rate_key;
+use crate::client_ip::PerIpLimiter;
 use crate::error::ApiError;
 use crate::security_log::SecurityLog;
 use crate::state::AppState;
@@ -21,8 +21,8 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use governor::DefaultDirectRateLimiter;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::IpAddr;
 use std::time::Duration;
 use tower::ServiceBuilder;
@@ -102,31 +102,6 @@ fn cors(state: &AppState) -> CorsLayer {
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(Duration::from_secs(600))
-}
-
-/// A budget per client, keyed by [`rate_key`]: the IPv4 address or the IPv6 network.
-pub struct PerIpLimiter {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
-    v6_prefix: u8,
-}
-
-impl PerIpLimiter {
-    pub fn new(quota: Quota, v6_prefix: u8) -> Self {
-        Self {
-            limiter: RateLimiter::keyed(quota),
-            v6_prefix,
-        }
-    }
-
-    /// Spends one unit of `ip`'s budget, or says how long until there is one.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        if self.limiter.len() > 100_000 {
-            self.limiter.retain_recent();
-        }
-        self.limiter
-            .check_key(&rate_key(ip, self.v6_prefix))
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
-    }
 }
 
 /// Spends one request of a per-IP budget, or says how long to wait.

@@ -4,18 +4,21 @@
 //!
 //! 1. Origin allowlist (`403 origin_forbidden`)
 //! 2. Draining or at the global cap (`503 unavailable`)
-//! 3. Too many failed handshakes from this client IP (`429 rate_limited`, an addition to
-//!    the contract): only failed credentials spend this budget, so good clients
-//!    reconnecting together are never held back, while a client guessing credentials is
-//!    refused before they are looked at.
-//! 4. Credentials: bearer header, `?ticket=` or `?token=` (`401 unauthorized`)
-//! 5. Per-IP and per-user connection caps (`429 too_many_connections`)
+//! 3. Credentials: bearer header, `?ticket=` or `?token=` (`401 unauthorized`). Each
+//!    failure spends one unit of the client IP's failed-handshake budget; past it, a
+//!    failure is answered `429 rate_limited` with `Retry-After` instead. Good
+//!    credentials spend nothing and are never refused by this budget, so clients
+//!    reconnecting together (after a restart, behind one NAT) are not locked out by
+//!    anyone's failures. Expired and not-yet-valid tokens, what good clients hold after
+//!    a sleep, always get `401` (get a new token) and spend nothing.
+//! 4. Per-IP and per-user connection caps (`429 too_many_connections`)
 //!
 //! Log lines are throttled per client ([`crate::security_log`]), so a flood of refusals
 //! writes a few lines and one count.
 
 use super::limits::CapRejection;
 use super::session::{self, SessionContext};
+use crate::auth::jwt::TokenRejection;
 use crate::auth::{Identity, bearer_token};
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
@@ -78,27 +81,14 @@ pub async fn upgrade(
         return ApiError::Unavailable.into_response();
     }
 
-    // 3. Failed-handshake budget.
-    if let Some(retry_after) = state.handshake_failures.blocked(ip) {
-        refused(&state, ip, None, "too_many_failures", "rate_limited");
-        return ApiError::RateLimited { retry_after }.into_response();
-    }
-
-    // 4. Credentials.
+    // 3. Credentials.
     let query = query.map(|Query(q)| q).unwrap_or_default();
     let identity = match authenticate(&state, &headers, &query) {
         Ok(identity) => identity,
-        Err(reason) => {
-            refused(&state, ip, None, reason, "unauthorized");
-            // The failure that spends the last of the budget is already answered 429.
-            return match state.handshake_failures.record(ip) {
-                None => ApiError::Unauthorized.into_response(),
-                Some(retry_after) => ApiError::RateLimited { retry_after }.into_response(),
-            };
-        }
+        Err(reason) => return credentials_refused(&state, ip, reason),
     };
 
-    // 5. Connection caps.
+    // 4. Connection caps.
     let user = Some(identity.user.id.as_str());
     let slot = match state.caps.acquire(ip, &identity.user.id) {
         Ok(slot) => slot,
@@ -134,6 +124,30 @@ pub async fn upgrade(
             tracing::debug!(%error, "websocket upgrade failed");
         })
         .on_upgrade(move |socket| tracker.track_future(session::run(socket, context)))
+}
+
+/// `401`, or `429` once this client's failed-handshake budget is spent.
+fn credentials_refused(state: &AppState, ip: IpAddr, reason: &'static str) -> Response {
+    let budget = if is_out_of_date(reason) {
+        Ok(())
+    } else {
+        state.handshake_failures.check(ip)
+    };
+    match budget {
+        Ok(()) => {
+            refused(state, ip, None, reason, "unauthorized");
+            ApiError::Unauthorized.into_response()
+        }
+        Err(retry_after) => {
+            refused(state, ip, None, reason, "rate_limited");
+            ApiError::RateLimited { retry_after }.into_response()
+        }
+    }
+}
+
+/// A well-signed token whose time is not now: what a good client holds after a sleep.
+fn is_out_of_date(reason: &str) -> bool {
+    reason == TokenRejection::Expired.as_str() || reason == TokenRejection::Immature.as_str()
 }
 
 /// Logs a refused handshake (throttled per client) and counts it by `metric_reason`.

@@ -5,13 +5,12 @@
 //! server; a [`ConnectionSlot`] gives its place back when dropped, however the session
 //! ends. [`FrameBudget`] is the per-connection token bucket (via `governor`) plus the
 //! abuse rule: too many refusals in a short window close the connection with 1008.
-//! [`HandshakeFailures`] is the per-IP budget of failed handshakes.
 
 use crate::client_ip::rate_key;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::VecDeque;
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -138,58 +137,6 @@ fn decrement<K: Eq + Hash>(map: &DashMap<K, usize>, key: K) {
     }
 }
 
-/// Failed handshakes per client (IPv6 per network). Only failures spend, so clients
-/// reconnecting with good credentials (after a restart, behind one NAT) are never held
-/// back; a client whose budget is spent is refused before its credentials are checked
-/// until the budget refills.
-pub struct HandshakeFailures {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
-    blocked_until: DashMap<IpAddr, Instant>,
-    v6_prefix: u8,
-}
-
-impl HandshakeFailures {
-    pub fn new(per_minute: u32, burst: u32, v6_prefix: u8) -> Self {
-        let rate = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-        Self {
-            limiter: RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst)),
-            blocked_until: DashMap::new(),
-            v6_prefix,
-        }
-    }
-
-    /// How long `ip` must still wait, when its budget is spent.
-    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
-        let key = rate_key(ip, self.v6_prefix);
-        let until = *self.blocked_until.get(&key)?;
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            self.blocked_until
-                .remove_if(&key, |_, stored| *stored == until);
-            return None;
-        }
-        Some(left)
-    }
-
-    /// Spends one unit for a failed handshake from `ip`. Past the budget, the client is
-    /// blocked until the next unit is back, and this says how long that is.
-    pub fn record(&self, ip: IpAddr) -> Option<Duration> {
-        let key = rate_key(ip, self.v6_prefix);
-        if self.limiter.len() > 100_000 {
-            self.limiter.retain_recent();
-        }
-        if self.blocked_until.len() > 100_000 {
-            let now = Instant::now();
-            self.blocked_until.retain(|_, until| *until > now);
-        }
-        let not_until = self.limiter.check_key(&key).err()?;
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
-        self.blocked_until.insert(key, Instant::now() + wait);
-        Some(wait)
-    }
-}
-
 /// What [`FrameBudget::spend`] decided for one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spend {
@@ -271,23 +218,6 @@ mod tests {
             .acquire(ip(3), "alice")
             .expect("a freed place is free again");
         assert_eq!(caps.open_connections(), 3);
-    }
-
-    #[test]
-    fn only_failures_spend_the_handshake_budget_and_a_spent_one_blocks() {
-        let failures = HandshakeFailures::new(1, 2, 64);
-        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(failures.record(v6("2001:db8::1")), None);
-        assert_eq!(failures.record(v6("2001:db8::2")), None);
-        assert_eq!(failures.blocked(v6("2001:db8::3")), None);
-        assert!(failures.record(v6("2001:db8::3")).is_some());
-        let wait = failures.blocked(v6("2001:db8::4")).expect("blocked");
-        assert!(
-            wait > Duration::ZERO && wait <= Duration::from_secs(60),
-            "{wait:?}"
-        );
-        assert_eq!(failures.blocked(ip(1)), None);
-        assert_eq!(failures.blocked(v6("2001:db8:0:1::1")), None);
     }
 
     #[test]
