@@ -47,7 +47,8 @@ impl SecurityLog {
     pub fn new(window: Duration, burst: u32, v6_prefix: u8) -> Self {
         Self {
             windows: Mutex::new(HashMap::new()),
-            window: window.max(Duration::from_millis(1)),
+            // Bounded both ways: a zero period cannot tick, a huge one overflows Instant.
+            window: window.clamp(Duration::from_millis(1), Duration::from_secs(24 * 3600)),
             burst,
             v6_prefix,
         }

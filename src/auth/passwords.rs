@@ -73,7 +73,7 @@ impl Passwords {
 
     fn with_params(permits: usize, wait: Duration, params: Params) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(permits.max(1))),
+            permits: Arc::new(Semaphore::new(permits.clamp(1, Semaphore::MAX_PERMITS))),
             buffers: Arc::new(Mutex::new(Vec::new())),
             wait,
             params,
