@@ -1,15 +1,28 @@
-//! Which address a request comes from.
+//! Which address a request comes from, and which budget it spends.
 //!
 //! The TCP peer, unless the peer is a proxy the operator listed as trusted: then the
 //! nearest `X-Forwarded-For` entry that is not itself a trusted proxy. A header sent by
 //! anyone else is ignored, so a client cannot forge its way around per-IP caps.
+//!
+//! A trusted proxy that names no usable client (no header, or an entry that is not an
+//! address) leaves the client unknown. Unknown is never loopback and never the proxy's
+//! own address: such requests are refused with `400 bad_request` naming the header
+//! (a correctly configured proxy always sends it), so they can neither reach
+//! loopback-only endpoints nor spend, as one crowd, the budget of a real local client.
+//!
+//! Per-IP limits and caps key on [`rate_key`]: the IPv4 address, or the IPv6 network of
+//! the configured prefix (a /64 by default), since one IPv6 host usually holds a whole
+//! /64 and could otherwise take a fresh budget per address.
 
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 /// The client address of a request, see the module docs.
 #[derive(Debug, Clone, Copy)]
@@ -23,22 +36,30 @@ impl FromRequestParts<AppState> for ClientIp {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0.ip());
-        Ok(ClientIp(resolve(
-            peer,
-            &parts.headers,
-            &state.settings.trusted_proxies,
-        )))
+        match resolve(peer, &parts.headers, &state.settings.trusted_proxies) {
+            Some(ip) => Ok(ClientIp(ip)),
+            None => {
+                let proxy = peer.map(canonical);
+                if state.security_log.admit(proxy, "client_ip_unknown") {
+                    tracing::warn!(target: "security", event = "client_ip_unknown", proxy = ?proxy, path = parts.uri.path());
+                }
+                Err(ApiError::BadRequest(
+                    "the trusted proxy sent no usable X-Forwarded-For header".to_owned(),
+                ))
+            }
+        }
     }
 }
 
-/// Applies the trusted-proxy rule. Without a known peer (an embedder that gives no
-/// connection info) every request counts as coming from 0.0.0.0.
-pub fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+/// Applies the trusted-proxy rule: `None` when a trusted proxy names no usable client.
+/// Without a known peer (an embedder that gives no connection info) every request
+/// counts as coming from 0.0.0.0, which is not loopback.
+pub fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
     let Some(peer) = peer.map(canonical) else {
-        return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        return Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     };
     if !trusted.contains(&peer) {
-        return peer;
+        return Some(peer);
     }
     let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
@@ -47,14 +68,25 @@ pub fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) ->
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
+    // Right to left: each trusted hop vouches for the one before it. When every hop is a
+    // trusted proxy, the leftmost one is where the request started.
+    let mut client = None;
     for hop in hops.iter().rev() {
-        match hop.parse::<IpAddr>().map(canonical) {
-            Ok(ip) if trusted.contains(&ip) => continue,
-            Ok(ip) => return ip,
-            Err(_) => return peer,
+        let ip = parse_hop(hop)?;
+        client = Some(ip);
+        if !trusted.contains(&ip) {
+            break;
         }
     }
-    peer
+    client
+}
+
+/// An address, with or without a port (`203.0.113.7`, `203.0.113.7:5100`, `[2001:db8::1]:80`).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|socket| socket.ip()))
+        .ok()
+        .map(canonical)
 }
 
 /// IPv4-mapped IPv6 addresses count as the IPv4 address they carry.
@@ -62,6 +94,47 @@ fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
+    }
+}
+
+/// The key per-IP budgets and caps count under: an IPv4 address as it is, an IPv6
+/// address masked to its first `v6_prefix` bits (0 and anything over 128 mean 128).
+pub fn rate_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let bits = u32::from(v6_prefix);
+            if bits == 0 || bits >= 128 {
+                return IpAddr::V6(v6);
+            }
+            let mask = u128::MAX << (128 - bits);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        v4 => v4,
+    }
+}
+
+/// A budget per client, keyed by [`rate_key`]: the IPv4 address or the IPv6 network.
+pub struct PerIpLimiter {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    v6_prefix: u8,
+}
+
+impl PerIpLimiter {
+    pub fn new(quota: Quota, v6_prefix: u8) -> Self {
+        Self {
+            limiter: RateLimiter::keyed(quota),
+            v6_prefix,
+        }
+    }
+
+    /// Spends one unit of `ip`'s budget, or says how long until there is one.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        if self.limiter.len() > 100_000 {
+            self.limiter.retain_recent();
+        }
+        self.limiter
+            .check_key(&rate_key(ip, self.v6_prefix))
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 }
 
@@ -83,7 +156,7 @@ mod tests {
     fn an_untrusted_peer_cannot_forge_its_address() {
         assert_eq!(
             resolve(Some(ip("203.0.113.9")), &headers("1.2.3.4"), &[]),
-            ip("203.0.113.9")
+            Some(ip("203.0.113.9"))
         );
     }
 
@@ -96,15 +169,69 @@ mod tests {
                 &headers("6.6.6.6, 198.51.100.7, 10.0.0.2"),
                 &trusted
             ),
-            ip("198.51.100.7")
+            Some(ip("198.51.100.7"))
         );
         assert_eq!(
-            resolve(Some(ip("10.0.0.1")), &HeaderMap::new(), &trusted),
-            ip("10.0.0.1")
+            resolve(
+                Some(ip("10.0.0.1")),
+                &headers("198.51.100.7:4711"),
+                &trusted
+            ),
+            Some(ip("198.51.100.7"))
         );
         assert_eq!(
-            resolve(Some(ip("10.0.0.1")), &headers("garbage"), &trusted),
-            ip("10.0.0.1")
+            resolve(Some(ip("10.0.0.1")), &headers("10.0.0.2"), &trusted),
+            Some(ip("10.0.0.2"))
         );
+    }
+
+    #[test]
+    fn a_trusted_proxy_without_a_usable_header_leaves_the_client_unknown() {
+        let trusted = [ip("127.0.0.1")];
+        let peer = Some(ip("127.0.0.1"));
+        assert_eq!(resolve(peer, &HeaderMap::new(), &trusted), None);
+        assert_eq!(resolve(peer, &headers("garbage"), &trusted), None);
+        assert_eq!(resolve(peer, &headers(""), &trusted), None);
+        assert_eq!(
+            resolve(peer, &headers("198.51.100.7, nonsense"), &trusted),
+            None
+        );
+        // A forged entry left of the real client is never looked at.
+        assert_eq!(
+            resolve(peer, &headers("nonsense, 198.51.100.7"), &trusted),
+            Some(ip("198.51.100.7"))
+        );
+    }
+
+    #[test]
+    fn a_per_ip_budget_is_shared_by_one_ipv6_network_only() {
+        let quota = Quota::per_minute(std::num::NonZeroU32::MIN);
+        let limiter = PerIpLimiter::new(quota, 64);
+        assert!(limiter.check(ip("2001:db8::1")).is_ok());
+        let wait = limiter.check(ip("2001:db8::2")).unwrap_err();
+        assert!(wait > Duration::ZERO, "{wait:?}");
+        assert!(limiter.check(ip("2001:db8:0:1::1")).is_ok());
+        assert!(limiter.check(ip("203.0.113.9")).is_ok());
+    }
+
+    #[test]
+    fn ipv6_keys_are_the_configured_prefix_and_ipv4_keys_the_address() {
+        assert_eq!(
+            rate_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), 64),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            rate_key(ip("2001:db8:1:2::1"), 64),
+            rate_key(ip("2001:db8:1:2:ffff::9"), 64)
+        );
+        assert_ne!(
+            rate_key(ip("2001:db8:1:2::1"), 64),
+            rate_key(ip("2001:db8:1:3::1"), 64)
+        );
+        assert_eq!(rate_key(ip("2001:db8:1:2::1"), 48), ip("2001:db8:1::"));
+        assert_eq!(rate_key(ip("2001:db8::1"), 128), ip("2001:db8::1"));
+        assert_eq!(rate_key(ip("2001:db8::1"), 0), ip("2001:db8::1"));
+        assert_eq!(rate_key(ip("203.0.113.9"), 64), ip("203.0.113.9"));
+        assert_eq!(rate_key(ip("::ffff:203.0.113.9"), 64), ip("203.0.113.9"));
     }
 }

@@ -114,6 +114,39 @@ pub struct Limits {
     /// Connections in total that have not yet completed a request or upgraded.
     #[arg(long, env = "PALISADE_MAX_PENDING_CONNECTIONS", default_value_t = DEFAULT_LIMITS.max_pending_connections)]
     pub max_pending_connections: usize,
+    /// Register and login attempts per minute for the whole server, whatever their IPs:
+    /// many addresses together cannot keep every core hashing.
+    #[arg(long, env = "PALISADE_AUTH_GLOBAL_PER_MINUTE", default_value_t = DEFAULT_LIMITS.auth_global_per_minute)]
+    pub auth_global_per_minute: u32,
+    #[arg(long, env = "PALISADE_AUTH_GLOBAL_BURST", default_value_t = DEFAULT_LIMITS.auth_global_burst)]
+    pub auth_global_burst: u32,
+    /// Password hashes (Argon2id, 19 MiB each) that may run at once; 0 means one per CPU
+    /// core, at most 8. Hashing never holds more than this many times 19 MiB.
+    #[arg(long, env = "PALISADE_HASH_CONCURRENCY", default_value_t = DEFAULT_LIMITS.hash_concurrency)]
+    pub hash_concurrency: usize,
+    /// Milliseconds a register or login waits for a hashing slot before it is answered
+    /// `503 unavailable` with `Retry-After`.
+    #[arg(long, env = "PALISADE_HASH_WAIT_MS", default_value_t = DEFAULT_LIMITS.hash_wait_ms)]
+    pub hash_wait_ms: u64,
+    /// IPv6 clients count per network of this prefix length for every per-IP budget and
+    /// cap (one host usually holds a whole /64); 128 counts each address.
+    #[arg(long, env = "PALISADE_IPV6_PREFIX_LEN", default_value_t = DEFAULT_LIMITS.ipv6_prefix_len,
+          value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub ipv6_prefix_len: u8,
+    /// Failed WebSocket handshakes (bad credentials) per client IP per minute; past the
+    /// burst, that client's failures are answered `429 rate_limited` instead of `401`.
+    /// Good credentials spend nothing and are never refused by this budget; expired
+    /// tokens spend nothing either.
+    #[arg(long, env = "PALISADE_HANDSHAKE_FAILURES_PER_MINUTE", default_value_t = DEFAULT_LIMITS.handshake_failures_per_minute)]
+    pub handshake_failures_per_minute: u32,
+    #[arg(long, env = "PALISADE_HANDSHAKE_FAILURE_BURST", default_value_t = DEFAULT_LIMITS.handshake_failure_burst)]
+    pub handshake_failure_burst: u32,
+    /// Security events of one kind from one client written per window; the rest are
+    /// summed up in one line when the window ends.
+    #[arg(long, env = "PALISADE_SECURITY_LOG_BURST", default_value_t = DEFAULT_LIMITS.security_log_burst)]
+    pub security_log_burst: u32,
+    #[arg(long, env = "PALISADE_SECURITY_LOG_WINDOW_SECS", default_value_t = DEFAULT_LIMITS.security_log_window_secs)]
+    pub security_log_window_secs: u64,
 }
 
 /// The most bytes one body character can take in a frame: a character outside the Basic
@@ -163,6 +196,15 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     write_stall_secs: 30,
     max_pending_connections_per_ip: 32,
     max_pending_connections: 2048,
+    auth_global_per_minute: 600,
+    auth_global_burst: 100,
+    hash_concurrency: 0,
+    hash_wait_ms: 2000,
+    ipv6_prefix_len: 64,
+    handshake_failures_per_minute: 30,
+    handshake_failure_burst: 50,
+    security_log_burst: 5,
+    security_log_window_secs: 10,
 };
 
 impl Default for Limits {
@@ -177,6 +219,14 @@ impl Limits {
     pub fn frame_limit(&self) -> usize {
         self.max_message_bytes
             .max(frame_bytes_for_body(self.max_body_chars))
+    }
+
+    /// [`Limits::hash_concurrency`] with `0` resolved to the number of cores (at most 8).
+    pub fn hash_permits(&self) -> usize {
+        match self.hash_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+            n => n,
+        }
     }
 }
 

@@ -51,6 +51,9 @@ pub enum ApiError {
     TooManyConnections { retry_after: Duration },
     #[error("the server is not accepting connections right now")]
     Unavailable,
+    /// Too busy to take this request now; the same `unavailable` code, with `Retry-After`.
+    #[error("the server is busy, try again shortly")]
+    Busy { retry_after: Duration },
     #[error("this endpoint speaks WebSocket only")]
     UpgradeRequired,
     #[error("internal error: {0}")]
@@ -81,7 +84,7 @@ impl ApiError {
             ApiError::RateLimited { .. } | ApiError::TooManyConnections { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -107,7 +110,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::TooManyConnections { .. } => "too_many_connections",
-            ApiError::Unavailable => "unavailable",
+            ApiError::Unavailable | ApiError::Busy { .. } => "unavailable",
             ApiError::UpgradeRequired => "upgrade_required",
             ApiError::Internal(_) => "internal",
         }
@@ -126,7 +129,8 @@ impl IntoResponse for ApiError {
         let body = Json(json!({"error": {"code": self.code(), "message": message}}));
         let mut response = (self.status(), body).into_response();
         if let ApiError::RateLimited { retry_after }
-        | ApiError::TooManyConnections { retry_after } = &self
+        | ApiError::TooManyConnections { retry_after }
+        | ApiError::Busy { retry_after } = &self
         {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {

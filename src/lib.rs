@@ -19,6 +19,7 @@
 //! - [`broker`]: stores and publishes a message as one step (in memory for one node).
 //! - [`store`]: durable accounts and history (SQLite by default).
 //! - [`origin`], [`client_ip`]: who is asking, from where.
+//! - [`security_log`]: throttles repeated security events ("N more like this").
 //! - [`stats`]: Prometheus metrics served at `/metrics`.
 //! - [`model`]: data and value rules shared by all of the above.
 //!
@@ -37,6 +38,7 @@ pub mod http;
 pub mod hub;
 pub mod model;
 pub mod origin;
+pub mod security_log;
 pub mod server;
 pub mod shutdown;
 pub mod startup;

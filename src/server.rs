@@ -58,11 +58,14 @@ impl ConnectionBounds {
         Self {
             header_timeout: Duration::from_secs(limits.header_timeout_secs.max(1)),
             write_stall: Duration::from_secs(limits.write_stall_secs.max(1)),
-            pending: Arc::new(PendingConnections::new(
-                limits.max_pending_connections_per_ip,
-                limits.max_pending_connections,
-                settings.trusted_proxies.clone(),
-            )),
+            pending: Arc::new(
+                PendingConnections::new(
+                    limits.max_pending_connections_per_ip,
+                    limits.max_pending_connections,
+                    settings.trusted_proxies.clone(),
+                )
+                .with_ipv6_prefix(limits.ipv6_prefix_len),
+            ),
         }
     }
 }

@@ -107,6 +107,7 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        tokio::spawn(Arc::clone(&self.state.security_log).run(self.state.shutdown.clone()));
         server::serve(
             self.listener,
             self.router,

@@ -1,16 +1,18 @@
 //! The shared state every handler and session reaches through [`AppState`].
 
 use crate::auth::Authenticator;
+use crate::auth::passwords::Passwords;
 use crate::auth::tickets::TicketStore;
 use crate::broker::Broker;
+use crate::client_ip::PerIpLimiter;
 use crate::config::Settings;
 use crate::hub::{ConnId, Hub};
+use crate::security_log::SecurityLog;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::ws::limits::ConnectionCaps;
 use crate::ws::registry::LiveConnections;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use std::net::IpAddr;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -31,9 +33,17 @@ pub struct Inner {
     pub caps: Arc<ConnectionCaps>,
     pub connections: Arc<LiveConnections>,
     /// Register and login attempts per client IP.
-    pub auth_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    pub auth_limiter: PerIpLimiter,
+    /// Register and login attempts for the whole server.
+    pub auth_global_limiter: DefaultDirectRateLimiter,
+    /// Where every password hash runs: bounded in concurrency and memory.
+    pub passwords: Passwords,
     /// Ticket requests per client IP.
-    pub ticket_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    pub ticket_limiter: PerIpLimiter,
+    /// Failed WebSocket handshakes per client IP.
+    pub handshake_failures: PerIpLimiter,
+    /// Throttles repeated security events; its flusher runs with the server.
+    pub security_log: Arc<SecurityLog>,
     pub shutdown: Shutdown,
     /// Every WebSocket session and writer task, so shutdown can wait for them.
     pub sessions: TaskTracker,
@@ -50,18 +60,44 @@ impl AppState {
         auth: Authenticator,
     ) -> Self {
         let limits = &settings.limits;
-        let caps = Arc::new(ConnectionCaps::new(
-            limits.max_connections_per_ip,
-            limits.max_connections_per_user,
-            limits.max_connections,
-        ));
+        let v6_prefix = limits.ipv6_prefix_len;
+        let caps = Arc::new(
+            ConnectionCaps::new(
+                limits.max_connections_per_ip,
+                limits.max_connections_per_user,
+                limits.max_connections,
+            )
+            .with_ipv6_prefix(v6_prefix),
+        );
         let tickets = TicketStore::new(std::time::Duration::from_secs(limits.ticket_ttl_secs));
-        let per_minute = NonZeroU32::new(limits.auth_per_minute).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(limits.auth_burst).unwrap_or(NonZeroU32::MIN);
-        let auth_limiter = RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst));
-        let per_minute = NonZeroU32::new(limits.tickets_per_minute).unwrap_or(NonZeroU32::MIN);
-        let ticket_limiter =
-            RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(per_minute));
+        let auth_limiter = PerIpLimiter::new(
+            quota_per_minute(limits.auth_per_minute, limits.auth_burst),
+            v6_prefix,
+        );
+        let ticket_limiter = PerIpLimiter::new(
+            quota_per_minute(limits.tickets_per_minute, limits.tickets_per_minute),
+            v6_prefix,
+        );
+        let auth_global_limiter = RateLimiter::direct(quota_per_minute(
+            limits.auth_global_per_minute,
+            limits.auth_global_burst,
+        ));
+        let passwords = Passwords::new(
+            limits.hash_permits(),
+            std::time::Duration::from_millis(limits.hash_wait_ms),
+        );
+        let handshake_failures = PerIpLimiter::new(
+            quota_per_minute(
+                limits.handshake_failures_per_minute,
+                limits.handshake_failure_burst,
+            ),
+            v6_prefix,
+        );
+        let security_log = Arc::new(SecurityLog::new(
+            std::time::Duration::from_secs(limits.security_log_window_secs),
+            limits.security_log_burst,
+            v6_prefix,
+        ));
         Self(Arc::new(Inner {
             settings,
             store,
@@ -72,7 +108,11 @@ impl AppState {
             caps,
             connections: Arc::new(LiveConnections::default()),
             auth_limiter,
+            auth_global_limiter,
+            passwords,
             ticket_limiter,
+            handshake_failures,
+            security_log,
             shutdown: Shutdown::new(),
             sessions: TaskTracker::new(),
             next_conn_id: AtomicU64::new(1),
@@ -82,6 +122,13 @@ impl AppState {
     pub fn next_conn_id(&self) -> ConnId {
         self.0.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// `per_minute` with a `burst`; a zero in either counts as one.
+fn quota_per_minute(per_minute: u32, burst: u32) -> Quota {
+    let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    Quota::per_minute(per_minute).allow_burst(burst)
 }
 
 impl Deref for AppState {

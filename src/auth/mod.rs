@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod jwt;
+pub mod passwords;
 pub mod revocation;
 pub mod tickets;
 
@@ -152,7 +153,10 @@ pub fn authenticate(
         .flatten()
         .ok_or(ApiError::Unauthorized)?;
     state.auth.verify(token).map_err(|reason| {
-        tracing::warn!(target: "security", event = "auth_rejected", %path, reason = reason.as_str());
+        // No client address here: these are throttled as one stream.
+        if state.security_log.admit(None, "auth_rejected") {
+            tracing::warn!(target: "security", event = "auth_rejected", %path, reason = reason.as_str());
+        }
         ApiError::Unauthorized
     })
 }

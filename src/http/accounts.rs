@@ -1,9 +1,11 @@
 //! `POST /api/register` and `POST /api/login`: accounts and the tokens they get;
 //! `POST /api/token`: a fresh token for a valid one, so a client can `refresh` its socket.
 //!
-//! Register and login are rate limited per client IP, and login answers the same
-//! `401 invalid_credentials` for an unknown name and a wrong password. A disabled account
-//! with the right password is told so (`403 account_disabled`): only its owner learns it.
+//! Register and login are rate limited per client IP and for the whole server, hash
+//! through the bounded password pool (`503 unavailable` with `Retry-After` when it stays
+//! busy), and login answers the same `401 invalid_credentials` for an unknown name and a
+//! wrong password. A disabled account with the right password is told so
+//! (`403 account_disabled`): only its owner learns it.
 //!
 //! Renewal is for palisade's own tokens only, and takes the role from the account as it
 //! is now: a token from an external issuer is renewed by that issuer (`403 not_renewable`),
@@ -14,7 +16,7 @@ use crate::auth::accounts::{self, AccountError};
 use crate::auth::jwt::Minter;
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiJson};
-use crate::http::per_ip_rate;
+use crate::http::{global_rate, per_ip_rate};
 use crate::model::{Role, UserRef, is_acceptable_password, is_valid_username};
 use crate::state::AppState;
 use axum::extract::State;
@@ -23,6 +25,11 @@ use axum::routing::post;
 use axum::{Json, Router};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// What a client refused for want of a hashing slot is told to wait.
+const HASH_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -49,16 +56,27 @@ async fn register(
     ClientIp(ip): ClientIp,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
-    per_ip_rate(&state.auth_limiter, ip, "register")?;
+    per_ip_rate(&state.auth_limiter, &state.security_log, ip, "register")?;
+    global_rate(
+        &state.auth_global_limiter,
+        &state.security_log,
+        ip,
+        "register",
+    )?;
     if !is_valid_username(&credentials.username) {
         return Err(ApiError::InvalidUsername);
     }
     if !is_acceptable_password(secrecy::ExposeSecret::expose_secret(&credentials.password)) {
         return Err(ApiError::WeakPassword);
     }
-    let user = accounts::register(&state.store, &credentials.username, credentials.password)
-        .await
-        .map_err(account_error)?;
+    let user = accounts::register(
+        &state.store,
+        &state.passwords,
+        &credentials.username,
+        credentials.password,
+    )
+    .await
+    .map_err(|e| account_error(&state, ip, e))?;
     tracing::info!(user = %user.id, "account created");
     Ok((
         StatusCode::CREATED,
@@ -71,8 +89,16 @@ async fn login(
     ClientIp(ip): ClientIp,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> Result<Json<Session>, ApiError> {
-    per_ip_rate(&state.auth_limiter, ip, "login")?;
-    match accounts::login(&state.store, &credentials.username, credentials.password).await {
+    per_ip_rate(&state.auth_limiter, &state.security_log, ip, "login")?;
+    global_rate(&state.auth_global_limiter, &state.security_log, ip, "login")?;
+    match accounts::login(
+        &state.store,
+        &state.passwords,
+        &credentials.username,
+        credentials.password,
+    )
+    .await
+    {
         Ok(record) if state.auth.revocations().is_disabled(&record.user.id) => {
             tracing::warn!(target: "security", event = "login_refused", %ip, user = %record.user.id, reason = "account_disabled");
             Err(ApiError::AccountDisabled)
@@ -82,10 +108,12 @@ async fn login(
             Ok(Json(session_for(&state, record.user, role)?))
         }
         Err(AccountError::InvalidCredentials) => {
-            tracing::warn!(target: "security", event = "login_failed", %ip);
+            if state.security_log.admit(ip, "login_failed") {
+                tracing::warn!(target: "security", event = "login_failed", %ip);
+            }
             Err(ApiError::InvalidCredentials)
         }
-        Err(other) => Err(account_error(other)),
+        Err(other) => Err(account_error(&state, ip, other)),
     }
 }
 
@@ -97,7 +125,7 @@ async fn renew(
     ClientIp(ip): ClientIp,
     Authenticated(identity): Authenticated,
 ) -> Result<Json<Session>, ApiError> {
-    per_ip_rate(&state.ticket_limiter, ip, "token")?;
+    per_ip_rate(&state.ticket_limiter, &state.security_log, ip, "token")?;
     if identity.minted_by != Minter::Palisade {
         tracing::warn!(target: "security", event = "renewal_refused", %ip, user = %identity.user.id, reason = "external_token");
         return Err(ApiError::NotRenewable);
@@ -129,10 +157,18 @@ fn session_for(state: &AppState, user: UserRef, role: Role) -> Result<Session, A
     })
 }
 
-fn account_error(error: AccountError) -> ApiError {
+fn account_error(state: &AppState, ip: IpAddr, error: AccountError) -> ApiError {
     match error {
         AccountError::UsernameTaken => ApiError::UsernameTaken,
         AccountError::InvalidCredentials => ApiError::InvalidCredentials,
+        AccountError::Busy => {
+            if state.security_log.admit(ip, "hashing_busy") {
+                tracing::warn!(target: "security", event = "hashing_busy", %ip);
+            }
+            ApiError::Busy {
+                retry_after: HASH_BUSY_RETRY_AFTER,
+            }
+        }
         other => ApiError::internal(other),
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! Behind a reverse proxy on the same machine, list the proxy in
 //! `PALISADE_TRUSTED_PROXIES`: otherwise every request through it looks like loopback.
+//! A request whose client the trusted proxy leaves unknown is not loopback: it needs
+//! the admin token like any other.
 
 use crate::auth::{authenticate, current_role};
 use crate::client_ip::ClientIp;
@@ -21,10 +23,12 @@ pub fn router() -> Router<AppState> {
 
 async fn metrics(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    client: Result<ClientIp, ApiError>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    if !ip.is_loopback() {
+    let loopback = matches!(client, Ok(ClientIp(ip)) if ip.is_loopback());
+    if !loopback {
+        let ip = client.map_or_else(|_| "unknown".to_owned(), |ClientIp(ip)| ip.to_string());
         let identity = authenticate(&state, &headers, "/metrics")?;
         if current_role(&state, &identity).await? != Role::Admin {
             tracing::warn!(target: "security", event = "metrics_forbidden", %ip, user = %identity.user.id);

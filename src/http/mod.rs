@@ -12,7 +12,9 @@ pub mod metrics;
 pub mod rooms;
 pub mod tickets;
 
+use crate::client_ip::PerIpLimiter;
 use crate::error::ApiError;
+use crate::security_log::SecurityLog;
 use crate::state::AppState;
 use crate::ws;
 use axum::Router;
@@ -22,7 +24,7 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use governor::DefaultKeyedRateLimiter;
+use governor::DefaultDirectRateLimiter;
 use governor::clock::{Clock, DefaultClock};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -146,15 +148,30 @@ fn cors(state: &AppState) -> CorsLayer {
 
 /// Spends one request of a per-IP budget, or says how long to wait.
 pub fn per_ip_rate(
-    limiter: &DefaultKeyedRateLimiter<IpAddr>,
+    limiter: &PerIpLimiter,
+    log: &SecurityLog,
     ip: IpAddr,
     what: &'static str,
 ) -> Result<(), ApiError> {
-    if limiter.len() > 100_000 {
-        limiter.retain_recent();
-    }
-    limiter.check_key(&ip).map_err(|not_until| {
-        tracing::warn!(target: "security", event = "rate_limited", %ip, endpoint = what);
+    limiter.check(ip).map_err(|retry_after| {
+        if log.admit(ip, "rate_limited") {
+            tracing::warn!(target: "security", event = "rate_limited", %ip, endpoint = what);
+        }
+        ApiError::RateLimited { retry_after }
+    })
+}
+
+/// Spends one request of a server-wide budget, or says how long to wait.
+pub fn global_rate(
+    limiter: &DefaultDirectRateLimiter,
+    log: &SecurityLog,
+    ip: IpAddr,
+    what: &'static str,
+) -> Result<(), ApiError> {
+    limiter.check().map_err(|not_until| {
+        if log.admit(ip, "rate_limited") {
+            tracing::warn!(target: "security", event = "rate_limited", scope = "global", %ip, endpoint = what);
+        }
         ApiError::RateLimited {
             retry_after: not_until.wait_time_from(DefaultClock::default().now()),
         }

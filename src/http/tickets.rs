@@ -20,7 +20,7 @@ async fn issue(
     ClientIp(ip): ClientIp,
     Authenticated(identity): Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    per_ip_rate(&state.ticket_limiter, ip, "tickets")?;
+    per_ip_rate(&state.ticket_limiter, &state.security_log, ip, "tickets")?;
     let ticket = state.tickets.issue(identity);
     Ok(Json(
         json!({"ticket": ticket, "expires_in": state.tickets.ttl().as_secs()}),

@@ -8,6 +8,7 @@
 //! either cap is closed at once, before any byte is read, and the refusal is logged at
 //! most once a second so a flood cannot flood the log too.
 
+use crate::client_ip::rate_key;
 use crate::ws::limits::{decrement, increment_below};
 use dashmap::DashMap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -15,12 +16,6 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-
-/// The key a client IP is counted under: the one place to change to group addresses
-/// (an IPv6 client typically owns a whole /64).
-pub fn per_ip_key(ip: IpAddr) -> IpAddr {
-    ip
-}
 
 /// Which cap refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +41,8 @@ pub struct PendingConnections {
     /// Proxies the operator trusts: every client arrives through them, so they only
     /// count toward the total.
     exempt: Vec<IpAddr>,
+    /// IPv6 clients count per network of this prefix length ([`rate_key`]).
+    v6_prefix: u8,
     refusal_log: DefaultDirectRateLimiter,
     unlogged_refusals: AtomicU64,
 }
@@ -67,9 +64,16 @@ impl PendingConnections {
             max_per_ip,
             max_total,
             exempt,
+            v6_prefix: 128,
             refusal_log: RateLimiter::direct(Quota::per_second(NonZeroU32::MIN)),
             unlogged_refusals: AtomicU64::new(0),
         }
+    }
+
+    /// Counts IPv6 clients per network of this prefix length, like every per-IP limit.
+    pub fn with_ipv6_prefix(mut self, v6_prefix: u8) -> Self {
+        self.v6_prefix = v6_prefix;
+        self
     }
 
     /// Takes a place for a new connection from `ip`, or says which cap is reached.
@@ -79,7 +83,7 @@ impl PendingConnections {
                 (n < self.max_total).then_some(n + 1)
             })
             .map_err(|_| PendingRejection::TooManyInTotal)?;
-        let key = (!self.exempt.contains(&ip)).then(|| per_ip_key(ip));
+        let key = (!self.exempt.contains(&ip)).then(|| rate_key(ip, self.v6_prefix));
         if let Some(key) = key {
             if !increment_below(&self.per_ip, key, self.max_per_ip) {
                 self.total.fetch_sub(1, Ordering::AcqRel);

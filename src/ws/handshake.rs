@@ -4,12 +4,22 @@
 //!
 //! 1. Origin allowlist (`403 origin_forbidden`)
 //! 2. Draining or at the global cap (`503 unavailable`)
-//! 3. Credentials: bearer header, `?ticket=` or `?token=` (`401 unauthorized`)
+//! 3. Credentials: bearer header, `?ticket=` or `?token=` (`401 unauthorized`). Each
+//!    failure spends one unit of the client IP's failed-handshake budget; past it, a
+//!    failure is answered `429 rate_limited` with `Retry-After` instead. Good
+//!    credentials spend nothing and are never refused by this budget, so clients
+//!    reconnecting together (after a restart, behind one NAT) are not locked out by
+//!    anyone's failures. Expired and not-yet-valid tokens, what good clients hold after
+//!    a sleep, always get `401` (get a new token) and spend nothing.
 //! 4. Per-IP and per-user connection caps (`429 too_many_connections`)
+//!
+//! Log lines are throttled per client ([`crate::security_log`]), so a flood of refusals
+//! writes a few lines and one count.
 
 use super::limits::CapRejection;
 use super::protocol::HISTORY_MAX;
 use super::session::{self, SessionContext};
+use crate::auth::jwt::TokenRejection;
 use crate::auth::{Identity, bearer_token};
 use crate::client_ip::ClientIp;
 use crate::config::Limits;
@@ -23,6 +33,7 @@ use axum::http::HeaderMap;
 use axum::http::header::ORIGIN;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// How long a client refused by a connection cap is told to wait.
@@ -83,15 +94,13 @@ pub async fn upgrade(
         Err(_) => Err(crate::origin::OriginRejection::Malformed),
     };
     if let Err(reason) = verdict {
-        tracing::warn!(target: "security", event = "handshake_rejected", %ip, reason = reason.as_str());
-        crate::stats::handshake_rejected("origin_forbidden");
+        refused(&state, ip, None, reason.as_str(), "origin_forbidden");
         return ApiError::OriginForbidden.into_response();
     }
 
     // 2. Capacity.
     if state.shutdown.is_triggered() || state.caps.is_full() {
-        tracing::warn!(target: "security", event = "handshake_rejected", %ip, reason = "unavailable");
-        crate::stats::handshake_rejected("unavailable");
+        refused(&state, ip, None, "unavailable", "unavailable");
         return ApiError::Unavailable.into_response();
     }
 
@@ -99,24 +108,19 @@ pub async fn upgrade(
     let query = query.map(|Query(q)| q).unwrap_or_default();
     let identity = match authenticate(&state, &headers, &query) {
         Ok(identity) => identity,
-        Err(reason) => {
-            tracing::warn!(target: "security", event = "handshake_rejected", %ip, reason);
-            crate::stats::handshake_rejected("unauthorized");
-            return ApiError::Unauthorized.into_response();
-        }
+        Err(reason) => return credentials_refused(&state, ip, reason),
     };
 
     // 4. Connection caps.
+    let user = Some(identity.user.id.as_str());
     let slot = match state.caps.acquire(ip, &identity.user.id) {
         Ok(slot) => slot,
         Err(CapRejection::ServerFull) => {
-            tracing::warn!(target: "security", event = "handshake_rejected", %ip, user = %identity.user.id, reason = "server_full");
-            crate::stats::handshake_rejected("unavailable");
+            refused(&state, ip, user, "server_full", "unavailable");
             return ApiError::Unavailable.into_response();
         }
         Err(cap) => {
-            tracing::warn!(target: "security", event = "handshake_rejected", %ip, user = %identity.user.id, reason = cap.as_str());
-            crate::stats::handshake_rejected("too_many_connections");
+            refused(&state, ip, user, cap.as_str(), "too_many_connections");
             return ApiError::TooManyConnections {
                 retry_after: CAP_RETRY_AFTER,
             }
@@ -145,6 +149,44 @@ pub async fn upgrade(
             tracing::debug!(%error, "websocket upgrade failed");
         })
         .on_upgrade(move |socket| tracker.track_future(session::run(socket, context)))
+}
+
+/// `401`, or `429` once this client's failed-handshake budget is spent.
+fn credentials_refused(state: &AppState, ip: IpAddr, reason: &'static str) -> Response {
+    let budget = if is_out_of_date(reason) {
+        Ok(())
+    } else {
+        state.handshake_failures.check(ip)
+    };
+    match budget {
+        Ok(()) => {
+            refused(state, ip, None, reason, "unauthorized");
+            ApiError::Unauthorized.into_response()
+        }
+        Err(retry_after) => {
+            refused(state, ip, None, reason, "rate_limited");
+            ApiError::RateLimited { retry_after }.into_response()
+        }
+    }
+}
+
+/// A well-signed token whose time is not now: what a good client holds after a sleep.
+fn is_out_of_date(reason: &str) -> bool {
+    reason == TokenRejection::Expired.as_str() || reason == TokenRejection::Immature.as_str()
+}
+
+/// Logs a refused handshake (throttled per client) and counts it by `metric_reason`.
+fn refused(
+    state: &AppState,
+    ip: IpAddr,
+    user: Option<&str>,
+    reason: &'static str,
+    metric_reason: &'static str,
+) {
+    if state.security_log.admit(ip, "handshake_rejected") {
+        tracing::warn!(target: "security", event = "handshake_rejected", %ip, user, reason);
+    }
+    crate::stats::handshake_rejected(metric_reason);
 }
 
 /// Finds and checks the credentials; the reason for the log when there are none good.

@@ -8,7 +8,7 @@
 //! replies (a `joined` or `history` with many messages) cost more than one token:
 //! [`REPLY_BYTES_PER_TOKEN`] each, so a short frame cannot ask for megabytes a second.
 
-use crate::server::pending::per_ip_key;
+use crate::client_ip::rate_key;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use governor::clock::{Clock, DefaultClock};
@@ -46,12 +46,14 @@ pub struct ConnectionCaps {
     max_per_ip: usize,
     max_per_user: usize,
     max_total: usize,
+    /// IPv6 clients count per network of this many bits (see [`rate_key`]).
+    v6_prefix: u8,
 }
 
 /// One open connection's place in the counts.
 pub struct ConnectionSlot {
     caps: Arc<ConnectionCaps>,
-    /// The client IP as counted ([`per_ip_key`]).
+    /// The client IP as counted ([`rate_key`]).
     ip: IpAddr,
     user: String,
 }
@@ -65,7 +67,14 @@ impl ConnectionCaps {
             max_per_ip,
             max_per_user,
             max_total,
+            v6_prefix: 128,
         }
+    }
+
+    /// Counts IPv6 clients per network of `v6_prefix` bits instead of per address.
+    pub fn with_ipv6_prefix(mut self, v6_prefix: u8) -> Self {
+        self.v6_prefix = v6_prefix;
+        self
     }
 
     pub fn is_full(&self) -> bool {
@@ -87,7 +96,7 @@ impl ConnectionCaps {
                 (n < self.max_total).then_some(n + 1)
             })
             .map_err(|_| CapRejection::ServerFull)?;
-        let ip = per_ip_key(ip);
+        let ip = rate_key(ip, self.v6_prefix);
         if !increment_below(&self.per_ip, ip, self.max_per_ip) {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(CapRejection::TooManyForIp);
@@ -242,6 +251,18 @@ mod tests {
             .acquire(ip(3), "alice")
             .expect("a freed place is free again");
         assert_eq!(caps.open_connections(), 3);
+    }
+
+    #[test]
+    fn ipv6_clients_in_one_network_share_a_cap() {
+        let caps = Arc::new(ConnectionCaps::new(1, 5, 10).with_ipv6_prefix(64));
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        let _a = caps.acquire(v6("2001:db8::1"), "alice").unwrap();
+        assert_eq!(
+            caps.acquire(v6("2001:db8::2"), "bob").err(),
+            Some(CapRejection::TooManyForIp)
+        );
+        assert!(caps.acquire(v6("2001:db8:0:1::1"), "bob").is_ok());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Black-box tests: each starts the real server on port 0 and talks to it over HTTP and
 //! WebSocket, asserting only what a client can see.
 
+mod abuse_limits;
 mod amplification;
 mod chat;
 mod durability;
