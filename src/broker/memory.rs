@@ -131,6 +131,9 @@ mod tests {
         async fn ping(&self) -> Result<(), StoreError> {
             Ok(())
         }
+        async fn check_writable(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
     }
 
     fn draft(body: &str) -> NewMessage {

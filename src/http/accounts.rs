@@ -113,6 +113,7 @@ fn account_error(error: AccountError) -> ApiError {
     match error {
         AccountError::UsernameTaken => ApiError::UsernameTaken,
         AccountError::InvalidCredentials => ApiError::InvalidCredentials,
+        AccountError::Store(store) => ApiError::store(store),
         other => ApiError::internal(other),
     }
 }

@@ -1,7 +1,9 @@
 //! Admin actions, for tokens with `role: admin`.
 //!
 //! `POST /api/admin/users/{id}/revoke` voids every token the user holds (issued up to
-//! now) on every path in, and closes their live connections with 4003.
+//! now) on every path in, and closes their live connections with 4003. A revocation the
+//! store cannot save is not applied at all and answers `503 unavailable` to retry, so a
+//! `200` always means it survives a restart.
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
@@ -31,7 +33,7 @@ async fn revoke(
         .store
         .revoke(&user_id, at)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::store)?;
     state.auth.revocations().record(&user_id, at);
     let closed = state.connections.close_user(&user_id, CloseCode::Revoked);
     tracing::warn!(target: "security", event = "user_revoked", admin = %caller.user.id, user = %user_id, closed);

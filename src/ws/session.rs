@@ -16,7 +16,7 @@ use super::protocol::{
 };
 use super::writer::{self, CLOSE_GRACE};
 use crate::auth::Identity;
-use crate::broker::encode;
+use crate::broker::{BrokerError, encode};
 use crate::hub::ConnId;
 use crate::model::{now_millis, now_secs};
 use crate::state::AppState;
@@ -367,6 +367,18 @@ impl Session {
                 ts: appended.message.ts,
                 duplicate: appended.duplicate,
             }),
+            // Either way the message was neither stored nor delivered; the store has
+            // logged why. Only a cause that passes (a full or read-only disk) is worth a
+            // retry, and with the same nonce a retry cannot store it twice.
+            Err(BrokerError::Store(error)) if error.is_unavailable() => {
+                tracing::debug!(%error, "a message was not stored");
+                self.push(&ServerFrame::Error {
+                    id,
+                    code: ErrorCode::Unavailable,
+                    message: "the message was not stored: send it again shortly",
+                    retry_after_ms: Some(store_retry_after_ms()),
+                });
+            }
             Err(error) => {
                 tracing::error!(%error, "cannot store a message");
                 self.error(
@@ -444,6 +456,10 @@ impl Session {
             }
         }
     }
+}
+
+fn store_retry_after_ms() -> u64 {
+    u64::try_from(crate::store::RETRY_AFTER.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Whether a read error is tungstenite refusing a frame or message over the size limit.

@@ -2,6 +2,7 @@
 //! WebSocket, asserting only what a client can see.
 
 mod chat;
+mod disk_faults;
 mod durability;
 mod external_issuers;
 mod handshake;
