@@ -28,7 +28,8 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let writable = match state.store.check_writable().await {
         Ok(()) => true,
         Err(error) => {
-            tracing::warn!(%error, "not ready: the store cannot write");
+            // The store logs when it stops and starts writing; readiness floods must not.
+            tracing::debug!(%error, "not ready: the store cannot write");
             false
         }
     };

@@ -342,9 +342,20 @@ struct WriteHealth {
 }
 
 impl WriteHealth {
+    /// Notes a write's outcome; a change between writable and not is logged once.
     fn record(&self, succeeded: bool) {
-        if let Ok(mut last) = self.last.lock() {
-            *last = Some((Instant::now(), succeeded));
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        let was = last.map(|(_, succeeded)| succeeded);
+        *last = Some((Instant::now(), succeeded));
+        drop(last);
+        match (was, succeeded) {
+            (Some(true) | None, false) => {
+                tracing::warn!("the store cannot write: sends and registrations are refused");
+            }
+            (Some(false), true) => tracing::info!("the store writes again"),
+            _ => {}
         }
     }
 
