@@ -142,8 +142,8 @@ impl SqliteStore {
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent).map_err(|e| {
                     failed(
-                        &parent.display().to_string(),
-                        format!("cannot create the folder: {e}"),
+                        &path,
+                        format!("cannot create its folder {}: {e}", parent.display()),
                     )
                 })?;
             }

@@ -540,3 +540,54 @@ async fn a_truncated_database_file_is_refused_at_start_with_one_line_naming_it()
     let (status, log) = start_binary_on(&database).await;
     assert_refused_naming(status, &log, &database, "damaged");
 }
+
+#[tokio::test]
+async fn a_database_with_one_damaged_page_is_refused_at_start_though_it_opens() {
+    use palisade::model::UserRef;
+    use palisade::store::{NewMessage, Store, sqlite::SqliteStore};
+    use std::io::{Seek, SeekFrom};
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("palisade.db");
+    let url = format!("sqlite://{}", database.display());
+    // A real palisade database whose history fills a few hundred pages.
+    let store = SqliteStore::open(&url).await.unwrap();
+    for i in 0..300 {
+        let from = UserRef {
+            id: "id-alice".into(),
+            name: "alice".into(),
+        };
+        let body = format!("{i}{}", "x".repeat(1500));
+        let message = NewMessage {
+            room: "general".into(),
+            from,
+            body,
+            nonce: None,
+            ts: 0,
+        };
+        store.append(message).await.unwrap();
+    }
+    drop(store);
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    // Garbage over one page of history: opening and migrating never read it.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&database)
+        .unwrap();
+    let length = file.metadata().unwrap().len();
+    assert!(
+        length > 100 * 4096,
+        "the history is in the main file: {length}"
+    );
+    file.seek(SeekFrom::Start(length / 2 / 4096 * 4096))
+        .unwrap();
+    file.write_all(&[0x5A; 4096]).unwrap();
+    drop(file);
+
+    let (status, log) = start_binary_on(&database).await;
+    assert_refused_naming(status, &log, &database, "quick_check");
+}
