@@ -125,7 +125,7 @@ fn skip<T>(why: &str) -> Option<T> {
         std::env::var("PALISADE_REQUIRE_FAULTS").as_deref() != Ok("1"),
         "PALISADE_REQUIRE_FAULTS=1 but mount is not permitted here: {why}"
     );
-    eprintln!("SKIPPED: disk fault test needs root to mount a tmpfs ({why})");
+    eprintln!("SKIPPED: disk fault test: cannot mount a test file system ({why})");
     None
 }
 
