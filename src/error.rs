@@ -65,7 +65,9 @@ impl ApiError {
     /// else `500 internal`.
     pub fn store(error: crate::store::StoreError) -> Self {
         if error.is_unavailable() {
-            tracing::warn!(%error, "a write was refused: the store cannot write");
+            // The store logs once when it stops writing; a log line per request would
+            // flood the log for as long as the disk is full.
+            tracing::debug!(%error, "a write was refused: the store cannot write");
             ApiError::StoreUnavailable
         } else {
             ApiError::internal(error)

@@ -256,10 +256,10 @@ impl Writer {
             Ok(conn) => Ok(Lent {
                 conn,
                 health: &self.health,
-                succeeded: false,
+                failure: Some("the write was abandoned before it finished".to_owned()),
             }),
             Err(error) => {
-                self.health.record(false);
+                self.health.record(Err(&reason(&error)));
                 Err(write_error(error))
             }
         }
@@ -281,17 +281,19 @@ impl Writer {
 struct Lent<'w> {
     conn: PoolConnection<Sqlite>,
     health: &'w WriteHealth,
-    succeeded: bool,
+    /// Why the write failed; until it is settled, it was abandoned.
+    failure: Option<String>,
 }
 
 impl Lent<'_> {
     fn settle<T>(mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
-        self.succeeded = match &result {
-            Ok(_) => true,
+        self.failure = match &result {
+            Ok(_) => None,
             // A constraint refusal (a taken name) is SQLite answering: it undid only
             // that statement, and the disk is fine. Counting it as a failed write would
             // let anyone mark the node unready by registering taken names.
-            Err(error) => is_constraint_violation(error),
+            Err(error) if is_constraint_violation(error) => None,
+            Err(error) => Some(reason(error)),
         };
         result
     }
@@ -312,10 +314,13 @@ fn is_constraint_violation(error: &sqlx::Error) -> bool {
 
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
-        if !self.succeeded {
+        if self.failure.is_some() {
             self.conn.close_on_drop();
         }
-        self.health.record(self.succeeded);
+        self.health.record(match &self.failure {
+            None => Ok(()),
+            Some(reason) => Err(reason),
+        });
     }
 }
 
@@ -342,19 +347,24 @@ struct WriteHealth {
 }
 
 impl WriteHealth {
-    /// Notes a write's outcome; a change between writable and not is logged once.
-    fn record(&self, succeeded: bool) {
+    /// Notes a write's outcome. Only a change between writable and not is logged, so a
+    /// full disk under heavy traffic makes one log line, not one per refused write.
+    fn record(&self, outcome: Result<(), &str>) {
         let Ok(mut last) = self.last.lock() else {
             return;
         };
         let was = last.map(|(_, succeeded)| succeeded);
+        let succeeded = outcome.is_ok();
         *last = Some((Instant::now(), succeeded));
         drop(last);
-        match (was, succeeded) {
-            (Some(true) | None, false) => {
-                tracing::warn!("the store cannot write: sends and registrations are refused");
+        match (was, outcome) {
+            (Some(true) | None, Err(reason)) => {
+                tracing::error!(
+                    %reason,
+                    "the store cannot write: sends, registrations and revocations are refused until it can"
+                );
             }
-            (Some(false), true) => tracing::info!("the store writes again"),
+            (Some(false), Ok(())) => tracing::info!("the store writes again"),
             _ => {}
         }
     }
@@ -637,7 +647,7 @@ async fn group_commit(writer: Writer, mut requests: mpsc::Receiver<AppendRequest
             }
             Err(error) => {
                 // Nothing of the batch was committed: every sender gets an error to retry.
-                tracing::error!(%error, messages = batch.len(), "cannot store messages");
+                tracing::debug!(%error, messages = batch.len(), "cannot store messages");
                 for request in batch.drain(..) {
                     let copy = match &error {
                         StoreError::Unwritable(detail) => StoreError::Unwritable(detail.clone()),
@@ -888,7 +898,7 @@ mod tests {
             probing: tokio::sync::Mutex::new(()),
         };
         assert_eq!(health.fresh(), None);
-        health.record(false);
+        health.record(Err("database or disk is full"));
         assert_eq!(health.fresh(), Some(false));
         tokio::time::advance(WRITABLE_FRESH_FOR).await;
         assert_eq!(health.fresh(), None, "stale: time for a new probe");
