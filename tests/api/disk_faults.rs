@@ -1,4 +1,5 @@
-//! Durability under disk faults: a full disk, a read-only disk and a damaged database.
+//! Durability under disk faults: a full disk, a read-only disk and a damaged database,
+//! and the one-line errors that refuse a start (each names the file or setting).
 //!
 //! The faulty disks are real: a 2 MiB tmpfs that fills up, an ext4 loop device that
 //! turns read-only as on an I/O error, a read-only bind mount. Mounting needs root;
@@ -461,9 +462,13 @@ async fn a_database_on_a_read_only_disk_is_refused_at_start_with_one_line_naming
 
 /// Starts the real binary on this database and returns its exit status and output.
 async fn start_binary_on(database: &Path) -> (Option<i32>, String) {
+    start_binary(database, "127.0.0.1:0").await
+}
+
+async fn start_binary(database: &Path, listen: &str) -> (Option<i32>, String) {
     let url = format!("sqlite://{}", database.display());
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args(["--listen", "127.0.0.1:0", "--database-url", &url])
+        .args(["--listen", listen, "--database-url", &url])
         .env("PALISADE_JWT_SECRET", crate::helpers::TEST_SECRET)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
@@ -482,19 +487,34 @@ async fn start_binary_on(database: &Path) -> (Option<i32>, String) {
 }
 
 fn assert_refused_naming(status: Option<i32>, log: &str, database: &Path, symptom: &str) {
+    assert_refused_saying(status, log, &[&database.display().to_string(), symptom]);
+}
+
+/// The server exited non-zero without serving, with one error line saying all of these.
+fn assert_refused_saying(status: Option<i32>, log: &str, words: &[&str]) {
     assert!(
         status.is_some_and(|code| code != 0),
         "exits non-zero: {status:?}\n{log}"
     );
     assert!(!log.contains("listening on"), "never serves:\n{log}");
-    let path = database.display().to_string();
     let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
     assert_eq!(errors.len(), 1, "one error line:\n{log}");
-    assert!(
-        errors[0].contains(&path) && errors[0].contains(symptom),
-        "the error names {path} and says {symptom:?}: {}",
-        errors[0]
-    );
+    for word in words {
+        assert!(
+            errors[0].contains(word),
+            "the error says {word:?}: {}",
+            errors[0]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_refused_at_start_naming_the_setting() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (status, log) = start_binary(&dir.path().join("palisade.db"), &address).await;
+    assert_refused_saying(status, &log, &[&address, "--listen"]);
 }
 
 #[tokio::test]
