@@ -49,7 +49,12 @@ impl Mount {
             Err(error) => return skip(&error.to_string()),
         }
         let view = Self { dir };
-        view.remount("ro");
+        let status = Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(view.path())
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "the bind mount turns read-only");
         Some(view)
     }
 
@@ -100,16 +105,6 @@ impl Mount {
 
     fn database_url(&self) -> String {
         format!("sqlite://{}", self.path().join("palisade.db").display())
-    }
-
-    /// Makes a bind mount read-only (`ro`) or writable (`rw`) again.
-    fn remount(&self, mode: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,bind,{mode}")])
-            .arg(self.path())
-            .status()
-            .expect("mount runs");
-        assert!(status.success(), "remount {mode} failed");
     }
 }
 
