@@ -54,6 +54,9 @@ pub enum ApiError {
     /// Too busy to take this request now; the same `unavailable` code, with `Retry-After`.
     #[error("the server is busy, try again shortly")]
     Busy { retry_after: Duration },
+    /// The store cannot write right now (full or read-only disk): nothing was saved.
+    #[error("the server cannot save this right now, try again shortly")]
+    StoreUnavailable,
     #[error("this endpoint speaks WebSocket only")]
     UpgradeRequired,
     #[error("internal error: {0}")]
@@ -63,6 +66,19 @@ pub enum ApiError {
 impl ApiError {
     pub fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         ApiError::Internal(error.into())
+    }
+
+    /// A store error: `503 unavailable` (retry later) when the store cannot write,
+    /// else `500 internal`.
+    pub fn store(error: crate::store::StoreError) -> Self {
+        if error.is_unavailable() {
+            // The store logs once when it stops writing; a log line per request would
+            // flood the log for as long as the disk is full.
+            tracing::debug!(%error, "a write was refused: the store cannot write");
+            ApiError::StoreUnavailable
+        } else {
+            ApiError::internal(error)
+        }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -84,7 +100,9 @@ impl ApiError {
             ApiError::RateLimited { .. } | ApiError::TooManyConnections { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ApiError::Unavailable | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Busy { .. } | ApiError::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -110,7 +128,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::TooManyConnections { .. } => "too_many_connections",
-            ApiError::Unavailable | ApiError::Busy { .. } => "unavailable",
+            ApiError::Unavailable | ApiError::Busy { .. } | ApiError::StoreUnavailable => {
+                "unavailable"
+            }
             ApiError::UpgradeRequired => "upgrade_required",
             ApiError::Internal(_) => "internal",
         }
@@ -128,10 +148,14 @@ impl IntoResponse for ApiError {
         };
         let body = Json(json!({"error": {"code": self.code(), "message": message}}));
         let mut response = (self.status(), body).into_response();
-        if let ApiError::RateLimited { retry_after }
-        | ApiError::TooManyConnections { retry_after }
-        | ApiError::Busy { retry_after } = &self
-        {
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after }
+            | ApiError::TooManyConnections { retry_after }
+            | ApiError::Busy { retry_after } => Some(*retry_after),
+            ApiError::StoreUnavailable => Some(crate::store::RETRY_AFTER),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -249,5 +273,16 @@ mod tests {
         }
         .into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn a_store_that_cannot_write_is_a_503_to_retry_and_other_store_errors_are_internal() {
+        use crate::store::StoreError;
+        let response = ApiError::store(StoreError::Unwritable("database or disk is full".into()))
+            .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let other = ApiError::store(StoreError::Database(sqlx::Error::RowNotFound));
+        assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

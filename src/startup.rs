@@ -27,15 +27,22 @@ use tokio_rustls::TlsAcceptor;
 /// How long shutdown waits for sessions to send their close frames.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why the server cannot start; each message names the file or setting at fault and
+/// fits on one log line.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot open the database: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot read the revocations and bans from the database {database}: {source}")]
+    Revocations {
+        database: String,
+        source: StoreError,
+    },
     #[error(transparent)]
     Keys(#[from] KeyError),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} (--listen / PALISADE_LISTEN): {source}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -80,8 +87,24 @@ impl Application {
             });
         }
         let keys = JwtKeys::new(&settings)?;
-        let revocations = Revocations::new(store.revocations().await?)
-            .with_disabled(store.disabled_users().await?);
+        let database = || store::describe_url(&settings.database_url);
+        let stored_revocations =
+            store
+                .revocations()
+                .await
+                .map_err(|source| StartupError::Revocations {
+                    database: database(),
+                    source,
+                })?;
+        let disabled_users =
+            store
+                .disabled_users()
+                .await
+                .map_err(|source| StartupError::Revocations {
+                    database: database(),
+                    source,
+                })?;
+        let revocations = Revocations::new(stored_revocations).with_disabled(disabled_users);
         let state = build_state(settings, store, keys, revocations);
         let router = build_router(state.clone());
         Ok(Self {

@@ -13,7 +13,9 @@ pub enum TlsError {
     Certificate { path: String, reason: String },
     #[error("cannot read the TLS private key {path}: {reason}")]
     Key { path: String, reason: String },
-    #[error("the TLS certificate and key do not make a valid configuration: {0}")]
+    #[error(
+        "the TLS certificate and key (--tls-cert / --tls-key) do not make a valid configuration: {0}"
+    )]
     Config(#[from] rustls::Error),
 }
 

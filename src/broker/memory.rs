@@ -1,7 +1,8 @@
 //! The single-process broker: store, then hand to the local hub.
 //!
 //! A per-room lock spans the store write and the hand-off, so messages of a room reach
-//! the hub in exactly the order of their `seq`. Rooms do not wait for each other.
+//! the hub in exactly the order of their `seq`. Rooms do not wait for each other. Only
+//! a message the store committed is handed on: nobody sees one that was not stored.
 
 use super::{Broker, BrokerError, encode};
 use crate::hub::{Hub, RoomEvent};
@@ -82,10 +83,11 @@ mod tests {
     use std::time::Duration;
 
     /// A store whose first append is slow: without the per-room lock, the second
-    /// message would reach the hub first.
+    /// message would reach the hub first. With `refuse`, every append fails.
     #[derive(Default)]
     struct SlowFirstStore {
         next_seq: AtomicU64,
+        refuse: bool,
     }
 
     #[async_trait]
@@ -100,6 +102,9 @@ mod tests {
             unimplemented!()
         }
         async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
+            if self.refuse {
+                return Err(StoreError::Unwritable("database or disk is full".into()));
+            }
             let seq = self.next_seq.fetch_add(1, Ordering::SeqCst) + 1;
             if seq == 1 {
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -141,6 +146,9 @@ mod tests {
             unimplemented!()
         }
         async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn check_writable(&self) -> Result<(), StoreError> {
             Ok(())
         }
     }
@@ -192,5 +200,36 @@ mod tests {
             "joined, then both messages: {delivered:?}"
         );
         assert!(delivered[1].contains("\"seq\":1") && delivered[2].contains("\"seq\":2"));
+    }
+
+    #[tokio::test]
+    async fn a_message_the_store_refused_reaches_no_one() {
+        let hub = Arc::new(Hub::new(16));
+        let store = SlowFirstStore {
+            refuse: true,
+            ..SlowFirstStore::default()
+        };
+        let broker = MemoryBroker::new(Arc::new(store), Arc::clone(&hub));
+        let (outbox, mut queue) = Outbox::new(16, 1 << 20, Closer::new());
+        let member = UserRef {
+            id: "m".into(),
+            name: "m".into(),
+        };
+        hub.begin_join("r", 1, &member, &outbox);
+        hub.finish_join("r", 1, 0, |_| "joined".into());
+
+        let refused = broker.publish_message(draft("lost")).await;
+        assert!(matches!(
+            refused,
+            Err(BrokerError::Store(StoreError::Unwritable(_)))
+        ));
+        assert_eq!(
+            queue.try_recv().map(|f| f.as_str().to_owned()).as_deref(),
+            Some("joined")
+        );
+        assert!(
+            queue.try_recv().is_none(),
+            "nothing but the join was queued"
+        );
     }
 }

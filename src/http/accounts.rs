@@ -169,6 +169,7 @@ fn account_error(state: &AppState, ip: IpAddr, error: AccountError) -> ApiError 
                 retry_after: HASH_BUSY_RETRY_AFTER,
             }
         }
+        AccountError::Store(store) => ApiError::store(store),
         other => ApiError::internal(other),
     }
 }

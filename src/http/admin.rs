@@ -10,6 +10,9 @@
 //! The id is a token's `sub`: a palisade account id or an external issuer's user id.
 //! For a palisade token the caller's role is read from the account as it is now, so
 //! removing an admin takes effect without waiting for their token to expire.
+//!
+//! A revocation or ban the store cannot save is not applied at all and answers
+//! `503 unavailable` to retry, so a `200` always means it survives a restart.
 
 use crate::auth::{Authenticated, Identity, current_role};
 use crate::error::ApiError;
@@ -72,7 +75,7 @@ async fn revoke(
         .store
         .revoke(&user_id, at)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::store)?;
     state.auth.revocations().record(&user_id, at);
     let closed = state.connections.close_user(&user_id, CloseCode::Revoked);
     tracing::warn!(target: "security", event = "user_revoked", admin = %caller.user.id, user = %user_id, closed);
@@ -98,7 +101,7 @@ async fn disable(
         .store
         .disable(&user_id, at)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::store)?;
     state.auth.revocations().disable(&user_id, at);
     let closed = state.connections.close_user(&user_id, CloseCode::Revoked);
     tracing::warn!(target: "security", event = "user_disabled", admin = %caller.user.id, user = %user_id, closed);
@@ -120,7 +123,7 @@ async fn enable(
         .store
         .enable(&user_id)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::store)?;
     state.auth.revocations().enable(&user_id);
     tracing::warn!(target: "security", event = "user_enabled", admin = %caller.user.id, user = %user_id, was_disabled);
     Ok(Json(

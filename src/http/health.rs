@@ -1,4 +1,10 @@
-//! `/healthz` (the process serves) and `/readyz` (its store and broker answer).
+//! `/healthz` (the process serves) and `/readyz` (it can do its job: the store answers
+//! *and can write*, the broker answers, and it is not draining).
+//!
+//! A node whose disk is full or read-only still serves reads, but every send and
+//! registration on it fails, so readiness includes a write: a load balancer then takes
+//! the node out of rotation. The store answers that from its latest write, or from a
+//! tiny write probe at most once a second, so polling `/readyz` cannot load the disk.
 
 use crate::state::AppState;
 use axum::extract::State;
@@ -19,15 +25,26 @@ async fn health() -> Json<Value> {
 
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let store = state.store.ping().await.is_ok();
+    let writable = match state.store.check_writable().await {
+        Ok(()) => true,
+        Err(error) => {
+            // The store logs when it stops and starts writing; readiness floods must not.
+            tracing::debug!(%error, "not ready: the store cannot write");
+            false
+        }
+    };
     let broker = state.broker.ping().await.is_ok();
-    if store && broker && !state.shutdown.is_triggered() {
+    if store && writable && broker && !state.shutdown.is_triggered() {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({"error": {"code": "unavailable", "message": "not ready"}, "store": store, "broker": broker}),
-            ),
+            Json(json!({
+                "error": {"code": "unavailable", "message": "not ready"},
+                "store": store,
+                "store_writable": writable,
+                "broker": broker,
+            })),
         )
     }
 }

@@ -4,6 +4,10 @@
 //! embedded default is SQLite ([`sqlite::SqliteStore`]); a PostgreSQL store for cluster
 //! mode implements the same trait. The store assigns each room's `seq` atomically with
 //! the insert, and a call that returns `Ok` has committed.
+//!
+//! A write that fails is reported as [`StoreError::Unwritable`]: the caller says so to
+//! its client, who may retry; a disk that was full or read-only serves writes again
+//! without a restart once the cause is gone.
 
 pub mod sqlite;
 
@@ -11,22 +15,44 @@ use crate::model::{Role, StoredMessage, UserRef};
 use async_trait::async_trait;
 use std::sync::Arc;
 
+/// How long a client told `unavailable` should wait before retrying a write.
+pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("username already taken")]
     UsernameTaken,
-    #[error("unsupported database URL (expected sqlite://…)")]
-    UnsupportedUrl,
+    #[error(
+        "unsupported database URL scheme {0:?} in --database-url / PALISADE_DATABASE_URL (expected sqlite://path)"
+    )]
+    UnsupportedUrl(String),
+    /// The database could not be opened or prepared at start; names the file.
+    #[error("cannot open the database {path}: {reason}")]
+    Open { path: String, reason: String },
+    /// The file opens but fails SQLite's own consistency check.
+    #[error("the database {path} is damaged ({detail}): restore it from a backup or move it away")]
+    Corrupt { path: String, detail: String },
+    /// A read failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("cannot create the database folder: {0}")]
-    Io(#[from] std::io::Error),
+    /// A write failed for a cause that passes (full or read-only disk, I/O error, busy
+    /// or reopening database). It was not acknowledged to anyone; a client may retry
+    /// (with its nonce, a send cannot be stored twice).
+    #[error("cannot write to the database: {0}")]
+    Unwritable(String),
+    /// A write failed for a cause a retry does not fix (a bug, a broken schema).
+    #[error("a write failed: {0}")]
+    WriteFailed(String),
     #[error("the store is shut down")]
     Closed,
-    #[error("the batch this write was part of failed: {0}")]
-    BatchFailed(String),
+}
+
+impl StoreError {
+    /// Whether the caller should tell its client to retry later (`unavailable`) rather
+    /// than report an internal error: the store cannot write right now, or is stopping.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unwritable(_) | StoreError::Closed)
+    }
 }
 
 /// An account row, with its password hash (never leaves the server).
@@ -175,6 +201,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Answers when the database does (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether a small write commits now (for `/readyz`): a full or read-only disk
+    /// answers [`StoreError::Unwritable`]. Implementations answer from a recent write or
+    /// probe when there is one, so a flood of readiness checks does not reach the disk.
+    async fn check_writable(&self) -> Result<(), StoreError>;
 }
 
 /// Opens the store named by a database URL.
@@ -182,8 +213,31 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else {
-        Err(StoreError::UnsupportedUrl)
+        Err(StoreError::UnsupportedUrl(scheme_of(url)))
     }
+}
+
+/// The database a URL names, fit for an error message: the file of an SQLite URL, only
+/// the scheme of any other (its credentials must not reach a log).
+pub fn describe_url(url: &str) -> String {
+    match url.strip_prefix("sqlite:") {
+        Some(rest) => rest
+            .trim_start_matches("//")
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        None => format!("{}://…", scheme_of(url)),
+    }
+}
+
+fn scheme_of(url: &str) -> String {
+    url.split(':')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(16)
+        .collect()
 }
 
 #[cfg(test)]
@@ -226,6 +280,16 @@ mod tests {
             one,
             serde_json::to_vec(&messages[0]).unwrap().len() + 1,
             "the count matches real serialisation"
+        );
+    }
+
+    #[test]
+    fn described_urls_name_the_file_and_never_credentials() {
+        assert_eq!(describe_url("sqlite://./data/p.db"), "./data/p.db");
+        assert_eq!(describe_url("sqlite:///srv/p.db?mode=rwc"), "/srv/p.db");
+        assert_eq!(
+            describe_url("postgres://user:secret@db/palisade"),
+            "postgres://…"
         );
     }
 }

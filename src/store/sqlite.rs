@@ -8,20 +8,29 @@
 //! Appends are group-committed: one task takes every append waiting (up to 256) and
 //! writes them in one transaction, so concurrent senders share one fsync instead of
 //! queueing for one each. Each caller still gets its own answer after the commit.
+//!
+//! A write that fails (full or read-only disk, I/O error) closes the writer connection
+//! instead of reusing it (see [`Writer`]), and is reported as
+//! [`StoreError::Unwritable`]; the outcome of the latest write also answers `/readyz`.
+//! Opening refuses a file SQLite finds damaged, and every opening error names the file.
 
 use super::{Appended, NewMessage, ReplayFrom, RoomSnapshot, Store, StoreError, UserRecord};
 use crate::model::{Role, StoredMessage, UserRef};
 use async_trait::async_trait;
-use sqlx::SqliteConnection;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{Connection, Sqlite, SqliteConnection};
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 pub struct SqliteStore {
-    writer: SqlitePool,
+    writer: Writer,
     reader: SqlitePool,
     appends: mpsc::Sender<AppendRequest>,
 }
@@ -33,6 +42,12 @@ struct AppendRequest {
 
 /// Most appends committed in one transaction.
 const MAX_BATCH: usize = 256;
+
+/// How long the outcome of a write or probe stands for readiness before a new probe.
+const WRITABLE_FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// How long a write waits for the writer connection (queued behind others, or reopening).
+const WRITER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type MessageRow = (i64, String, String, String, Option<String>, i64);
 
@@ -67,29 +82,99 @@ fn to_db_seq(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
+/// SQLite's primary result code of an error (sqlx gives the extended one).
+fn primary_code(error: &sqlx::Error) -> Option<i64> {
+    error
+        .as_database_error()
+        .and_then(|db| db.code())
+        .and_then(|code| code.parse::<i64>().ok())
+        .map(|code| code & 0xff)
+}
+
+/// A failed write, sorted: causes that pass by themselves (the disk, a busy or closing
+/// database) are [`StoreError::Unwritable`], to retry; the rest are bugs.
+fn write_error(error: sqlx::Error) -> StoreError {
+    const BUSY: i64 = 5;
+    const LOCKED: i64 = 6;
+    const READONLY: i64 = 8;
+    const IOERR: i64 = 10;
+    const FULL: i64 = 13;
+    const CANTOPEN: i64 = 14;
+    const PROTOCOL: i64 = 15;
+    let passing = match &error {
+        sqlx::Error::Database(_) => matches!(
+            primary_code(&error),
+            Some(BUSY | LOCKED | READONLY | IOERR | FULL | CANTOPEN | PROTOCOL)
+        ),
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    };
+    if passing {
+        StoreError::Unwritable(reason(&error))
+    } else {
+        StoreError::WriteFailed(reason(&error))
+    }
+}
+
+/// The text of an error fit for one log line: SQLite's own message when there is one.
+fn reason(error: &sqlx::Error) -> String {
+    match error.as_database_error() {
+        Some(db) => db.message().to_owned(),
+        None => error.to_string(),
+    }
+}
+
 impl SqliteStore {
-    /// Opens (creating file and folder if needed) and migrates the database.
+    /// Opens (creating file and folder if needed), checks and migrates the database.
+    /// Every error names the file.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
+        Self::open_with(url, WRITABLE_FRESH_FOR).await
+    }
+
+    /// [`SqliteStore::open`], with how long a write's outcome answers for readiness.
+    async fn open_with(url: &str, writable_fresh_for: Duration) -> Result<Self, StoreError> {
+        let failed = |path: &str, reason: String| StoreError::Open {
+            path: path.to_owned(),
+            reason,
+        };
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| failed(&super::describe_url(url), reason(&e)))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
+        let path = options.get_filename().display().to_string();
         if let Some(parent) = options.get_filename().parent() {
             if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)?;
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    failed(
+                        &path,
+                        format!("cannot create its folder {}: {e}", parent.display()),
+                    )
+                })?;
             }
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(WRITER_ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+            .await
+            .map_err(|e| open_error(&path, &e))?;
+        check_integrity(&writer, &path).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&writer)
+            .await
+            .map_err(|e| failed(&path, format!("migration failed: {e}")))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
-            .await?;
+            .await
+            .map_err(|e| failed(&path, reason(&e)))?;
+        let writer = Writer::new(writer, writable_fresh_for);
         let (appends, requests) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(group_commit(writer.clone(), requests));
         Ok(Self {
@@ -97,6 +182,208 @@ impl SqliteStore {
             reader,
             appends,
         })
+    }
+}
+
+/// A failure to open the file: SQLite's "not a database" and "malformed" mean damaged;
+/// "cannot open" and "read-only" usually mean a folder or disk the server cannot write.
+fn open_error(path: &str, error: &sqlx::Error) -> StoreError {
+    const SQLITE_READONLY: i64 = 8;
+    const SQLITE_CORRUPT: i64 = 11;
+    const SQLITE_CANTOPEN: i64 = 14;
+    const SQLITE_NOTADB: i64 = 26;
+    let path = path.to_owned();
+    match primary_code(error) {
+        Some(SQLITE_CORRUPT | SQLITE_NOTADB) => StoreError::Corrupt {
+            path,
+            detail: reason(error),
+        },
+        Some(SQLITE_CANTOPEN | SQLITE_READONLY) => StoreError::Open {
+            path,
+            reason: format!(
+                "{} (check that its folder exists and is writable by this user)",
+                reason(error)
+            ),
+        },
+        _ => StoreError::Open {
+            path,
+            reason: reason(error),
+        },
+    }
+}
+
+/// Refuses a file SQLite itself finds damaged, so it is not discovered later, one
+/// failed query at a time. `quick_check` reads every page but skips index cross-checks.
+async fn check_integrity(pool: &SqlitePool, path: &str) -> Result<(), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        path: path.to_owned(),
+        detail: format!("quick_check: {detail}"),
+    };
+    let findings: Vec<(String,)> = sqlx::query_as("PRAGMA quick_check(5)")
+        .fetch_all(pool)
+        .await
+        .map_err(|e| corrupt(reason(&e)))?;
+    match findings.as_slice() {
+        [(only,)] if only == "ok" => Ok(()),
+        _ => Err(corrupt(
+            findings
+                .into_iter()
+                .map(|(line,)| line.replace(['\n', '\r'], " "))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
+    }
+}
+
+/// The single writer connection, lent out for one write at a time, and what the last
+/// write found (for readiness).
+///
+/// sqlx counts transactions on its side: when SQLite rolls one back by itself (a COMMIT
+/// that meets a full disk), that count stays open and later statements on the same
+/// connection run inside a transaction that never commits. So a connection whose write
+/// failed is never reused: it is closed and the pool opens a fresh one for the next
+/// write, which also makes writes resume by themselves once the disk has room again.
+#[derive(Clone)]
+struct Writer {
+    pool: SqlitePool,
+    health: Arc<WriteHealth>,
+}
+
+impl Writer {
+    fn new(pool: SqlitePool, fresh_for: Duration) -> Self {
+        Self {
+            pool,
+            health: Arc::new(WriteHealth {
+                fresh_for,
+                last: std::sync::Mutex::new(None),
+                probing: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    async fn lend(&self) -> Result<Lent<'_>, StoreError> {
+        match self.pool.acquire().await {
+            Ok(conn) => Ok(Lent {
+                conn,
+                health: &self.health,
+                failure: Some("the write was abandoned before it finished".to_owned()),
+            }),
+            Err(error) => {
+                self.health.record(Err(&reason(&error)));
+                Err(write_error(error))
+            }
+        }
+    }
+
+    /// Runs one statement in its own (implicit) transaction.
+    async fn execute<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> Result<(), StoreError> {
+        let mut lent = self.lend().await?;
+        let done = query.execute(&mut *lent).await.map(drop);
+        lent.settle(done).map_err(write_error)
+    }
+}
+
+/// The writer connection on loan. Settled with a success it goes back to the pool; a
+/// failure, or a caller that gives up mid-write (a dropped future), closes it instead.
+struct Lent<'w> {
+    conn: PoolConnection<Sqlite>,
+    health: &'w WriteHealth,
+    /// Why the write failed; until it is settled, it was abandoned.
+    failure: Option<String>,
+}
+
+impl Lent<'_> {
+    fn settle<T>(mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        self.failure = match &result {
+            Ok(_) => None,
+            // A constraint refusal (a taken name) is SQLite answering: it undid only
+            // that statement, and the disk is fine. Counting it as a failed write would
+            // let anyone mark the node unready by registering taken names.
+            Err(error) if is_constraint_violation(error) => None,
+            Err(error) => Some(reason(error)),
+        };
+        result
+    }
+}
+
+fn is_constraint_violation(error: &sqlx::Error) -> bool {
+    use sqlx::error::ErrorKind;
+    error.as_database_error().is_some_and(|db| {
+        matches!(
+            db.kind(),
+            ErrorKind::UniqueViolation
+                | ErrorKind::ForeignKeyViolation
+                | ErrorKind::NotNullViolation
+                | ErrorKind::CheckViolation
+        )
+    })
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if self.failure.is_some() {
+            self.conn.close_on_drop();
+        }
+        self.health.record(match &self.failure {
+            None => Ok(()),
+            Some(reason) => Err(reason),
+        });
+    }
+}
+
+impl Deref for Lent<'_> {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Lent<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+}
+
+/// The outcome of the latest write or probe, and when it happened.
+struct WriteHealth {
+    /// How long an outcome answers for readiness before a new probe.
+    fresh_for: Duration,
+    last: std::sync::Mutex<Option<(Instant, bool)>>,
+    /// One probe at a time: callers that arrive meanwhile share its answer.
+    probing: tokio::sync::Mutex<()>,
+}
+
+impl WriteHealth {
+    /// Notes a write's outcome. Only a change between writable and not is logged, so a
+    /// full disk under heavy traffic makes one log line, not one per refused write.
+    fn record(&self, outcome: Result<(), &str>) {
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        let was = last.map(|(_, succeeded)| succeeded);
+        let succeeded = outcome.is_ok();
+        *last = Some((Instant::now(), succeeded));
+        drop(last);
+        match (was, outcome) {
+            (Some(true) | None, Err(reason)) => {
+                tracing::error!(
+                    %reason,
+                    "the store cannot write: sends, registrations and revocations are refused until it can"
+                );
+            }
+            (Some(false), Ok(())) => tracing::info!("the store writes again"),
+            _ => {}
+        }
+    }
+
+    /// The latest outcome, if recent enough to answer for now.
+    fn fresh(&self) -> Option<bool> {
+        let last = *self.last.lock().ok()?;
+        last.filter(|(at, _)| at.elapsed() < self.fresh_for)
+            .map(|(_, succeeded)| succeeded)
     }
 }
 
@@ -108,6 +395,7 @@ impl Store for SqliteStore {
         name: &str,
         password_hash: &str,
     ) -> Result<UserRecord, StoreError> {
+        let mut lent = self.writer.lend().await?;
         let result = sqlx::query(
             "INSERT INTO users (id, name, password_hash, role, created_at) VALUES (?1, ?2, ?3, 'user', ?4)",
         )
@@ -115,9 +403,9 @@ impl Store for SqliteStore {
         .bind(name)
         .bind(password_hash)
         .bind(crate::model::now_secs())
-        .execute(&self.writer)
+        .execute(&mut *lent)
         .await;
-        match result {
+        match lent.settle(result) {
             Ok(_) => Ok(UserRecord {
                 user: UserRef {
                     id: id.to_owned(),
@@ -129,7 +417,7 @@ impl Store for SqliteStore {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 Err(StoreError::UsernameTaken)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(write_error(e)),
         }
     }
 
@@ -240,15 +528,16 @@ impl Store for SqliteStore {
     }
 
     async fn revoke(&self, user_id: &str, at: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO revocations (user_id, revoked_at) VALUES (?1, ?2)
-             ON CONFLICT (user_id) DO UPDATE SET revoked_at = MAX(revoked_at, excluded.revoked_at)",
-        )
-        .bind(user_id)
-        .bind(at)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        self.writer
+            .execute(
+                sqlx::query(
+                    "INSERT INTO revocations (user_id, revoked_at) VALUES (?1, ?2)
+                     ON CONFLICT (user_id) DO UPDATE SET revoked_at = MAX(revoked_at, excluded.revoked_at)",
+                )
+                .bind(user_id)
+                .bind(at),
+            )
+            .await
     }
 
     async fn revocations(&self) -> Result<Vec<(String, i64)>, StoreError> {
@@ -260,24 +549,21 @@ impl Store for SqliteStore {
     }
 
     async fn disable(&self, user_id: &str, at: i64) -> Result<(), StoreError> {
-        self.revoke(user_id, at).await?;
-        sqlx::query(
-            "INSERT INTO disabled_users (user_id, disabled_at) VALUES (?1, ?2)
-             ON CONFLICT (user_id) DO NOTHING",
-        )
-        .bind(user_id)
-        .bind(at)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        // The ban and the revocation of the tokens held so far commit together.
+        let mut lent = self.writer.lend().await?;
+        let written = disable_in(&mut lent, user_id, at).await;
+        lent.settle(written).map_err(write_error)
     }
 
     async fn enable(&self, user_id: &str) -> Result<bool, StoreError> {
+        let mut lent = self.writer.lend().await?;
         let deleted = sqlx::query("DELETE FROM disabled_users WHERE user_id = ?1")
             .bind(user_id)
-            .execute(&self.writer)
-            .await?;
-        Ok(deleted.rows_affected() > 0)
+            .execute(&mut *lent)
+            .await;
+        lent.settle(deleted)
+            .map(|done| done.rows_affected() > 0)
+            .map_err(write_error)
     }
 
     async fn disabled_users(&self) -> Result<Vec<(String, i64)>, StoreError> {
@@ -292,6 +578,36 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
+
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        let health = &self.writer.health;
+        let answer = |writable: bool| {
+            if writable {
+                Ok(())
+            } else {
+                Err(StoreError::Unwritable(
+                    "the latest write or write probe failed".to_owned(),
+                ))
+            }
+        };
+        if let Some(writable) = health.fresh() {
+            return answer(writable);
+        }
+        let _turn = health.probing.lock().await;
+        if let Some(writable) = health.fresh() {
+            return answer(writable);
+        }
+        // One tiny row rewritten in place: a real commit through the real writer.
+        self.writer
+            .execute(
+                sqlx::query(
+                    "INSERT INTO write_probe (id, at, probes) VALUES (1, ?1, 1)
+                     ON CONFLICT (id) DO UPDATE SET at = excluded.at, probes = probes + 1",
+                )
+                .bind(crate::model::now_millis()),
+            )
+            .await
+    }
 }
 
 /// Writes one message inside the batch's transaction: its seq, or the earlier message
@@ -299,7 +615,7 @@ impl Store for SqliteStore {
 async fn append_in(
     tx: &mut SqliteConnection,
     message: &NewMessage,
-) -> Result<Appended, StoreError> {
+) -> Result<Appended, sqlx::Error> {
     {
         if let Some(nonce) = &message.nonce {
             let earlier: Option<MessageRow> = sqlx::query_as(&format!(
@@ -354,7 +670,7 @@ async fn append_in(
 }
 
 /// Commits waiting appends in batches until the store is dropped.
-async fn group_commit(pool: SqlitePool, mut requests: mpsc::Receiver<AppendRequest>) {
+async fn group_commit(writer: Writer, mut requests: mpsc::Receiver<AppendRequest>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = requests.recv().await {
         batch.push(first);
@@ -364,7 +680,7 @@ async fn group_commit(pool: SqlitePool, mut requests: mpsc::Receiver<AppendReque
                 Err(_) => break,
             }
         }
-        match append_batch(&pool, &batch).await {
+        match append_batch(&writer, &batch).await {
             Ok(results) => {
                 for (request, result) in batch.drain(..).zip(results) {
                     let _ = request.reply.send(Ok(result));
@@ -372,22 +688,58 @@ async fn group_commit(pool: SqlitePool, mut requests: mpsc::Receiver<AppendReque
             }
             Err(error) => {
                 // Nothing of the batch was committed: every sender gets an error to retry.
-                let detail = error.to_string();
+                tracing::debug!(%error, messages = batch.len(), "cannot store messages");
                 for request in batch.drain(..) {
-                    let _ = request
-                        .reply
-                        .send(Err(StoreError::BatchFailed(detail.clone())));
+                    let copy = match &error {
+                        StoreError::Unwritable(detail) => StoreError::Unwritable(detail.clone()),
+                        other => StoreError::WriteFailed(other.to_string()),
+                    };
+                    let _ = request.reply.send(Err(copy));
                 }
             }
         }
     }
 }
 
+async fn disable_in(
+    conn: &mut SqliteConnection,
+    user_id: &str,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    sqlx::query(
+        "INSERT INTO revocations (user_id, revoked_at) VALUES (?1, ?2)
+         ON CONFLICT (user_id) DO UPDATE SET revoked_at = MAX(revoked_at, excluded.revoked_at)",
+    )
+    .bind(user_id)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO disabled_users (user_id, disabled_at) VALUES (?1, ?2)
+         ON CONFLICT (user_id) DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
 async fn append_batch(
-    pool: &SqlitePool,
+    writer: &Writer,
     batch: &[AppendRequest],
 ) -> Result<Vec<Appended>, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut lent = writer.lend().await?;
+    let written = write_batch(&mut lent, batch).await;
+    lent.settle(written).map_err(write_error)
+}
+
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    batch: &[AppendRequest],
+) -> Result<Vec<Appended>, sqlx::Error> {
+    let mut tx = conn.begin().await?;
     let mut results = Vec::with_capacity(batch.len());
     for request in batch {
         results.push(append_in(&mut tx, &request.message).await?);
@@ -541,11 +893,11 @@ mod tests {
     async fn commits_are_synced_to_disk_in_wal_mode() {
         let (_dir, store) = store().await;
         let (synchronous,): (i64,) = sqlx::query_as("PRAGMA synchronous")
-            .fetch_one(&store.writer)
+            .fetch_one(&store.writer.pool)
             .await
             .unwrap();
         let (journal,): (String,) = sqlx::query_as("PRAGMA journal_mode")
-            .fetch_one(&store.writer)
+            .fetch_one(&store.writer.pool)
             .await
             .unwrap();
         assert_eq!(synchronous, 2, "FULL: an ack means the message is on disk");
@@ -561,6 +913,76 @@ mod tests {
         let mut all = store.revocations().await.unwrap();
         all.sort();
         assert_eq!(all, [("u1".to_owned(), 100), ("u2".to_owned(), 7)]);
+    }
+
+    async fn probes_so_far(store: &SqliteStore) -> i64 {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT probes FROM write_probe")
+            .fetch_optional(&store.reader)
+            .await
+            .unwrap();
+        row.map_or(0, |(n,)| n)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_readiness_checks_writes_one_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Arc::new(
+            SqliteStore::open_with(&url, Duration::from_secs(3600))
+                .await
+                .unwrap(),
+        );
+        let checks: Vec<_> = (0..50)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { store.check_writable().await })
+            })
+            .collect();
+        for check in checks {
+            check.await.unwrap().unwrap();
+        }
+        assert_eq!(probes_so_far(&store).await, 1);
+    }
+
+    #[tokio::test]
+    async fn readiness_answers_from_the_latest_write_instead_of_probing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::open_with(&url, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        store.append(draft("a", "1", None)).await.unwrap();
+        store.check_writable().await.unwrap();
+        assert_eq!(probes_so_far(&store).await, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_outcome_answers_for_readiness_only_while_fresh() {
+        let health = WriteHealth {
+            fresh_for: WRITABLE_FRESH_FOR,
+            last: std::sync::Mutex::new(None),
+            probing: tokio::sync::Mutex::new(()),
+        };
+        assert_eq!(health.fresh(), None);
+        health.record(Err("database or disk is full"));
+        assert_eq!(health.fresh(), Some(false));
+        tokio::time::advance(WRITABLE_FRESH_FOR).await;
+        assert_eq!(health.fresh(), None, "stale: time for a new probe");
+    }
+
+    #[tokio::test]
+    async fn a_taken_username_does_not_make_the_store_look_unwritable() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::open_with(&url, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        store.create_user("1", "alice", "h").await.unwrap();
+        assert!(matches!(
+            store.create_user("2", "alice", "h").await,
+            Err(StoreError::UsernameTaken)
+        ));
+        store.check_writable().await.unwrap();
     }
 
     #[tokio::test]

@@ -147,6 +147,9 @@ pub enum ErrorCode {
     RateLimited,
     InvalidBody,
     Unauthorized,
+    /// The server cannot store right now (e.g. its disk is full): nothing was stored or
+    /// delivered; retry after `retry_after_ms`, with the same nonce.
+    Unavailable,
     Internal,
 }
 

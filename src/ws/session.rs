@@ -19,7 +19,7 @@ use super::protocol::{
 };
 use super::writer::{self, CLOSE_GRACE};
 use crate::auth::Identity;
-use crate::broker::encode;
+use crate::broker::{BrokerError, encode};
 use crate::hub::ConnId;
 use crate::model::{now_millis, now_secs};
 use crate::state::AppState;
@@ -406,6 +406,18 @@ impl Session {
                 ts: appended.message.ts,
                 duplicate: appended.duplicate,
             }),
+            // Either way the message was neither stored nor delivered; the store has
+            // logged why. Only a cause that passes (a full or read-only disk) is worth a
+            // retry, and with the same nonce a retry cannot store it twice.
+            Err(BrokerError::Store(error)) if error.is_unavailable() => {
+                tracing::debug!(%error, "a message was not stored");
+                self.push(&ServerFrame::Error {
+                    id,
+                    code: ErrorCode::Unavailable,
+                    message: "the message was not stored: send it again shortly",
+                    retry_after_ms: Some(store_retry_after_ms()),
+                });
+            }
             Err(error) => {
                 tracing::error!(%error, "cannot store a message");
                 self.error(
@@ -488,4 +500,8 @@ impl Session {
             }
         }
     }
+}
+
+fn store_retry_after_ms() -> u64 {
+    u64::try_from(crate::store::RETRY_AFTER.as_millis()).unwrap_or(u64::MAX)
 }

@@ -4,6 +4,7 @@
 mod abuse_limits;
 mod amplification;
 mod chat;
+mod disk_faults;
 mod durability;
 mod error_responses;
 mod external_issuers;
