@@ -129,7 +129,18 @@ async fn an_admin_listed_by_account_id_loses_admin_at_renewal_once_unlisted() {
         s.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     })
     .await;
-    let renewed_again = renewed_token(&app, &renewed).await;
+    // Behind the trusted proxy every request names its client (an unnamed one is refused).
+    let response = app
+        .http
+        .post(app.url("/api/token"))
+        .header("x-forwarded-for", "203.0.113.5")
+        .bearer_auth(&renewed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let renewed_again = body["token"].as_str().unwrap().to_owned();
     assert!(!acts_as_admin(&app, &renewed_again).await);
     assert!(
         !acts_as_admin(&app, &renewed).await,
