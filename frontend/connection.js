@@ -224,8 +224,14 @@ export class Connection extends EventTarget {
   }
 
   onError(frame, reply) {
-    if (frame.code === "rate_limited") {
-      this.emit("notice", "You are sending too fast. Your message will go out in a moment.");
+    // Both codes say "nothing was stored, try again later": the send is retried with its
+    // nonce, so it is stored once however many tries it takes.
+    const retryable = {
+      rate_limited: "You are sending too fast. Your message will go out in a moment.",
+      unavailable: "The server cannot save messages right now. Your message will be retried.",
+    };
+    if (Object.hasOwn(retryable, frame.code)) {
+      this.emit("notice", retryable[frame.code]);
       if (reply?.nonce) {
         clearTimeout(this.timers[reply.nonce]);
         this.timers[reply.nonce] = setTimeout(() => this.transmit(reply.nonce), frame.retry_after_ms + 50);
