@@ -266,7 +266,7 @@ impl Writer {
             Ok(conn) => Ok(Lent {
                 conn,
                 health: &self.health,
-                failure: Some("the write was abandoned before it finished".to_owned()),
+                outcome: Outcome::Abandoned,
             }),
             Err(error) => {
                 self.health.record(Err(&reason(&error)));
@@ -291,19 +291,29 @@ impl Writer {
 struct Lent<'w> {
     conn: PoolConnection<Sqlite>,
     health: &'w WriteHealth,
-    /// Why the write failed; until it is settled, it was abandoned.
-    failure: Option<String>,
+    outcome: Outcome,
+}
+
+/// How a loan of the writer ended.
+enum Outcome {
+    /// The caller went away mid-write (a client that disconnected, a request time
+    /// limit): the connection may be half in a transaction, so it is closed, but the
+    /// disk said nothing, so readiness is not told it failed. Otherwise anyone could
+    /// mark the node unready by hanging up during a write.
+    Abandoned,
+    Succeeded,
+    Failed(String),
 }
 
 impl Lent<'_> {
     fn settle<T>(mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
-        self.failure = match &result {
-            Ok(_) => None,
+        self.outcome = match &result {
+            Ok(_) => Outcome::Succeeded,
             // A constraint refusal (a taken name) is SQLite answering: it undid only
             // that statement, and the disk is fine. Counting it as a failed write would
             // let anyone mark the node unready by registering taken names.
-            Err(error) if is_constraint_violation(error) => None,
-            Err(error) => Some(reason(error)),
+            Err(error) if is_constraint_violation(error) => Outcome::Succeeded,
+            Err(error) => Outcome::Failed(reason(error)),
         };
         result
     }
@@ -324,13 +334,14 @@ fn is_constraint_violation(error: &sqlx::Error) -> bool {
 
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
-        if self.failure.is_some() {
-            self.conn.close_on_drop();
+        match &self.outcome {
+            Outcome::Succeeded => self.health.record(Ok(())),
+            Outcome::Failed(reason) => {
+                self.conn.close_on_drop();
+                self.health.record(Err(reason));
+            }
+            Outcome::Abandoned => self.conn.close_on_drop(),
         }
-        self.health.record(match &self.failure {
-            None => Ok(()),
-            Some(reason) => Err(reason),
-        });
     }
 }
 
@@ -942,6 +953,17 @@ mod tests {
             check.await.unwrap().unwrap();
         }
         assert_eq!(probes_so_far(&store).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_write_its_caller_abandoned_does_not_make_the_store_look_unwritable() {
+        let (_dir, store) = store().await;
+        // What a dropped request future leaves: the writer lent and never settled.
+        let abandoned = store.writer.lend().await.unwrap();
+        drop(abandoned);
+        assert_eq!(store.writer.health.fresh(), None, "nothing was learnt");
+        store.check_writable().await.unwrap();
+        store.append(draft("a", "after", None)).await.unwrap();
     }
 
     #[tokio::test]
