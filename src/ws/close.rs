@@ -96,8 +96,9 @@ fn for_tungstenite_error(error: &tungstenite::Error) -> (CloseCode, &'static str
             (CloseCode::Normal, "reset")
         }
         Error::Protocol(_) => (CloseCode::ProtocolError, "protocol_violation"),
-        // Only a client that sends pings and never reads fills it (with our pongs).
-        Error::WriteBufferFull(_) => (CloseCode::PolicyViolation, "write_buffer_full"),
+        // tungstenite keeps at most one pending pong: what fills its buffer is our own
+        // frames to a client that does not read them, a slow consumer.
+        Error::WriteBufferFull(_) => (CloseCode::SlowConsumer, "write_buffer_full"),
         Error::Io(io) if io.kind() == io::ErrorKind::TimedOut => {
             (CloseCode::SlowConsumer, "write_stalled")
         }

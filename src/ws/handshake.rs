@@ -17,7 +17,6 @@
 //! writes a few lines and one count.
 
 use super::limits::CapRejection;
-use super::protocol::HISTORY_MAX;
 use super::session::{self, SessionContext};
 use crate::auth::jwt::TokenRejection;
 use crate::auth::{Identity, bearer_token};
@@ -50,23 +49,22 @@ const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Most bytes tungstenite may hold unwritten for one connection. Unbounded (its
-/// default), the automatic pong to each ping of a client that never reads piles up
-/// there without end. The writer itself never has more than a batch plus one frame in
-/// it, so the bound leaves room for the largest frame the server can send: a `joined`
-/// replay or a `history` page of the longest bodies (4 bytes a character at worst,
-/// escaping included), with room for each message's other fields.
+/// default), a client that stops reading lets it grow without end: tungstenite keeps at
+/// most one pending pong, but every data frame the writer feeds piles up there. It must
+/// hold the largest single frame the server sends, or that frame could never leave
+/// (tungstenite refuses a frame that does not fit even an empty buffer): a `joined` or
+/// `history` reply, whose messages are bounded by `replay_max_bytes`, plus a `joined`'s
+/// member list, bounded by the number of connections the server takes.
 fn max_write_buffer_bytes(limits: &Limits) -> usize {
-    const MESSAGE_OVERHEAD: usize = 512;
-    let messages = usize::try_from(limits.replay_max.max(limits.join_history))
-        .unwrap_or(usize::MAX)
-        .max(usize::try_from(HISTORY_MAX).unwrap_or(usize::MAX));
-    let message = limits
-        .max_body_chars
-        .saturating_mul(4)
-        .saturating_add(MESSAGE_OVERHEAD);
+    /// A generous bound on one member in `joined.members`: an id, a 64-character name
+    /// written with escapes, and the JSON around them.
+    const MEMBER_BYTES: usize = 1024;
+    /// `type`, `id`, `room`, `last_seq`, `complete` and the field names.
+    const ENVELOPE_BYTES: usize = 1024;
     WRITE_BUFFER_BYTES
-        .saturating_add(messages.saturating_mul(message))
-        .saturating_add(MESSAGE_OVERHEAD)
+        .saturating_add(limits.replay_max_bytes)
+        .saturating_add(limits.max_connections.saturating_mul(MEMBER_BYTES))
+        .saturating_add(ENVELOPE_BYTES)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,13 +222,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_write_buffer_bound_holds_the_largest_replay_and_stays_above_the_batch_size() {
-        let limits = Limits::default();
+    fn the_largest_joined_frame_fits_the_write_buffer_bound() {
+        use crate::model::{StoredMessage, UserRef};
+        use crate::ws::protocol::ServerFrame;
+        let limits = Limits {
+            max_connections: 50,
+            replay_max_bytes: 64 * 1024,
+            ..Limits::default()
+        };
         let bound = max_write_buffer_bytes(&limits);
-        // tungstenite asserts on this at the upgrade.
-        assert!(bound > WRITE_BUFFER_BYTES);
-        let largest_replay = 500 * 2000 * 4;
-        assert!(bound > WRITE_BUFFER_BYTES + largest_replay);
-        assert!(bound < 16 << 20, "still a bound: {bound}");
+        assert!(bound > WRITE_BUFFER_BYTES, "tungstenite asserts on this");
+        // The worst a client can make the server send at once: a full replay of the
+        // longest bodies, every connection a distinct member with the longest name.
+        let longest = |c: char, n: usize| std::iter::repeat_n(c, n).collect::<String>();
+        let member = |i: usize| UserRef {
+            id: format!("{i:0>64}"),
+            name: longest('\u{1F600}', 64),
+        };
+        let mut messages: Vec<StoredMessage> = (1..=limits.replay_max as u64)
+            .map(|seq| StoredMessage {
+                room: longest('r', 64),
+                seq,
+                from: member(0),
+                body: longest('"', limits.max_body_chars),
+                ts: i64::MAX,
+                nonce: Some(longest('n', 64)),
+            })
+            .collect();
+        crate::store::keep_newest_within(&mut messages, limits.replay_max_bytes);
+        let members: Vec<UserRef> = (0..limits.max_connections).map(member).collect();
+        let frame = crate::broker::encode(&ServerFrame::Joined {
+            id: Some(u32::MAX),
+            room: &longest('r', 64),
+            last_seq: u64::MAX,
+            messages: &messages,
+            complete: false,
+            members: &members,
+        });
+        assert!(
+            frame.len() <= bound - WRITE_BUFFER_BYTES,
+            "a {} byte frame against a bound of {bound}",
+            frame.len()
+        );
     }
 }
