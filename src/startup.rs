@@ -87,23 +87,12 @@ impl Application {
             });
         }
         let keys = JwtKeys::new(&settings)?;
-        let database = || store::describe_url(&settings.database_url);
-        let stored_revocations =
-            store
-                .revocations()
-                .await
-                .map_err(|source| StartupError::Revocations {
-                    database: database(),
-                    source,
-                })?;
-        let disabled_users =
-            store
-                .disabled_users()
-                .await
-                .map_err(|source| StartupError::Revocations {
-                    database: database(),
-                    source,
-                })?;
+        let unreadable = |source| StartupError::Revocations {
+            database: store::describe_url(&settings.database_url),
+            source,
+        };
+        let stored_revocations = store.revocations().await.map_err(unreadable)?;
+        let disabled_users = store.disabled_users().await.map_err(unreadable)?;
         let revocations = Revocations::new(stored_revocations).with_disabled(disabled_users);
         let state = build_state(settings, store, keys, revocations);
         let router = build_router(state.clone());
