@@ -8,7 +8,7 @@
 //! either cap is closed at once, before any byte is read, and the refusal is logged at
 //! most once a second so a flood cannot flood the log too.
 
-use crate::client_ip::rate_key;
+use crate::client_ip::{canonical, rate_key};
 use crate::ws::limits::{decrement, increment_below};
 use dashmap::DashMap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -83,6 +83,9 @@ impl PendingConnections {
                 (n < self.max_total).then_some(n + 1)
             })
             .map_err(|_| PendingRejection::TooManyInTotal)?;
+        // Canonical first, as `client_ip::resolve` does: on a `[::]` listener an IPv4
+        // proxy arrives as `::ffff:a.b.c.d` and must still be recognised.
+        let ip = canonical(ip);
         let key = (!self.exempt.contains(&ip)).then(|| rate_key(ip, self.v6_prefix));
         if let Some(key) = key {
             if !increment_below(&self.per_ip, key, self.max_per_ip) {
@@ -204,6 +207,21 @@ mod tests {
         let _c = pending.acquire(ip(9)).unwrap();
         assert_eq!(
             pending.acquire(ip(9)).err(),
+            Some(PendingRejection::TooManyInTotal)
+        );
+    }
+
+    #[test]
+    fn a_trusted_ipv4_proxy_seen_through_a_dual_stack_listener_is_still_exempt() {
+        let pending = Arc::new(PendingConnections::new(1, 3, vec![ip(9)]));
+        let mapped: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
+        let _a = pending.acquire(mapped).unwrap();
+        let _b = pending
+            .acquire(mapped)
+            .expect("the proxy is not held to the per-IP cap");
+        let _c = pending.acquire(ip(9)).unwrap();
+        assert_eq!(
+            pending.acquire(mapped).err(),
             Some(PendingRejection::TooManyInTotal)
         );
     }
