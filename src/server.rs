@@ -21,8 +21,9 @@
 pub mod pending;
 pub mod stall_io;
 
-use crate::config::Settings;
+use crate::security_log::SecurityLog;
 use crate::shutdown::Shutdown;
+use crate::state::AppState;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
@@ -50,10 +51,14 @@ pub struct ConnectionBounds {
     pub header_timeout: Duration,
     pub write_stall: Duration,
     pub pending: Arc<PendingConnections>,
+    /// The application's security log, so refusals and malformed requests are
+    /// throttled with every other security event.
+    pub security_log: Arc<SecurityLog>,
 }
 
 impl ConnectionBounds {
-    pub fn from_settings(settings: &Settings) -> Self {
+    pub fn from_state(state: &AppState) -> Self {
+        let settings = &state.settings;
         let limits = &settings.limits;
         Self {
             header_timeout: Duration::from_secs(limits.header_timeout_secs.max(1)),
@@ -66,6 +71,7 @@ impl ConnectionBounds {
                 )
                 .with_ipv6_prefix(limits.ipv6_prefix_len),
             ),
+            security_log: Arc::clone(&state.security_log),
         }
     }
 }
@@ -95,7 +101,9 @@ pub async fn serve(
         let slot = match bounds.pending.acquire(peer.ip()) {
             Ok(slot) => slot,
             Err(rejection) => {
-                bounds.pending.log_refusal(peer.ip(), rejection);
+                bounds
+                    .pending
+                    .log_refusal(&bounds.security_log, peer.ip(), rejection);
                 continue;
             }
         };

@@ -5,17 +5,16 @@
 //! so slowloris-style clients open thousands of them. Each gets a deadline elsewhere;
 //! here they are also counted, per client IP and in total, from accept until their first
 //! response has been handed to the kernel (or they upgrade, or close). A connection over
-//! either cap is closed at once, before any byte is read, and the refusal is logged at
-//! most once a second so a flood cannot flood the log too.
+//! either cap is closed at once, before any byte is read, and the refusal goes to the
+//! throttled security log ([`SecurityLog`]) so a flood cannot flood the log too.
 
 use crate::client_ip::{canonical, rate_key};
+use crate::security_log::SecurityLog;
 use crate::ws::limits::{decrement, increment_below};
 use dashmap::DashMap;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Which cap refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +42,6 @@ pub struct PendingConnections {
     exempt: Vec<IpAddr>,
     /// IPv6 clients count per network of this prefix length ([`rate_key`]).
     v6_prefix: u8,
-    refusal_log: DefaultDirectRateLimiter,
-    unlogged_refusals: AtomicU64,
 }
 
 /// One pending connection's place in the counts; given back by [`PendingSlot::release`]
@@ -65,8 +62,6 @@ impl PendingConnections {
             max_total,
             exempt,
             v6_prefix: 128,
-            refusal_log: RateLimiter::direct(Quota::per_second(NonZeroU32::MIN)),
-            unlogged_refusals: AtomicU64::new(0),
         }
     }
 
@@ -102,14 +97,13 @@ impl PendingConnections {
         }))
     }
 
-    /// Logs a refusal, at most once a second, with how many went unlogged before it.
-    pub fn log_refusal(&self, ip: IpAddr, reason: PendingRejection) {
+    /// Counts a refusal for the operator and logs it through the security log, which
+    /// throttles a flood of them like every other security event.
+    pub fn log_refusal(&self, log: &SecurityLog, ip: IpAddr, reason: PendingRejection) {
         crate::stats::connection_refused(reason.as_str());
-        if self.refusal_log.check().is_ok() {
-            let unlogged = self.unlogged_refusals.swap(0, Ordering::AcqRel);
-            tracing::warn!(target: "security", event = "connection_refused", %ip, reason = reason.as_str(), unlogged);
-        } else {
-            self.unlogged_refusals.fetch_add(1, Ordering::AcqRel);
+        let ip = canonical(ip);
+        if log.admit(ip, "connection_refused") {
+            tracing::warn!(target: "security", event = "connection_refused", %ip, reason = reason.as_str());
         }
     }
 
