@@ -12,12 +12,15 @@
 //! writes, so hyper hands it each head whole, at the start of a write.
 //!
 //! Each such answer is a security event (`malformed_request`, with the TCP peer's
-//! address and the status; never the request's bytes).
+//! address and the status; never the request's bytes), written through the shared
+//! [`SecurityLog`] so a flood of garbage cannot fill the disk.
 
+use crate::security_log::SecurityLog;
 use axum::http::StatusCode;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -26,16 +29,18 @@ pub struct BareErrors<I> {
     inner: I,
     /// The TCP peer (a proxy's address when there is one), for the security log.
     peer: IpAddr,
+    log: Arc<SecurityLog>,
     /// A replacement answer not yet fully written, and how much of it was.
     pending: Vec<u8>,
     written: usize,
 }
 
 impl<I> BareErrors<I> {
-    pub fn new(inner: I, peer: IpAddr) -> Self {
+    pub fn new(inner: I, peer: IpAddr, log: Arc<SecurityLog>) -> Self {
         Self {
             inner,
             peer,
+            log,
             pending: Vec::new(),
             written: 0,
         }
@@ -79,7 +84,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for BareErrors<I> {
         ready!(this.poll_pending(cx))?;
         match bare_error_status(buf) {
             Some(status) => {
-                tracing::warn!(target: "security", event = "malformed_request", ip = %this.peer, status = status.as_u16());
+                if this.log.admit(this.peer, "malformed_request") {
+                    tracing::warn!(target: "security", event = "malformed_request", ip = %this.peer, status = status.as_u16());
+                }
                 this.pending = json_answer(status);
                 // hyper's head counts as written; the replacement goes out now or on flush.
                 if let Poll::Ready(Err(error)) = this.poll_pending(cx) {

@@ -117,6 +117,7 @@ pub async fn serve(
             shutdown: shutdown.clone(),
             header_timeout: bounds.header_timeout,
             slot,
+            security_log: Arc::clone(&bounds.security_log),
         };
         match tls.clone() {
             None => connections.spawn(connection.serve(io)),
@@ -147,6 +148,7 @@ struct Connection {
     shutdown: Shutdown,
     header_timeout: Duration,
     slot: Arc<PendingSlot>,
+    security_log: Arc<SecurityLog>,
 }
 
 impl Connection {
@@ -160,6 +162,7 @@ impl Connection {
             shutdown,
             header_timeout,
             slot,
+            security_log,
         } = self;
         let answered = Arc::clone(&slot);
         let service = router
@@ -175,7 +178,7 @@ impl Connection {
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .serve_connection(
-                TokioIo::new(crate::bare_errors::BareErrors::new(io, peer.ip())),
+                TokioIo::new(crate::bare_errors::BareErrors::new(io, peer.ip(), security_log)),
                 TowerToHyperService::new(service),
             )
             .with_upgrades();

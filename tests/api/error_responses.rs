@@ -4,6 +4,7 @@
 
 use crate::helpers::{TestApp, WAIT, spawn_app};
 use serde_json::Value;
+use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Asserts the security headers and the JSON error body; returns the error `code`.
@@ -102,8 +103,8 @@ async fn a_path_parameter_that_does_not_decode_gets_a_json_400() {
 }
 
 /// Writes raw bytes and reads the whole answer until the server closes.
-async fn raw_exchange(app: &TestApp, request: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tcp.write_all(request).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(WAIT, tcp.read_to_end(&mut answer))
@@ -149,7 +150,7 @@ async fn hyper_s_own_400_for_a_malformed_request_line_has_the_json_body_and_head
         b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
     ] {
         let what = String::from_utf8_lossy(request).into_owned();
-        let (status, headers, body) = raw_exchange(&app, request).await;
+        let (status, headers, body) = raw_exchange(app.addr, request).await;
         assert_eq!(status, 400, "{what}");
         assert_eq!(assert_json_error(&what, &headers, &body), "bad_request");
     }
@@ -162,7 +163,7 @@ async fn hyper_s_own_431_for_too_many_or_too_large_headers_has_the_json_body_and
     let large = format!("X-Large: {}\r\n", "a".repeat(512 * 1024));
     for (what, extra) in [("too many headers", many), ("one huge header", large)] {
         let request = format!("GET / HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
-        let (status, headers, body) = raw_exchange(&app, request.as_bytes()).await;
+        let (status, headers, body) = raw_exchange(app.addr, request.as_bytes()).await;
         assert_eq!(status, 431, "{what}");
         assert_eq!(
             assert_json_error(what, &headers, &body),
@@ -175,7 +176,7 @@ async fn hyper_s_own_431_for_too_many_or_too_large_headers_has_the_json_body_and
 async fn hyper_s_own_414_for_an_overlong_uri_has_the_json_body_and_headers() {
     let app = spawn_app().await;
     let request = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
-    let (status, headers, body) = raw_exchange(&app, request.as_bytes()).await;
+    let (status, headers, body) = raw_exchange(app.addr, request.as_bytes()).await;
     assert_eq!(status, 414);
     assert_eq!(
         assert_json_error("long uri", &headers, &body),
@@ -206,4 +207,34 @@ async fn a_request_hyper_cannot_parse_is_logged_as_a_security_event_without_its_
         "{line}"
     );
     assert!(!server.log_text().contains(secret), "{}", server.log_text());
+}
+
+#[tokio::test]
+async fn a_flood_of_malformed_requests_writes_a_few_log_lines_and_one_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let server = crate::helpers::ServerProcess::start(
+        &url,
+        &[
+            "--security-log-burst",
+            "2",
+            "--security-log-window-secs",
+            "1",
+        ],
+    )
+    .await;
+    for _ in 0..6 {
+        let (status, _, _) = raw_exchange(server.addr, b"GET / HTTP/1.1 extra\r\n\r\n").await;
+        assert_eq!(status, 400);
+    }
+    let summary = server
+        .wait_for_log(|line| line.contains("more like this from 127.0.0.1"))
+        .await;
+    assert!(summary.contains("malformed_request"), "{summary}");
+    let written = server
+        .log_text()
+        .lines()
+        .filter(|line| line.contains("event=\"malformed_request\""))
+        .count();
+    assert_eq!(written, 2, "{}", server.log_text());
 }
