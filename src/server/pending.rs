@@ -1,12 +1,14 @@
-//! Connections that have not yet earned their keep: accepted, but no request completed
-//! and no upgrade yet.
+//! HTTP connections: accepted, and not (yet) upgraded to a WebSocket.
 //!
-//! Such a connection costs a socket, a task and buffers while telling the server nothing,
-//! so slowloris-style clients open thousands of them. Each gets a deadline elsewhere;
-//! here they are also counted, per client IP and in total, from accept until their first
-//! response has been handed to the kernel (or they upgrade, or close). A connection over
-//! either cap is closed at once, before any byte is read, and the refusal goes to the
-//! throttled security log ([`SecurityLog`]) so a flood cannot flood the log too.
+//! Such a connection costs a socket, a task and buffers, and a slowloris-style client
+//! opens thousands of them. Each gets a deadline elsewhere; here they are also counted,
+//! per client IP and in total, from accept until they upgrade or close. A keep-alive
+//! connection idle between requests counts too: otherwise one cheap request would buy
+//! a socket a free pass for the whole header timeout, and one address could hold as many
+//! as it can open in that time. A WebSocket session is bounded by its own caps instead.
+//! A connection over either cap is closed at once, before any byte is read, and the
+//! refusal goes to the throttled security log ([`SecurityLog`]) so a flood cannot flood
+//! the log too.
 
 use crate::client_ip::{canonical, rate_key};
 use crate::security_log::SecurityLog;
@@ -14,7 +16,7 @@ use crate::ws::limits::{decrement, increment_below};
 use dashmap::DashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Which cap refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,13 +46,11 @@ pub struct PendingConnections {
     v6_prefix: u8,
 }
 
-/// One pending connection's place in the counts; given back by [`PendingSlot::release`]
-/// or on drop, whichever comes first.
+/// One HTTP connection's place in the counts, given back when it is dropped: when the
+/// connection upgrades or closes.
 pub struct PendingSlot {
     owner: Arc<PendingConnections>,
     key: Option<IpAddr>,
-    answered: AtomicBool,
-    released: AtomicBool,
 }
 
 impl PendingConnections {
@@ -72,7 +72,7 @@ impl PendingConnections {
     }
 
     /// Takes a place for a new connection from `ip`, or says which cap is reached.
-    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Arc<PendingSlot>, PendingRejection> {
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<PendingSlot, PendingRejection> {
         self.total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max_total).then_some(n + 1)
@@ -89,12 +89,10 @@ impl PendingConnections {
             }
         }
         crate::stats::pending_connections(1.0);
-        Ok(Arc::new(PendingSlot {
+        Ok(PendingSlot {
             owner: Arc::clone(self),
             key,
-            answered: AtomicBool::new(false),
-            released: AtomicBool::new(false),
-        }))
+        })
     }
 
     /// Counts a refusal for the operator and logs it through the security log, which
@@ -112,39 +110,13 @@ impl PendingConnections {
     }
 }
 
-impl PendingSlot {
-    /// The connection's first response is ready (its bytes may still be on the way).
-    pub fn mark_answered(&self) {
-        self.answered.store(true, Ordering::Release);
-    }
-
-    /// Everything written so far reached the kernel: once the response was among it,
-    /// the connection has completed a request.
-    pub fn on_flushed(&self) {
-        if self.answered.load(Ordering::Acquire) {
-            self.release();
-        }
-    }
-
-    pub fn is_released(&self) -> bool {
-        self.released.load(Ordering::Acquire)
-    }
-
-    pub fn release(&self) {
-        if self.released.swap(true, Ordering::AcqRel) {
-            return;
-        }
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
         if let Some(key) = self.key {
             decrement(&self.owner.per_ip, key);
         }
         self.owner.total.fetch_sub(1, Ordering::AcqRel);
         crate::stats::pending_connections(-1.0);
-    }
-}
-
-impl Drop for PendingSlot {
-    fn drop(&mut self) {
-        self.release();
     }
 }
 
@@ -170,27 +142,9 @@ mod tests {
             pending.acquire(ip(3)).err(),
             Some(PendingRejection::TooManyInTotal)
         );
-        a.release();
-        a.release();
-        assert_eq!(pending.pending(), 2, "a release counts once");
         drop(a);
-        assert_eq!(
-            pending.pending(),
-            2,
-            "dropping a released slot gives nothing back twice"
-        );
+        assert_eq!(pending.pending(), 2);
         let _d = pending.acquire(ip(1)).expect("a freed place is free again");
-    }
-
-    #[test]
-    fn a_slot_is_released_by_a_flush_only_after_the_answer() {
-        let pending = Arc::new(PendingConnections::new(5, 5, Vec::new()));
-        let slot = pending.acquire(ip(1)).unwrap();
-        slot.on_flushed();
-        assert_eq!(pending.pending(), 1);
-        slot.mark_answered();
-        slot.on_flushed();
-        assert_eq!(pending.pending(), 0);
     }
 
     #[test]
