@@ -3,8 +3,8 @@
 //! head with no body and none of the security headers the router adds. [`BareErrors`]
 //! wraps a connection's IO and, when hyper writes such a head, writes in its place a
 //! complete answer of the same status with the JSON error body, the
-//! [`SECURITY_HEADERS`](crate::http::SECURITY_HEADERS) and `connection: close` (hyper
-//! closes the connection after it anyway).
+//! [`security_headers`](crate::http::security_headers) (HSTS included under TLS) and
+//! `connection: close` (hyper closes the connection after it anyway).
 //!
 //! hyper's own error head is told apart from the router's answers by what it lacks: every
 //! answer that went through the router carries a `content-security-policy` header, and
@@ -36,6 +36,8 @@ pub struct BareErrors<I> {
     /// The TCP peer (a proxy's address when there is one), for the security log.
     peer: IpAddr,
     log: Arc<SecurityLog>,
+    /// Whether the connection is TLS, so answers carry HSTS like the router's.
+    tls: bool,
     /// Off once the connection upgraded: hyper writes no heads any more.
     inspecting: bool,
     /// A replacement answer not yet fully written, and how much of it was.
@@ -44,11 +46,12 @@ pub struct BareErrors<I> {
 }
 
 impl<I> BareErrors<I> {
-    pub fn new(inner: I, peer: IpAddr, log: Arc<SecurityLog>) -> Self {
+    pub fn new(inner: I, peer: IpAddr, log: Arc<SecurityLog>, tls: bool) -> Self {
         Self {
             inner,
             peer,
             log,
+            tls,
             inspecting: true,
             pending: Vec::new(),
             written: 0,
@@ -85,7 +88,7 @@ impl<I: AsyncWrite + Unpin> BareErrors<I> {
         if self.log.admit(self.peer, "malformed_request") {
             tracing::warn!(target: "security", event = "malformed_request", ip = %self.peer, status = status.as_u16());
         }
-        self.pending = json_answer(status);
+        self.pending = json_answer(status, self.tls);
         // hyper's head counts as written; the replacement goes out now or on flush.
         if let Poll::Ready(Err(error)) = self.poll_pending(cx) {
             return Some(Err(error));
@@ -173,7 +176,7 @@ fn bare_error_status(written: &[u8]) -> Option<StatusCode> {
     Some(status)
 }
 
-fn json_answer(status: StatusCode) -> Vec<u8> {
+fn json_answer(status: StatusCode, tls: bool) -> Vec<u8> {
     let body = crate::error::body_for_status(status);
     let mut answer = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
@@ -181,7 +184,7 @@ fn json_answer(status: StatusCode) -> Vec<u8> {
         status.canonical_reason().unwrap_or(""),
         body.len()
     );
-    for (name, value) in crate::http::SECURITY_HEADERS {
+    for (name, value) in crate::http::security_headers(tls) {
         answer.push_str(&format!("{name}: {value}\r\n"));
     }
     answer.push_str("\r\n");
@@ -199,12 +202,15 @@ mod tests {
     fn hyper_s_bare_error_head_is_replaced_by_a_complete_json_answer() {
         let status = bare_error_status(HYPER_431).unwrap();
         assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-        let answer = String::from_utf8(json_answer(status)).unwrap();
+        let answer = String::from_utf8(json_answer(status, false)).unwrap();
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
         assert!(head.contains(&format!("content-length: {}", body.len())));
         assert!(head.contains("content-security-policy: default-src 'self'"));
         assert!(head.contains("x-content-type-options: nosniff"));
+        assert!(!head.contains("strict-transport-security"));
+        let answer = String::from_utf8(json_answer(status, true)).unwrap();
+        assert!(answer.contains("\r\nstrict-transport-security: max-age="));
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["error"]["code"], "request_header_fields_too_large");
     }
@@ -230,7 +236,7 @@ mod tests {
 
     fn wrapped(inner: tokio::io::DuplexStream) -> BareErrors<tokio::io::DuplexStream> {
         let log = SecurityLog::new(std::time::Duration::from_secs(10), 5, 64);
-        BareErrors::new(inner, IpAddr::from([127, 0, 0, 1]), Arc::new(log))
+        BareErrors::new(inner, IpAddr::from([127, 0, 0, 1]), Arc::new(log), false)
     }
 
     #[tokio::test]
@@ -246,7 +252,7 @@ mod tests {
         client.read_to_end(&mut received).await.unwrap();
         assert_eq!(
             received,
-            json_answer(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+            json_answer(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, false)
         );
     }
 

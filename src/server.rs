@@ -118,6 +118,7 @@ pub async fn serve(
             header_timeout: bounds.header_timeout,
             slot,
             security_log: Arc::clone(&bounds.security_log),
+            tls: tls.is_some(),
         };
         match tls.clone() {
             None => connections.spawn(connection.serve(io)),
@@ -150,6 +151,8 @@ struct Connection {
     /// Held until the connection upgrades or closes.
     slot: PendingSlot,
     security_log: Arc<SecurityLog>,
+    /// Whether it speaks TLS: its answers then carry HSTS.
+    tls: bool,
 }
 
 impl Connection {
@@ -164,6 +167,7 @@ impl Connection {
             header_timeout,
             slot,
             security_log,
+            tls,
         } = self;
         let service = router.map_request(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
@@ -177,6 +181,7 @@ impl Connection {
                     io,
                     peer.ip(),
                     security_log,
+                    tls,
                 )),
                 TowerToHyperService::new(service),
             )

@@ -1,11 +1,12 @@
 //! Every error answer has the JSON error body and the security headers, whoever writes
 //! it: a route, a missing static file, a method no route takes, a path parameter that
-//! does not decode, and hyper's own answers to requests it cannot parse (400, 431, 414).
+//! does not decode, and hyper's own answers to requests it cannot parse (400, 431, 414),
+//! which under TLS carry HSTS like every other answer.
 
 use crate::helpers::{TestApp, WAIT, spawn_app};
 use serde_json::Value;
 use std::net::SocketAddr;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Asserts the security headers and the JSON error body; returns the error `code`.
 fn assert_json_error(what: &str, headers: &[(String, String)], body: &[u8]) -> String {
@@ -102,12 +103,23 @@ async fn a_path_parameter_that_does_not_decode_gets_a_json_400() {
     assert_eq!(assert_json_error("%FF", &headers, &body), "bad_request");
 }
 
-/// Writes raw bytes and reads the whole answer until the server closes.
-async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(request).await.unwrap();
+/// A status, the headers and the body of an answer read off the wire.
+type RawAnswer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// Writes raw bytes over plain TCP and reads the whole answer until the server closes.
+async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawAnswer {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    exchange_over(tcp, request).await
+}
+
+/// Writes raw bytes over `connection` and reads the whole answer until the server closes.
+async fn exchange_over(
+    mut connection: impl AsyncRead + AsyncWrite + Unpin,
+    request: &[u8],
+) -> RawAnswer {
+    connection.write_all(request).await.unwrap();
     let mut answer = Vec::new();
-    tokio::time::timeout(WAIT, tcp.read_to_end(&mut answer))
+    tokio::time::timeout(WAIT, connection.read_to_end(&mut answer))
         .await
         .expect("the server answers and closes in time")
         .unwrap();
@@ -153,7 +165,35 @@ async fn hyper_s_own_400_for_a_malformed_request_line_has_the_json_body_and_head
         let (status, headers, body) = raw_exchange(app.addr, request).await;
         assert_eq!(status, 400, "{what}");
         assert_eq!(assert_json_error(&what, &headers, &body), "bad_request");
+        assert!(
+            !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("strict-transport-security")),
+            "{what}: HSTS over plain HTTP"
+        );
     }
+}
+
+#[tokio::test]
+async fn under_tls_hyper_s_own_400_carries_hsts_like_every_other_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, connector) = crate::transport::self_signed(dir.path());
+    let app = crate::helpers::spawn_app_with(move |s| s.tls = Some((cert, key))).await;
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let localhost = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(localhost, tcp).await.unwrap();
+    let (status, headers, body) =
+        exchange_over(tls, b"GET / HTTP/1.1 extra\r\nHost: localhost\r\n\r\n").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        assert_json_error("over TLS", &headers, &body),
+        "bad_request"
+    );
+    let hsts = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("strict-transport-security"))
+        .unwrap_or_else(|| panic!("no HSTS in {headers:?}"));
+    assert!(hsts.1.starts_with("max-age="), "{hsts:?}");
 }
 
 #[tokio::test]
