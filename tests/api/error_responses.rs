@@ -113,16 +113,44 @@ async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawAnswer {
 }
 
 /// Writes raw bytes over `connection` and reads the whole answer until the server closes.
+///
+/// The server may answer and close before it has read all of a request it refuses (a
+/// 512 KiB header): the kernel then resets the connection, which can fail our write and
+/// our read. So both run at once, a write cut short is no error, and a reset ends the
+/// answer once its head has arrived (what arrived is then checked like any answer).
 async fn exchange_over(
-    mut connection: impl AsyncRead + AsyncWrite + Unpin,
+    connection: impl AsyncRead + AsyncWrite + Unpin,
     request: &[u8],
 ) -> RawAnswer {
-    connection.write_all(request).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(WAIT, connection.read_to_end(&mut answer))
+    let (mut reader, mut writer) = tokio::io::split(connection);
+    let writing = async {
+        let _cut_short_by_the_answer = writer.write_all(request).await;
+    };
+    let reading = async {
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(0) => return answer,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+                Err(_) if answer.windows(4).any(|w| w == b"\r\n\r\n") => return answer,
+                Err(error) => panic!(
+                    "{error} before a complete head: {:?}",
+                    String::from_utf8_lossy(&answer)
+                ),
+            }
+        }
+    };
+    let exchange = async {
+        tokio::pin!(reading);
+        tokio::select! {
+            answer = &mut reading => answer,
+            () = writing => reading.await,
+        }
+    };
+    let answer = tokio::time::timeout(WAIT, exchange)
         .await
-        .expect("the server answers and closes in time")
-        .unwrap();
+        .expect("the server answers and closes in time");
     let split = answer
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
