@@ -148,7 +148,7 @@ async fn the_pending_cap_refuses_the_next_idle_socket_from_one_address_and_serve
             .starts_with("palisade_connections_refused_total{reason=\"too_many_pending_for_ip\"}")),
         "{metrics}"
     );
-    // An idle socket that completes a request no longer counts: a new one fits.
+    // An idle socket that completes a request and closes no longer counts: a new one fits.
     let mut waking = idle.pop().unwrap();
     waking
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -232,7 +232,7 @@ async fn the_total_pending_cap_refuses_idle_sockets_from_any_address() {
     socket.bind(SocketAddr::from(([127, 0, 0, 4], 0))).unwrap();
     let mut one_too_many = socket.connect(app.addr).await.unwrap();
     assert_eq!(hung_up(&mut one_too_many).await, "");
-    // Once an idle socket completes a request, there is room again.
+    // Once an idle socket completes a request and closes, there is room again.
     let mut waking = idle.pop().unwrap();
     waking
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
