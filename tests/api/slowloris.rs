@@ -246,3 +246,38 @@ async fn the_total_pending_cap_refuses_idle_sockets_from_any_address() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_refused_connections_writes_a_few_log_lines_and_one_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let server = crate::helpers::ServerProcess::start(
+        &url,
+        &[
+            "--max-pending-connections-per-ip",
+            "1",
+            "--header-timeout-secs",
+            "600",
+            "--security-log-burst",
+            "2",
+            "--security-log-window-secs",
+            "1",
+        ],
+    )
+    .await;
+    let _idle = TcpStream::connect(server.addr).await.unwrap();
+    for _ in 0..6 {
+        let mut refused = TcpStream::connect(server.addr).await.unwrap();
+        assert_eq!(hung_up(&mut refused).await, "");
+    }
+    let summary = server
+        .wait_for_log(|line| line.contains("more like this from 127.0.0.1"))
+        .await;
+    assert!(summary.contains("connection_refused"), "{summary}");
+    let written = server
+        .log_text()
+        .lines()
+        .filter(|line| line.contains("event=\"connection_refused\""))
+        .count();
+    assert_eq!(written, 2, "{}", server.log_text());
+}
