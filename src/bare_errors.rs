@@ -13,7 +13,8 @@
 //! one (hyper keeps heads in their own buffer, ahead of the queued body). Vectored writes
 //! are forwarded as they are, so the connection keeps them.
 //!
-//! Only a head is inspected, and only until the connection upgrades: once a
+//! A write is looked at only by its first bytes (anything but a 4xx or 5xx head is let
+//! through after the status line), and only until the connection upgrades: once a
 //! `101 Switching Protocols` head went through, the bytes belong to a WebSocket and every
 //! write goes straight to the inner IO.
 //!
