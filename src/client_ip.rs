@@ -89,8 +89,9 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .map(canonical)
 }
 
-/// IPv4-mapped IPv6 addresses count as the IPv4 address they carry.
-fn canonical(ip: IpAddr) -> IpAddr {
+/// IPv4-mapped IPv6 addresses count as the IPv4 address they carry (a dual-stack `[::]`
+/// listener reports IPv4 peers that way).
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

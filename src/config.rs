@@ -107,11 +107,12 @@ pub struct Limits {
     /// connection is dropped.
     #[arg(long, env = "PALISADE_WRITE_STALL_SECS", default_value_t = DEFAULT_LIMITS.write_stall_secs)]
     pub write_stall_secs: u64,
-    /// Connections from one client IP that have not yet completed a request or upgraded;
-    /// more are closed at once (trusted proxies are exempt).
+    /// Connections from one client IP that have not upgraded to a WebSocket (idle
+    /// keep-alive ones included); more are closed at once (trusted proxies are exempt).
     #[arg(long, env = "PALISADE_MAX_PENDING_CONNECTIONS_PER_IP", default_value_t = DEFAULT_LIMITS.max_pending_connections_per_ip)]
     pub max_pending_connections_per_ip: usize,
-    /// Connections in total that have not yet completed a request or upgraded.
+    /// Connections in total that have not upgraded to a WebSocket (idle keep-alive ones
+    /// included).
     #[arg(long, env = "PALISADE_MAX_PENDING_CONNECTIONS", default_value_t = DEFAULT_LIMITS.max_pending_connections)]
     pub max_pending_connections: usize,
     /// Register and login attempts per minute for the whole server, whatever their IPs:

@@ -1,5 +1,5 @@
 //! Accepting connections: plain TCP or TLS, HTTP/1.1 only, each bounded in time and
-//! counted until it has proved itself.
+//! counted until it upgrades or closes.
 //!
 //! axum's own `serve` has no header timeout and no TLS, so palisade runs its own accept
 //! loop on hyper's HTTP/1 connection (hyper-util's `auto` builder always sniffs for an
@@ -12,8 +12,8 @@
 //!   preface, a silent TLS session and an idle keep-alive connection are all dropped;
 //! - a write that makes no progress fails after the write-stall limit ([`stall_io`]),
 //!   which also bounds every WebSocket write after an upgrade;
-//! - connections that have not completed a request or upgraded are capped per client
-//!   IP and in total ([`pending`]); over a cap, a new connection is closed at once.
+//! - connections that have not upgraded (idle keep-alive ones included) are capped per
+//!   client IP and in total ([`pending`]); over a cap, a new connection is closed at once.
 //!
 //! Every accepted socket gets TCP_NODELAY (small frames should not wait for Nagle), and
 //! on shutdown the loop stops accepting and lets open HTTP exchanges finish.
@@ -21,8 +21,9 @@
 pub mod pending;
 pub mod stall_io;
 
-use crate::config::Settings;
+use crate::security_log::SecurityLog;
 use crate::shutdown::Shutdown;
+use crate::state::AppState;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
@@ -50,10 +51,14 @@ pub struct ConnectionBounds {
     pub header_timeout: Duration,
     pub write_stall: Duration,
     pub pending: Arc<PendingConnections>,
+    /// The application's security log, so refusals and malformed requests are
+    /// throttled with every other security event.
+    pub security_log: Arc<SecurityLog>,
 }
 
 impl ConnectionBounds {
-    pub fn from_settings(settings: &Settings) -> Self {
+    pub fn from_state(state: &AppState) -> Self {
+        let settings = &state.settings;
         let limits = &settings.limits;
         Self {
             header_timeout: Duration::from_secs(limits.header_timeout_secs.max(1)),
@@ -66,6 +71,7 @@ impl ConnectionBounds {
                 )
                 .with_ipv6_prefix(limits.ipv6_prefix_len),
             ),
+            security_log: Arc::clone(&state.security_log),
         }
     }
 }
@@ -95,20 +101,24 @@ pub async fn serve(
         let slot = match bounds.pending.acquire(peer.ip()) {
             Ok(slot) => slot,
             Err(rejection) => {
-                bounds.pending.log_refusal(peer.ip(), rejection);
+                bounds
+                    .pending
+                    .log_refusal(&bounds.security_log, peer.ip(), rejection);
                 continue;
             }
         };
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let io = StallIo::new(tcp, bounds.write_stall, Some(Arc::clone(&slot)));
+        let io = StallIo::new(tcp, bounds.write_stall);
         let connection = Connection {
             peer,
             router: router.clone(),
             shutdown: shutdown.clone(),
             header_timeout: bounds.header_timeout,
             slot,
+            security_log: Arc::clone(&bounds.security_log),
+            tls: tls.is_some(),
         };
         match tls.clone() {
             None => connections.spawn(connection.serve(io)),
@@ -138,7 +148,11 @@ struct Connection {
     router: Router,
     shutdown: Shutdown,
     header_timeout: Duration,
-    slot: Arc<PendingSlot>,
+    /// Held until the connection upgrades or closes.
+    slot: PendingSlot,
+    security_log: Arc<SecurityLog>,
+    /// Whether it speaks TLS: its answers then carry HSTS.
+    tls: bool,
 }
 
 impl Connection {
@@ -152,22 +166,23 @@ impl Connection {
             shutdown,
             header_timeout,
             slot,
+            security_log,
+            tls,
         } = self;
-        let answered = Arc::clone(&slot);
-        let service = router
-            .map_request(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            })
-            .map_response(move |response| {
-                answered.mark_answered();
-                response
-            });
+        let service = router.map_request(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .serve_connection(
-                TokioIo::new(crate::bare_errors::BareErrors::new(io, peer.ip())),
+                TokioIo::new(crate::bare_errors::BareErrors::new(
+                    io,
+                    peer.ip(),
+                    security_log,
+                    tls,
+                )),
                 TowerToHyperService::new(service),
             )
             .with_upgrades();
@@ -182,8 +197,9 @@ impl Connection {
         if let Err(error) = ended {
             tracing::debug!(%peer, %error, "connection ended with an error");
         }
-        // Served, upgraded (the socket now belongs to a session) or dropped: either way
-        // it is no longer waiting for its first request.
-        slot.release();
+        // hyper's connection ends when it closes or upgrades (the socket then belongs to
+        // a session, bounded by the session caps): either way it is no HTTP connection
+        // any more. An idle keep-alive connection stays counted until then.
+        drop(slot);
     }
 }

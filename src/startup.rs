@@ -125,7 +125,7 @@ impl Application {
             self.router,
             self.tls,
             self.state.shutdown.clone(),
-            server::ConnectionBounds::from_settings(&self.state.settings),
+            server::ConnectionBounds::from_state(&self.state),
         )
         .await;
         // Sessions saw the same signal and are sending their 1001 close frames.

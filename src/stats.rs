@@ -101,12 +101,12 @@ pub fn store_write(elapsed: Duration) {
     histogram!("palisade_store_write_seconds").record(elapsed.as_secs_f64());
 }
 
-/// A connection closed at accept because too many were still waiting for a request.
+/// A connection closed at accept because too many HTTP connections (not upgraded) were open.
 pub fn connection_refused(reason: &'static str) {
     counter!("palisade_connections_refused_total", "reason" => reason).increment(1);
 }
 
-/// Connections accepted that have not yet completed a request or upgraded.
+/// HTTP connections open: accepted and not upgraded, idle keep-alive ones included.
 pub fn pending_connections(change: f64) {
     gauge!("palisade_connections_pending").increment(change);
 }

@@ -31,7 +31,6 @@ use std::time::Duration;
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 /// The Content-Security-Policy of every response: only this origin's scripts, styles,
@@ -46,6 +45,19 @@ pub const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
     (header::REFERRER_POLICY, "no-referrer"),
     (header::X_FRAME_OPTIONS, "DENY"),
 ];
+
+/// Strict-Transport-Security: only sent over TLS, where it cannot be stripped on the way
+/// and where promising HTTPS for two years is true.
+pub const HSTS: (HeaderName, &str) = (
+    header::STRICT_TRANSPORT_SECURITY,
+    "max-age=63072000; includeSubDomains",
+);
+
+/// What every response carries: the [`SECURITY_HEADERS`], and [`HSTS`] when the server
+/// speaks TLS. The one list for the router's answers and those written below axum.
+pub fn security_headers(tls: bool) -> impl Iterator<Item = (HeaderName, &'static str)> {
+    SECURITY_HEADERS.into_iter().chain(tls.then_some(HSTS))
+}
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -62,12 +74,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(cors(&state));
 
-    let hsts = state.settings.tls.is_some().then(|| {
-        security_header(
-            header::STRICT_TRANSPORT_SECURITY,
-            "max-age=63072000; includeSubDomains",
-        )
-    });
+    let tls = state.settings.tls.is_some();
     Router::new()
         .nest("/api", api)
         .merge(health::router())
@@ -82,8 +89,7 @@ pub fn router(state: AppState) -> Router {
                         tracing::debug_span!("http", method = %request.method(), path = %request.uri().path())
                     }),
                 )
-                .layer(middleware::map_response(secure_response))
-                .option_layer(hsts),
+                .layer(middleware::map_response_with_state(tls, secure_response)),
         )
         .with_state(state)
 }
@@ -96,10 +102,10 @@ async fn time_limit(State(limit): State<Duration>, request: Request<Body>, next:
     }
 }
 
-/// Adds the [`SECURITY_HEADERS`] a handler did not set, and gives an error answer that
-/// is not JSON yet (from `ServeDir`, axum's own 405, an extractor's rejection) the
-/// JSON error body of its status.
-async fn secure_response(response: Response) -> Response {
+/// Adds the [`security_headers`] a handler did not set (HSTS when `tls`), and gives an
+/// error answer that is not JSON yet (from `ServeDir`, axum's own 405, an extractor's
+/// rejection) the JSON error body of its status.
+async fn secure_response(State(tls): State<bool>, response: Response) -> Response {
     let mut response = if needs_json_error_body(&response) {
         let (mut parts, _) = response.into_parts();
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -113,7 +119,7 @@ async fn secure_response(response: Response) -> Response {
         response
     };
     let headers = response.headers_mut();
-    for (name, value) in SECURITY_HEADERS {
+    for (name, value) in security_headers(tls) {
         if !headers.contains_key(&name) {
             headers.insert(name, HeaderValue::from_static(value));
         }
@@ -128,10 +134,6 @@ fn needs_json_error_body(response: &Response) -> bool {
             .headers()
             .get(header::CONTENT_TYPE)
             .is_some_and(|t| t.as_bytes().starts_with(b"application/json"))
-}
-
-fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
-    SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
 }
 
 /// Browsers may call the API only from the allowed origins.

@@ -1,21 +1,22 @@
-//! Connections that have not yet earned their keep: accepted, but no request completed
-//! and no upgrade yet.
+//! HTTP connections: accepted, and not (yet) upgraded to a WebSocket.
 //!
-//! Such a connection costs a socket, a task and buffers while telling the server nothing,
-//! so slowloris-style clients open thousands of them. Each gets a deadline elsewhere;
-//! here they are also counted, per client IP and in total, from accept until their first
-//! response has been handed to the kernel (or they upgrade, or close). A connection over
-//! either cap is closed at once, before any byte is read, and the refusal is logged at
-//! most once a second so a flood cannot flood the log too.
+//! Such a connection costs a socket, a task and buffers, and a slowloris-style client
+//! opens thousands of them. Each gets a deadline elsewhere; here they are also counted,
+//! per client IP and in total, from accept until they upgrade or close. A keep-alive
+//! connection idle between requests counts too: otherwise one cheap request would buy
+//! a socket a free pass for the whole header timeout, and one address could hold as many
+//! as it can open in that time. A WebSocket session is bounded by its own caps instead.
+//! A connection over either cap is closed at once, before any byte is read, and the
+//! refusal goes to the throttled security log ([`SecurityLog`]) so a flood cannot flood
+//! the log too.
 
-use crate::client_ip::rate_key;
+use crate::client_ip::{canonical, rate_key};
+use crate::security_log::SecurityLog;
 use crate::ws::limits::{decrement, increment_below};
 use dashmap::DashMap;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Which cap refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,17 +44,13 @@ pub struct PendingConnections {
     exempt: Vec<IpAddr>,
     /// IPv6 clients count per network of this prefix length ([`rate_key`]).
     v6_prefix: u8,
-    refusal_log: DefaultDirectRateLimiter,
-    unlogged_refusals: AtomicU64,
 }
 
-/// One pending connection's place in the counts; given back by [`PendingSlot::release`]
-/// or on drop, whichever comes first.
+/// One HTTP connection's place in the counts, given back when it is dropped: when the
+/// connection upgrades or closes.
 pub struct PendingSlot {
     owner: Arc<PendingConnections>,
     key: Option<IpAddr>,
-    answered: AtomicBool,
-    released: AtomicBool,
 }
 
 impl PendingConnections {
@@ -65,8 +62,6 @@ impl PendingConnections {
             max_total,
             exempt,
             v6_prefix: 128,
-            refusal_log: RateLimiter::direct(Quota::per_second(NonZeroU32::MIN)),
-            unlogged_refusals: AtomicU64::new(0),
         }
     }
 
@@ -77,12 +72,15 @@ impl PendingConnections {
     }
 
     /// Takes a place for a new connection from `ip`, or says which cap is reached.
-    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Arc<PendingSlot>, PendingRejection> {
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<PendingSlot, PendingRejection> {
         self.total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max_total).then_some(n + 1)
             })
             .map_err(|_| PendingRejection::TooManyInTotal)?;
+        // Canonical first, as `client_ip::resolve` does: on a `[::]` listener an IPv4
+        // proxy arrives as `::ffff:a.b.c.d` and must still be recognised.
+        let ip = canonical(ip);
         let key = (!self.exempt.contains(&ip)).then(|| rate_key(ip, self.v6_prefix));
         if let Some(key) = key {
             if !increment_below(&self.per_ip, key, self.max_per_ip) {
@@ -91,22 +89,19 @@ impl PendingConnections {
             }
         }
         crate::stats::pending_connections(1.0);
-        Ok(Arc::new(PendingSlot {
+        Ok(PendingSlot {
             owner: Arc::clone(self),
             key,
-            answered: AtomicBool::new(false),
-            released: AtomicBool::new(false),
-        }))
+        })
     }
 
-    /// Logs a refusal, at most once a second, with how many went unlogged before it.
-    pub fn log_refusal(&self, ip: IpAddr, reason: PendingRejection) {
+    /// Counts a refusal for the operator and logs it through the security log, which
+    /// throttles a flood of them like every other security event.
+    pub fn log_refusal(&self, log: &SecurityLog, ip: IpAddr, reason: PendingRejection) {
         crate::stats::connection_refused(reason.as_str());
-        if self.refusal_log.check().is_ok() {
-            let unlogged = self.unlogged_refusals.swap(0, Ordering::AcqRel);
-            tracing::warn!(target: "security", event = "connection_refused", %ip, reason = reason.as_str(), unlogged);
-        } else {
-            self.unlogged_refusals.fetch_add(1, Ordering::AcqRel);
+        let ip = canonical(ip);
+        if log.admit(ip, "connection_refused") {
+            tracing::warn!(target: "security", event = "connection_refused", %ip, reason = reason.as_str());
         }
     }
 
@@ -115,39 +110,13 @@ impl PendingConnections {
     }
 }
 
-impl PendingSlot {
-    /// The connection's first response is ready (its bytes may still be on the way).
-    pub fn mark_answered(&self) {
-        self.answered.store(true, Ordering::Release);
-    }
-
-    /// Everything written so far reached the kernel: once the response was among it,
-    /// the connection has completed a request.
-    pub fn on_flushed(&self) {
-        if self.answered.load(Ordering::Acquire) {
-            self.release();
-        }
-    }
-
-    pub fn is_released(&self) -> bool {
-        self.released.load(Ordering::Acquire)
-    }
-
-    pub fn release(&self) {
-        if self.released.swap(true, Ordering::AcqRel) {
-            return;
-        }
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
         if let Some(key) = self.key {
             decrement(&self.owner.per_ip, key);
         }
         self.owner.total.fetch_sub(1, Ordering::AcqRel);
         crate::stats::pending_connections(-1.0);
-    }
-}
-
-impl Drop for PendingSlot {
-    fn drop(&mut self) {
-        self.release();
     }
 }
 
@@ -173,27 +142,9 @@ mod tests {
             pending.acquire(ip(3)).err(),
             Some(PendingRejection::TooManyInTotal)
         );
-        a.release();
-        a.release();
-        assert_eq!(pending.pending(), 2, "a release counts once");
         drop(a);
-        assert_eq!(
-            pending.pending(),
-            2,
-            "dropping a released slot gives nothing back twice"
-        );
+        assert_eq!(pending.pending(), 2);
         let _d = pending.acquire(ip(1)).expect("a freed place is free again");
-    }
-
-    #[test]
-    fn a_slot_is_released_by_a_flush_only_after_the_answer() {
-        let pending = Arc::new(PendingConnections::new(5, 5, Vec::new()));
-        let slot = pending.acquire(ip(1)).unwrap();
-        slot.on_flushed();
-        assert_eq!(pending.pending(), 1);
-        slot.mark_answered();
-        slot.on_flushed();
-        assert_eq!(pending.pending(), 0);
     }
 
     #[test]
@@ -204,6 +155,21 @@ mod tests {
         let _c = pending.acquire(ip(9)).unwrap();
         assert_eq!(
             pending.acquire(ip(9)).err(),
+            Some(PendingRejection::TooManyInTotal)
+        );
+    }
+
+    #[test]
+    fn a_trusted_ipv4_proxy_seen_through_a_dual_stack_listener_is_still_exempt() {
+        let pending = Arc::new(PendingConnections::new(1, 3, vec![ip(9)]));
+        let mapped: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
+        let _a = pending.acquire(mapped).unwrap();
+        let _b = pending
+            .acquire(mapped)
+            .expect("the proxy is not held to the per-IP cap");
+        let _c = pending.acquire(ip(9)).unwrap();
+        assert_eq!(
+            pending.acquire(mapped).err(),
             Some(PendingRejection::TooManyInTotal)
         );
     }

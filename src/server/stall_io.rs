@@ -5,15 +5,11 @@
 //! waiting on a full socket forever, and whatever waits with them (a hyper connection, a
 //! WebSocket writer) holds its socket, task and buffers. Putting the bound here, under
 //! TLS and under the WebSocket after an upgrade, bounds every write the server makes,
-//! whichever layer makes it. It also tells the connection's [`PendingSlot`] when all
-//! written bytes have reached the kernel, which is when a first response has really
-//! been sent.
+//! whichever layer makes it.
 
-use super::pending::PendingSlot;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -24,16 +20,14 @@ pub struct StallIo<I> {
     limit: Duration,
     /// Runs from the first write that could not go through until one does.
     stalled_since: Option<Pin<Box<Sleep>>>,
-    pending: Option<Arc<PendingSlot>>,
 }
 
 impl<I> StallIo<I> {
-    pub fn new(inner: I, limit: Duration, pending: Option<Arc<PendingSlot>>) -> Self {
+    pub fn new(inner: I, limit: Duration) -> Self {
         Self {
             inner,
             limit,
             stalled_since: None,
-            pending,
         }
     }
 
@@ -98,16 +92,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for StallIo<I> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        let result = ready!(this.watch(cx, polled));
-        if result.is_ok() {
-            if let Some(pending) = this.pending.take() {
-                pending.on_flushed();
-                if !pending.is_released() {
-                    this.pending = Some(pending);
-                }
-            }
-        }
-        Poll::Ready(result)
+        this.watch(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -126,7 +111,7 @@ mod tests {
     async fn a_write_the_peer_never_takes_fails_after_the_limit() {
         // A pipe whose reader never reads: 16 bytes fit, then writes wait forever.
         let (mut writer, _reader) = tokio::io::duplex(16);
-        let mut io = StallIo::new(&mut writer, Duration::from_secs(5), None);
+        let mut io = StallIo::new(&mut writer, Duration::from_secs(5));
         io.write_all(&[0; 16]).await.unwrap();
         let started = tokio::time::Instant::now();
         let error = io.write_all(&[0; 1]).await.unwrap_err();
@@ -138,7 +123,7 @@ mod tests {
     async fn progress_restarts_the_clock() {
         use tokio::io::AsyncReadExt;
         let (mut writer, mut reader) = tokio::io::duplex(16);
-        let mut io = StallIo::new(&mut writer, Duration::from_secs(5), None);
+        let mut io = StallIo::new(&mut writer, Duration::from_secs(5));
         io.write_all(&[0; 16]).await.unwrap();
         let drain = async {
             let mut buf = [0; 16];

@@ -1,10 +1,12 @@
 //! Every error answer has the JSON error body and the security headers, whoever writes
 //! it: a route, a missing static file, a method no route takes, a path parameter that
-//! does not decode, and hyper's own answers to requests it cannot parse (400, 431, 414).
+//! does not decode, and hyper's own answers to requests it cannot parse (400, 431, 414),
+//! which under TLS carry HSTS like every other answer.
 
 use crate::helpers::{TestApp, WAIT, spawn_app};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::net::SocketAddr;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Asserts the security headers and the JSON error body; returns the error `code`.
 fn assert_json_error(what: &str, headers: &[(String, String)], body: &[u8]) -> String {
@@ -101,15 +103,54 @@ async fn a_path_parameter_that_does_not_decode_gets_a_json_400() {
     assert_eq!(assert_json_error("%FF", &headers, &body), "bad_request");
 }
 
-/// Writes raw bytes and reads the whole answer until the server closes.
-async fn raw_exchange(app: &TestApp, request: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    tcp.write_all(request).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(WAIT, tcp.read_to_end(&mut answer))
+/// A status, the headers and the body of an answer read off the wire.
+type RawAnswer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// Writes raw bytes over plain TCP and reads the whole answer until the server closes.
+async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawAnswer {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    exchange_over(tcp, request).await
+}
+
+/// Writes raw bytes over `connection` and reads the whole answer until the server closes.
+///
+/// The server may answer and close before it has read all of a request it refuses (a
+/// 512 KiB header): the kernel then resets the connection, which can fail our write and
+/// our read. So both run at once, a write cut short is no error, and a reset ends the
+/// answer once its head has arrived (what arrived is then checked like any answer).
+async fn exchange_over(
+    connection: impl AsyncRead + AsyncWrite + Unpin,
+    request: &[u8],
+) -> RawAnswer {
+    let (mut reader, mut writer) = tokio::io::split(connection);
+    let writing = async {
+        let _cut_short_by_the_answer = writer.write_all(request).await;
+    };
+    let reading = async {
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(0) => return answer,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+                Err(_) if answer.windows(4).any(|w| w == b"\r\n\r\n") => return answer,
+                Err(error) => panic!(
+                    "{error} before a complete head: {:?}",
+                    String::from_utf8_lossy(&answer)
+                ),
+            }
+        }
+    };
+    let exchange = async {
+        tokio::pin!(reading);
+        tokio::select! {
+            answer = &mut reading => answer,
+            () = writing => reading.await,
+        }
+    };
+    let answer = tokio::time::timeout(WAIT, exchange)
         .await
-        .expect("the server answers and closes in time")
-        .unwrap();
+        .expect("the server answers and closes in time");
     let split = answer
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -149,10 +190,38 @@ async fn hyper_s_own_400_for_a_malformed_request_line_has_the_json_body_and_head
         b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
     ] {
         let what = String::from_utf8_lossy(request).into_owned();
-        let (status, headers, body) = raw_exchange(&app, request).await;
+        let (status, headers, body) = raw_exchange(app.addr, request).await;
         assert_eq!(status, 400, "{what}");
         assert_eq!(assert_json_error(&what, &headers, &body), "bad_request");
+        assert!(
+            !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("strict-transport-security")),
+            "{what}: HSTS over plain HTTP"
+        );
     }
+}
+
+#[tokio::test]
+async fn under_tls_hyper_s_own_400_carries_hsts_like_every_other_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, connector) = crate::transport::self_signed(dir.path());
+    let app = crate::helpers::spawn_app_with(move |s| s.tls = Some((cert, key))).await;
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let localhost = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(localhost, tcp).await.unwrap();
+    let (status, headers, body) =
+        exchange_over(tls, b"GET / HTTP/1.1 extra\r\nHost: localhost\r\n\r\n").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        assert_json_error("over TLS", &headers, &body),
+        "bad_request"
+    );
+    let hsts = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("strict-transport-security"))
+        .unwrap_or_else(|| panic!("no HSTS in {headers:?}"));
+    assert!(hsts.1.starts_with("max-age="), "{hsts:?}");
 }
 
 #[tokio::test]
@@ -162,7 +231,7 @@ async fn hyper_s_own_431_for_too_many_or_too_large_headers_has_the_json_body_and
     let large = format!("X-Large: {}\r\n", "a".repeat(512 * 1024));
     for (what, extra) in [("too many headers", many), ("one huge header", large)] {
         let request = format!("GET / HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
-        let (status, headers, body) = raw_exchange(&app, request.as_bytes()).await;
+        let (status, headers, body) = raw_exchange(app.addr, request.as_bytes()).await;
         assert_eq!(status, 431, "{what}");
         assert_eq!(
             assert_json_error(what, &headers, &body),
@@ -175,7 +244,7 @@ async fn hyper_s_own_431_for_too_many_or_too_large_headers_has_the_json_body_and
 async fn hyper_s_own_414_for_an_overlong_uri_has_the_json_body_and_headers() {
     let app = spawn_app().await;
     let request = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
-    let (status, headers, body) = raw_exchange(&app, request.as_bytes()).await;
+    let (status, headers, body) = raw_exchange(app.addr, request.as_bytes()).await;
     assert_eq!(status, 414);
     assert_eq!(
         assert_json_error("long uri", &headers, &body),
@@ -206,4 +275,34 @@ async fn a_request_hyper_cannot_parse_is_logged_as_a_security_event_without_its_
         "{line}"
     );
     assert!(!server.log_text().contains(secret), "{}", server.log_text());
+}
+
+#[tokio::test]
+async fn a_flood_of_malformed_requests_writes_a_few_log_lines_and_one_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let server = crate::helpers::ServerProcess::start(
+        &url,
+        &[
+            "--security-log-burst",
+            "2",
+            "--security-log-window-secs",
+            "1",
+        ],
+    )
+    .await;
+    for _ in 0..6 {
+        let (status, _, _) = raw_exchange(server.addr, b"GET / HTTP/1.1 extra\r\n\r\n").await;
+        assert_eq!(status, 400);
+    }
+    let summary = server
+        .wait_for_log(|line| line.contains("more like this from 127.0.0.1"))
+        .await;
+    assert!(summary.contains("malformed_request"), "{summary}");
+    let written = server
+        .log_text()
+        .lines()
+        .filter(|line| line.contains("event=\"malformed_request\""))
+        .count();
+    assert_eq!(written, 2, "{}", server.log_text());
 }

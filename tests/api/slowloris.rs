@@ -1,7 +1,8 @@
 //! Connections that hold a socket without ever making a request: each is dropped within
 //! its deadline whatever protocol it pretends to speak, a client that never reads its
 //! answers is dropped once our writes stop moving, and too many of them from one address
-//! are refused at once while everyone else is still served.
+//! (idle keep-alive connections included) are refused at once while everyone else is
+//! still served.
 
 use crate::helpers::{WAIT, spawn_app_with};
 use crate::transport::self_signed;
@@ -147,7 +148,7 @@ async fn the_pending_cap_refuses_the_next_idle_socket_from_one_address_and_serve
             .starts_with("palisade_connections_refused_total{reason=\"too_many_pending_for_ip\"}")),
         "{metrics}"
     );
-    // An idle socket that completes a request no longer counts: a new one fits.
+    // An idle socket that completes a request and closes no longer counts: a new one fits.
     let mut waking = idle.pop().unwrap();
     waking
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -155,6 +156,62 @@ async fn the_pending_cap_refuses_the_next_idle_socket_from_one_address_and_serve
         .unwrap();
     assert!(hung_up(&mut waking).await.starts_with("HTTP/1.1 200"));
     let answer = get_from([127, 0, 0, 1], app.addr, "/healthz").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Reads one keep-alive answer (head and `content-length` body) without waiting for a
+/// close that does not come; its head.
+async fn one_answer(connection: &mut TcpStream) -> String {
+    let read = async {
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 1024];
+        loop {
+            let n = connection.read(&mut buffer).await.expect("still open");
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&received));
+            received.extend_from_slice(&buffer[..n]);
+            let text = String::from_utf8_lossy(&received).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .expect("a content-length");
+                if body.len() >= length {
+                    return head.to_owned();
+                }
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("an answer in time")
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_count_against_the_per_ip_cap() {
+    let app = spawn_app_with(|s| {
+        s.limits.max_pending_connections_per_ip = 3;
+        s.limits.header_timeout_secs = 600;
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let head = one_answer(&mut tcp).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        idle.push(tcp);
+    }
+    // Each did one cheap request and now idles, kept alive: still three HTTP connections,
+    // so a fourth from this address is refused while another address is served.
+    let mut one_too_many = TcpStream::connect(app.addr).await.unwrap();
+    assert_eq!(hung_up(&mut one_too_many).await, "");
+    let answer = get_from([127, 0, 0, 2], app.addr, "/healthz").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
@@ -175,7 +232,7 @@ async fn the_total_pending_cap_refuses_idle_sockets_from_any_address() {
     socket.bind(SocketAddr::from(([127, 0, 0, 4], 0))).unwrap();
     let mut one_too_many = socket.connect(app.addr).await.unwrap();
     assert_eq!(hung_up(&mut one_too_many).await, "");
-    // Once an idle socket completes a request, there is room again.
+    // Once an idle socket completes a request and closes, there is room again.
     let mut waking = idle.pop().unwrap();
     waking
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -188,4 +245,39 @@ async fn the_total_pending_cap_refuses_idle_sockets_from_any_address() {
             .starts_with("palisade_connections_refused_total{reason=\"too_many_pending\"}")),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_flood_of_refused_connections_writes_a_few_log_lines_and_one_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let server = crate::helpers::ServerProcess::start(
+        &url,
+        &[
+            "--max-pending-connections-per-ip",
+            "1",
+            "--header-timeout-secs",
+            "600",
+            "--security-log-burst",
+            "2",
+            "--security-log-window-secs",
+            "1",
+        ],
+    )
+    .await;
+    let _idle = TcpStream::connect(server.addr).await.unwrap();
+    for _ in 0..6 {
+        let mut refused = TcpStream::connect(server.addr).await.unwrap();
+        assert_eq!(hung_up(&mut refused).await, "");
+    }
+    let summary = server
+        .wait_for_log(|line| line.contains("more like this from 127.0.0.1"))
+        .await;
+    assert!(summary.contains("connection_refused"), "{summary}");
+    let written = server
+        .log_text()
+        .lines()
+        .filter(|line| line.contains("event=\"connection_refused\""))
+        .count();
+    assert_eq!(written, 2, "{}", server.log_text());
 }

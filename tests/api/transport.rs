@@ -1,5 +1,6 @@
-//! What happens below HTTP: TLS for https:// and wss://, and deadlines for the first bytes
-//! of a connection.
+//! What happens below HTTP: TLS for https:// and wss:// (with HSTS, and without it over
+//! plain HTTP), and the header timeout: one deadline for the TLS handshake and then for
+//! each request's headers, so a connection that never finishes either is dropped.
 
 use crate::helpers::spawn_app_with;
 use futures_util::{SinkExt, StreamExt};
