@@ -130,6 +130,46 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, MalformedAuthor
     Ok(Some(token.trim()))
 }
 
+/// Why a request's credentials were refused: the reason its security log line names,
+/// and what decides whether the refusal spends the client's failure budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialRejection {
+    /// No bearer header (nor, on a handshake, ticket or query token).
+    Missing,
+    /// An `Authorization` header that is not `Bearer <token>`.
+    MalformedAuthorization,
+    /// A ticket that is unknown, already used or past its time.
+    TicketInvalid,
+    /// A token (or a ticket's identity) that [`Authenticator`] refused.
+    Token(TokenRejection),
+}
+
+impl CredentialRejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialRejection::Missing => "missing_credentials",
+            CredentialRejection::MalformedAuthorization => "malformed_authorization",
+            CredentialRejection::TicketInvalid => "ticket_invalid",
+            CredentialRejection::Token(rejection) => rejection.as_str(),
+        }
+    }
+
+    /// A well-signed token whose time is not now: what a good client holds after a
+    /// sleep (or with a clock a little off). It must get a new token, not wait.
+    pub fn is_out_of_date(self) -> bool {
+        matches!(
+            self,
+            CredentialRejection::Token(TokenRejection::Expired | TokenRejection::Immature)
+        )
+    }
+}
+
+impl From<TokenRejection> for CredentialRejection {
+    fn from(rejection: TokenRejection) -> Self {
+        CredentialRejection::Token(rejection)
+    }
+}
+
 /// Extractor for API routes that need a signed-in caller (`401 unauthorized` otherwise).
 pub struct Authenticated(pub Identity);
 
@@ -191,6 +231,23 @@ mod tests {
         }
         auth.revocations().enable("u-bob");
         assert!(auth.verify(&after).is_ok());
+    }
+
+    #[test]
+    fn only_tokens_out_of_date_are_out_of_date_rejections() {
+        use CredentialRejection::{Missing, TicketInvalid, Token};
+        assert!(Token(TokenRejection::Expired).is_out_of_date());
+        assert!(Token(TokenRejection::Immature).is_out_of_date());
+        for other in [
+            Missing,
+            TicketInvalid,
+            CredentialRejection::MalformedAuthorization,
+            Token(TokenRejection::BadSignature),
+            Token(TokenRejection::Revoked),
+            Token(TokenRejection::IssuedInFuture),
+        ] {
+            assert!(!other.is_out_of_date(), "{other:?}");
+        }
     }
 
     #[test]

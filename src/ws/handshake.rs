@@ -19,8 +19,7 @@
 use super::limits::CapRejection;
 use super::protocol::HISTORY_MAX;
 use super::session::{self, SessionContext};
-use crate::auth::jwt::TokenRejection;
-use crate::auth::{Identity, bearer_token};
+use crate::auth::{CredentialRejection, Identity, bearer_token};
 use crate::client_ip::ClientIp;
 use crate::config::Limits;
 use crate::error::ApiError;
@@ -152,27 +151,22 @@ pub async fn upgrade(
 }
 
 /// `401`, or `429` once this client's failed-handshake budget is spent.
-fn credentials_refused(state: &AppState, ip: IpAddr, reason: &'static str) -> Response {
-    let budget = if is_out_of_date(reason) {
+fn credentials_refused(state: &AppState, ip: IpAddr, reason: CredentialRejection) -> Response {
+    let budget = if reason.is_out_of_date() {
         Ok(())
     } else {
         state.handshake_failures.check(ip)
     };
     match budget {
         Ok(()) => {
-            refused(state, ip, None, reason, "unauthorized");
+            refused(state, ip, None, reason.as_str(), "unauthorized");
             ApiError::Unauthorized.into_response()
         }
         Err(retry_after) => {
-            refused(state, ip, None, reason, "rate_limited");
+            refused(state, ip, None, reason.as_str(), "rate_limited");
             ApiError::RateLimited { retry_after }.into_response()
         }
     }
-}
-
-/// A well-signed token whose time is not now: what a good client holds after a sleep.
-fn is_out_of_date(reason: &str) -> bool {
-    reason == TokenRejection::Expired.as_str() || reason == TokenRejection::Immature.as_str()
 }
 
 /// Logs a refused handshake (throttled per client) and counts it by `metric_reason`.
@@ -189,34 +183,28 @@ fn refused(
     crate::stats::handshake_rejected(metric_reason);
 }
 
-/// Finds and checks the credentials; the reason for the log when there are none good.
+/// Finds and checks the credentials; why they are no good when they are not.
 fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     query: &QueryCredentials,
-) -> Result<Identity, &'static str> {
-    if let Some(token) = bearer_token(headers).map_err(|_| "malformed_authorization")? {
-        return verify(state, token);
+) -> Result<Identity, CredentialRejection> {
+    let bearer = bearer_token(headers).map_err(|_| CredentialRejection::MalformedAuthorization)?;
+    if let Some(token) = bearer {
+        return Ok(state.auth.verify(token)?);
     }
     if let Some(ticket) = &query.ticket {
-        let identity = state.tickets.redeem(ticket).ok_or("ticket_invalid")?;
-        state
-            .auth
-            .still_valid(&identity)
-            .map_err(|rejection| rejection.as_str())?;
+        let identity = state
+            .tickets
+            .redeem(ticket)
+            .ok_or(CredentialRejection::TicketInvalid)?;
+        state.auth.still_valid(&identity)?;
         return Ok(identity);
     }
     if let Some(token) = &query.token {
-        return verify(state, token);
+        return Ok(state.auth.verify(token)?);
     }
-    Err("missing_credentials")
-}
-
-fn verify(state: &AppState, token: &str) -> Result<Identity, &'static str> {
-    state
-        .auth
-        .verify(token)
-        .map_err(|rejection| rejection.as_str())
+    Err(CredentialRejection::Missing)
 }
 
 #[cfg(test)]
