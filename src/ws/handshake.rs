@@ -4,13 +4,9 @@
 //!
 //! 1. Origin allowlist (`403 origin_forbidden`)
 //! 2. Draining or at the global cap (`503 unavailable`)
-//! 3. Credentials: bearer header, `?ticket=` or `?token=` (`401 unauthorized`). Each
-//!    failure spends one unit of the client IP's failed-handshake budget; past it, a
-//!    failure is answered `429 rate_limited` with `Retry-After` instead. Good
-//!    credentials spend nothing and are never refused by this budget, so clients
-//!    reconnecting together (after a restart, behind one NAT) are not locked out by
-//!    anyone's failures. Expired and not-yet-valid tokens, what good clients hold after
-//!    a sleep, always get `401` (get a new token) and spend nothing.
+//! 3. Credentials: bearer header, `?ticket=` or `?token=` (`401 unauthorized`, or
+//!    `429 rate_limited` once the client IP's failed-credentials budget, shared with the
+//!    HTTP API, is spent: see [`refuse_credentials`]).
 //! 4. Per-IP and per-user connection caps (`429 too_many_connections`)
 //!
 //! Log lines are throttled per client ([`crate::security_log`]), so a flood of refusals
@@ -19,7 +15,7 @@
 use super::limits::CapRejection;
 use super::protocol::HISTORY_MAX;
 use super::session::{self, SessionContext};
-use crate::auth::{CredentialRejection, Identity, bearer_token};
+use crate::auth::{CredentialRejection, Identity, bearer_token, refuse_credentials};
 use crate::client_ip::ClientIp;
 use crate::config::Limits;
 use crate::error::ApiError;
@@ -150,23 +146,11 @@ pub async fn upgrade(
         .on_upgrade(move |socket| tracker.track_future(session::run(socket, context)))
 }
 
-/// `401`, or `429` once this client's failed-handshake budget is spent.
+/// `401`, or `429` once this client's failed-credentials budget is spent.
 fn credentials_refused(state: &AppState, ip: IpAddr, reason: CredentialRejection) -> Response {
-    let budget = if reason.is_out_of_date() {
-        Ok(())
-    } else {
-        state.handshake_failures.check(ip)
-    };
-    match budget {
-        Ok(()) => {
-            refused(state, ip, None, reason.as_str(), "unauthorized");
-            ApiError::Unauthorized.into_response()
-        }
-        Err(retry_after) => {
-            refused(state, ip, None, reason.as_str(), "rate_limited");
-            ApiError::RateLimited { retry_after }.into_response()
-        }
-    }
+    let error = refuse_credentials(state, ip, reason);
+    refused(state, ip, None, reason.as_str(), error.code());
+    error.into_response()
 }
 
 /// Logs a refused handshake (throttled per client) and counts it by `metric_reason`.
