@@ -133,3 +133,37 @@ async fn one_address_flooding_bad_tokens_does_not_hide_another_address_s_log_lin
     );
     assert!(!line.contains("not-a-token"), "{line}");
 }
+
+#[tokio::test]
+async fn registrations_refused_for_their_name_or_password_spend_no_server_wide_budget() {
+    let app = spawn_app_with(|s| {
+        s.limits.auth_global_per_minute = 1;
+        s.limits.auth_global_burst = 2;
+    })
+    .await;
+    let base = format!("http://{}", app.addr);
+    let register = |last: u8, username: &'static str, password: &'static str| {
+        let url = format!("{base}/api/register");
+        async move {
+            client_from(last)
+                .post(url)
+                .json(&json!({"username": username, "password": password}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for last in 1..=5 {
+        let junk = register(last, "no spaces allowed", "long-enough-password").await;
+        assert_eq!(junk.status(), StatusCode::BAD_REQUEST);
+        let weak = register(last, "fine_name", "short").await;
+        assert_eq!(weak.status(), StatusCode::BAD_REQUEST);
+    }
+    for (last, name) in [(6, "alice"), (7, "bob")] {
+        let created = register(last, name, "long-enough-password").await;
+        assert_eq!(created.status(), StatusCode::CREATED, "{name}");
+    }
+    // The budget itself still holds for requests that hash.
+    let refused = register(8, "carol", "long-enough-password").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+}
