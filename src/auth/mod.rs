@@ -233,7 +233,7 @@ pub fn authenticate(
         if state.security_log.admit(ip, "auth_rejected") {
             let ip = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
             tracing::warn!(target: "security", event = "auth_rejected", %ip, %path,
-                reason = rejection.as_str(), answer = error.code());
+                reason = rejection.as_str(), answer = %error.code());
         }
         error
     })

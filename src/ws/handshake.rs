@@ -28,6 +28,7 @@ use axum::http::HeaderMap;
 use axum::http::header::ORIGIN;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -159,7 +160,7 @@ fn refused(
     ip: IpAddr,
     user: Option<&str>,
     reason: &'static str,
-    metric_reason: &'static str,
+    metric_reason: impl Into<Cow<'static, str>>,
 ) {
     if state.security_log.admit(ip, "handshake_rejected") {
         tracing::warn!(target: "security", event = "handshake_rejected", %ip, user, reason);
