@@ -134,10 +134,11 @@ pub struct Limits {
     #[arg(long, env = "PALISADE_IPV6_PREFIX_LEN", default_value_t = DEFAULT_LIMITS.ipv6_prefix_len,
           value_parser = clap::value_parser!(u8).range(1..=128))]
     pub ipv6_prefix_len: u8,
-    /// Failed WebSocket handshakes (bad credentials) per client IP per minute; past the
-    /// burst, that client's failures are answered `429 rate_limited` instead of `401`.
-    /// Good credentials spend nothing and are never refused by this budget; expired
-    /// tokens spend nothing either.
+    /// Refused credentials per client IP per minute, on the WebSocket handshake and on
+    /// every HTTP route that needs a token alike (the name is older than the HTTP side);
+    /// past the burst, that client's failures are answered `429 rate_limited` instead of
+    /// `401`. Good credentials spend nothing and are never refused by this budget;
+    /// expired and not-yet-valid tokens spend nothing either.
     #[arg(long, env = "PALISADE_HANDSHAKE_FAILURES_PER_MINUTE", default_value_t = DEFAULT_LIMITS.handshake_failures_per_minute)]
     pub handshake_failures_per_minute: u32,
     #[arg(long, env = "PALISADE_HANDSHAKE_FAILURE_BURST", default_value_t = DEFAULT_LIMITS.handshake_failure_burst)]

@@ -1,8 +1,10 @@
 //! The one error type of the HTTP side and how it becomes a response.
 //!
-//! Every error body is `{"error":{"code","message"}}`. Internal failures are logged
-//! with their detail and answered with a generic `500 internal`: no SQL, path or panic
-//! text ever reaches a client.
+//! Every error body is `{"error":{"code","message"}}`, built by [`error_body`] alone:
+//! from an [`ApiError`] a handler returns, from a bare status something else answered
+//! with ([`ApiError::for_status`]), and for `/readyz`. Internal failures are logged with
+//! their detail and answered with a generic `500 internal`: no SQL, path or panic text
+//! ever reaches a client.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -10,7 +12,8 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,10 @@ pub enum ApiError {
     UsernameTaken,
     #[error("request body too large")]
     PayloadTooLarge,
+    #[error("the request URI is too long")]
+    UriTooLong,
+    #[error("the request has too many headers or too large ones")]
+    HeadersTooLarge,
     #[error("expected a JSON body (Content-Type: application/json)")]
     UnsupportedMediaType,
     #[error("too many requests, try again later")]
@@ -61,6 +68,10 @@ pub enum ApiError {
     UpgradeRequired,
     #[error("internal error: {0}")]
     Internal(Box<dyn std::error::Error + Send + Sync>),
+    /// An error status no other variant names (a range a static file cannot serve, an
+    /// HTTP version hyper does not speak): its code and message are its reason.
+    #[error("{}", .0.canonical_reason().unwrap_or("error").to_lowercase())]
+    Status(StatusCode),
 }
 
 impl ApiError {
@@ -81,8 +92,37 @@ impl ApiError {
         }
     }
 
+    /// The error for an error status written by something other than a handler (a
+    /// missing static file, a method no route takes, an extractor's rejection, hyper's
+    /// own answer to a request it cannot parse), so its body says what an [`ApiError`]
+    /// of that status says.
+    pub fn for_status(status: StatusCode) -> ApiError {
+        match status {
+            StatusCode::BAD_REQUEST => ApiError::BadRequest("the request is malformed".to_owned()),
+            StatusCode::UNAUTHORIZED => ApiError::Unauthorized,
+            StatusCode::FORBIDDEN => ApiError::Forbidden,
+            StatusCode::NOT_FOUND => ApiError::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+            StatusCode::REQUEST_TIMEOUT => ApiError::RequestTimeout,
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+            StatusCode::URI_TOO_LONG => ApiError::UriTooLong,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+            StatusCode::UPGRADE_REQUIRED => ApiError::UpgradeRequired,
+            StatusCode::TOO_MANY_REQUESTS => ApiError::RateLimited {
+                retry_after: Duration::ZERO,
+            },
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ApiError::HeadersTooLarge,
+            StatusCode::INTERNAL_SERVER_ERROR => {
+                ApiError::internal("an error answer from below the handlers")
+            }
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable,
+            other => ApiError::Status(other),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
+            ApiError::Status(status) => *status,
             ApiError::BadRequest(_) | ApiError::InvalidUsername | ApiError::WeakPassword => {
                 StatusCode::BAD_REQUEST
             }
@@ -96,6 +136,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UsernameTaken => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } | ApiError::TooManyConnections { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -109,8 +151,9 @@ impl ApiError {
     }
 
     /// The stable, documented `code` of the error body.
-    pub fn code(&self) -> &'static str {
-        match self {
+    pub fn code(&self) -> Cow<'static, str> {
+        let code = match self {
+            ApiError::Status(status) => return Cow::Owned(snake_case_reason(*status)),
             ApiError::BadRequest(_) => "bad_request",
             ApiError::InvalidUsername => "invalid_username",
             ApiError::WeakPassword => "weak_password",
@@ -125,6 +168,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::UsernameTaken => "username_taken",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UriTooLong => "uri_too_long",
+            ApiError::HeadersTooLarge => "request_header_fields_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::TooManyConnections { .. } => "too_many_connections",
@@ -133,21 +178,51 @@ impl ApiError {
             }
             ApiError::UpgradeRequired => "upgrade_required",
             ApiError::Internal(_) => "internal",
+        };
+        Cow::Borrowed(code)
+    }
+
+    /// What the client is told: never an internal error's detail.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Internal(_) => "something went wrong on our side".to_owned(),
+            other => other.to_string(),
         }
     }
+
+    /// The JSON error body.
+    pub fn body(&self) -> Value {
+        error_body(&self.code(), &self.message())
+    }
+}
+
+/// The one shape of every error body: `{"error":{"code","message"}}`. Callers may add
+/// fields beside `error` (`/readyz` says which dependency is down).
+pub fn error_body(code: &str, message: &str) -> Value {
+    json!({"error": {"code": code, "message": message}})
+}
+
+/// A status's reason in snake_case (`Range Not Satisfiable` → `range_not_satisfiable`).
+fn snake_case_reason(status: StatusCode) -> String {
+    status
+        .canonical_reason()
+        .unwrap_or("error")
+        .chars()
+        .filter_map(|c| match c {
+            'A'..='Z' => Some(c.to_ascii_lowercase()),
+            ' ' | '-' => Some('_'),
+            c if c.is_ascii_alphanumeric() => Some(c),
+            _ => None,
+        })
+        .collect()
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let message = match &self {
-            ApiError::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error");
-                "something went wrong on our side".to_owned()
-            }
-            other => other.to_string(),
-        };
-        let body = Json(json!({"error": {"code": self.code(), "message": message}}));
-        let mut response = (self.status(), body).into_response();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(error = %detail, "internal error");
+        }
+        let mut response = (self.status(), Json(self.body())).into_response();
         let retry_after = match &self {
             ApiError::RateLimited { retry_after }
             | ApiError::TooManyConnections { retry_after }
@@ -165,44 +240,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The `code` and `message` for an error status written by something other than an
-/// [`ApiError`]: a missing static file, a method no route takes, an extractor's
-/// rejection, or hyper's own answer to a request it cannot parse. Codes that
-/// [`ApiError`] also uses match it; the rest are the status's reason in snake_case.
-pub fn code_and_message_for(status: StatusCode) -> (String, String) {
-    let (code, message) = match status {
-        StatusCode::BAD_REQUEST => ("bad_request", "the request is malformed"),
-        StatusCode::NOT_FOUND => ("not_found", "no such resource"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed"),
-        StatusCode::URI_TOO_LONG => ("uri_too_long", "the request URI is too long"),
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
-            "request_header_fields_too_large",
-            "the request has too many headers or too large ones",
-        ),
-        StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests, try again later"),
-        StatusCode::INTERNAL_SERVER_ERROR => ("internal", "something went wrong on our side"),
-        StatusCode::SERVICE_UNAVAILABLE => ("unavailable", "the server cannot answer right now"),
-        other => {
-            let reason = other.canonical_reason().unwrap_or("error");
-            let code = reason
-                .chars()
-                .filter_map(|c| match c {
-                    'A'..='Z' => Some(c.to_ascii_lowercase()),
-                    ' ' | '-' => Some('_'),
-                    c if c.is_ascii_alphanumeric() => Some(c),
-                    _ => None,
-                })
-                .collect();
-            return (code, reason.to_lowercase());
-        }
-    };
-    (code.to_owned(), message.to_owned())
-}
-
-/// The JSON error body for a bare status (see [`code_and_message_for`]).
+/// The JSON error body for a bare status, as text (see [`ApiError::for_status`]).
 pub fn body_for_status(status: StatusCode) -> String {
-    let (code, message) = code_and_message_for(status);
-    json!({"error": {"code": code, "message": message}}).to_string()
+    ApiError::for_status(status).body().to_string()
 }
 
 impl From<JsonRejection> for ApiError {
@@ -250,7 +290,7 @@ mod tests {
 
     #[test]
     fn bare_statuses_get_contract_codes_or_their_reason_in_snake_case() {
-        let code = |status| code_and_message_for(status).0;
+        let code = |status| ApiError::for_status(status).code().into_owned();
         assert_eq!(code(StatusCode::NOT_FOUND), "not_found");
         assert_eq!(code(StatusCode::SERVICE_UNAVAILABLE), "unavailable");
         assert_eq!(
@@ -264,6 +304,28 @@ mod tests {
         let body: serde_json::Value =
             serde_json::from_str(&body_for_status(StatusCode::URI_TOO_LONG)).unwrap();
         assert_eq!(body["error"]["code"], "uri_too_long");
+    }
+
+    #[test]
+    fn a_bare_status_says_what_the_api_error_of_that_status_says() {
+        for error in [
+            ApiError::PayloadTooLarge,
+            ApiError::NotFound,
+            ApiError::MethodNotAllowed,
+            ApiError::UnsupportedMediaType,
+            ApiError::RequestTimeout,
+            ApiError::Unavailable,
+            ApiError::UriTooLong,
+            ApiError::HeadersTooLarge,
+            ApiError::internal("detail"),
+        ] {
+            let bare = ApiError::for_status(error.status());
+            assert_eq!(bare.status(), error.status());
+            assert_eq!(bare.body(), error.body(), "{error:?}");
+        }
+        for status in [StatusCode::RANGE_NOT_SATISFIABLE, StatusCode::CONFLICT] {
+            assert_eq!(ApiError::for_status(status).status(), status);
+        }
     }
 
     #[test]

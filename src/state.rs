@@ -40,8 +40,8 @@ pub struct Inner {
     pub passwords: Passwords,
     /// Ticket requests per client IP.
     pub ticket_limiter: PerIpLimiter,
-    /// Failed WebSocket handshakes per client IP.
-    pub handshake_failures: PerIpLimiter,
+    /// Refused credentials per client IP, over HTTP and the WebSocket handshake alike.
+    pub auth_failures: PerIpLimiter,
     /// Throttles repeated security events; its flusher runs with the server.
     pub security_log: Arc<SecurityLog>,
     pub shutdown: Shutdown,
@@ -86,7 +86,7 @@ impl AppState {
             limits.hash_permits(),
             std::time::Duration::from_millis(limits.hash_wait_ms),
         );
-        let handshake_failures = PerIpLimiter::new(
+        let auth_failures = PerIpLimiter::new(
             quota_per_minute(
                 limits.handshake_failures_per_minute,
                 limits.handshake_failure_burst,
@@ -111,7 +111,7 @@ impl AppState {
             auth_global_limiter,
             passwords,
             ticket_limiter,
-            handshake_failures,
+            auth_failures,
             security_log,
             shutdown: Shutdown::new(),
             sessions: TaskTracker::new(),

@@ -50,8 +50,8 @@ pub fn render() -> String {
     handle().map(PrometheusHandle::render).unwrap_or_default()
 }
 
-pub fn handshake_rejected(reason: &'static str) {
-    counter!("palisade_handshake_rejections_total", "reason" => reason).increment(1);
+pub fn handshake_rejected(reason: impl Into<std::borrow::Cow<'static, str>>) {
+    counter!("palisade_handshake_rejections_total", "reason" => reason.into()).increment(1);
 }
 
 pub fn connection_opened() {

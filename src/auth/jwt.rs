@@ -76,7 +76,7 @@ struct IssuedClaims<'a> {
 }
 
 /// Why a token was refused: for the security log only, never for the client.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenRejection {
     #[error("token expired")]
     Expired,

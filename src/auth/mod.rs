@@ -13,6 +13,7 @@ pub mod tickets;
 use jwt::{IssuedToken, JwtKeys, Minter, TokenRejection};
 use revocation::Revocations;
 
+use crate::client_ip::ClientIp;
 use crate::error::ApiError;
 use crate::model::{Role, UserRef, room_allowed};
 use crate::state::AppState;
@@ -20,6 +21,7 @@ use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use std::net::IpAddr;
 
 /// A verified caller, as taken from a token's claims.
 #[derive(Clone, Debug)]
@@ -130,34 +132,110 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, MalformedAuthor
     Ok(Some(token.trim()))
 }
 
-/// Extractor for API routes that need a signed-in caller (`401 unauthorized` otherwise).
+/// Why a request's credentials were refused: the reason its security log line names,
+/// and what decides whether the refusal spends the client's failure budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialRejection {
+    /// No bearer header (nor, on a handshake, ticket or query token).
+    Missing,
+    /// An `Authorization` header that is not `Bearer <token>`.
+    MalformedAuthorization,
+    /// A ticket that is unknown, already used or past its time.
+    TicketInvalid,
+    /// A token (or a ticket's identity) that [`Authenticator`] refused.
+    Token(TokenRejection),
+}
+
+impl CredentialRejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialRejection::Missing => "missing_credentials",
+            CredentialRejection::MalformedAuthorization => "malformed_authorization",
+            CredentialRejection::TicketInvalid => "ticket_invalid",
+            CredentialRejection::Token(rejection) => rejection.as_str(),
+        }
+    }
+
+    /// A well-signed token whose time is not now: what a good client holds after a
+    /// sleep (or with a clock a little off). It must get a new token, not wait.
+    pub fn is_out_of_date(self) -> bool {
+        matches!(
+            self,
+            CredentialRejection::Token(TokenRejection::Expired | TokenRejection::Immature)
+        )
+    }
+}
+
+impl From<TokenRejection> for CredentialRejection {
+    fn from(rejection: TokenRejection) -> Self {
+        CredentialRejection::Token(rejection)
+    }
+}
+
+/// The answer to refused credentials, the same over HTTP and the WebSocket handshake:
+/// `401 unauthorized`, spending one unit of the client's failed-credentials budget, or
+/// `429 rate_limited` with `Retry-After` once that budget is spent, so guessing tokens
+/// from one address is slow whichever door it knocks on. Good credentials never reach
+/// here, so they are never refused by this budget (clients reconnecting together after
+/// a restart or behind one NAT are not locked out by someone else's failures), and an
+/// out-of-date token spends nothing and always gets `401`.
+pub fn refuse_credentials(
+    state: &AppState,
+    ip: IpAddr,
+    rejection: CredentialRejection,
+) -> ApiError {
+    if rejection.is_out_of_date() {
+        return ApiError::Unauthorized;
+    }
+    match state.auth_failures.check(ip) {
+        Ok(()) => ApiError::Unauthorized,
+        Err(retry_after) => ApiError::RateLimited { retry_after },
+    }
+}
+
+/// Extractor for API routes that need a signed-in caller: `401 unauthorized`, or `429
+/// rate_limited` once the client has failed too often (see [`refuse_credentials`]).
 pub struct Authenticated(pub Identity);
 
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authenticate(state, &parts.headers, parts.uri.path()).map(Authenticated)
+        // The client address first: the failure budget is per client.
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
+        authenticate(state, &parts.headers, Some(ip), parts.uri.path()).map(Authenticated)
     }
 }
 
-/// The caller named by a request's bearer token, or `401 unauthorized` (logged as a
-/// security event with the path, never the token).
+/// The caller named by a request's bearer token, or the refusal of
+/// [`refuse_credentials`] (logged as a security event under the client's address, with
+/// the path, never the token).
+///
+/// `ip` is `None` only for a client a trusted proxy left unknown, which only `/metrics`
+/// lets through (every other route refuses it `400`): it gets `401` and spends no
+/// budget, since it has no address of its own and must not spend a real client's.
 pub fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
+    ip: Option<IpAddr>,
     path: &str,
 ) -> Result<Identity, ApiError> {
-    let token = bearer_token(headers)
-        .ok()
-        .flatten()
-        .ok_or(ApiError::Unauthorized)?;
-    state.auth.verify(token).map_err(|reason| {
-        // No client address here: these are throttled as one stream.
-        if state.security_log.admit(None, "auth_rejected") {
-            tracing::warn!(target: "security", event = "auth_rejected", %path, reason = reason.as_str());
+    let verdict = match bearer_token(headers) {
+        Ok(Some(token)) => state.auth.verify(token).map_err(CredentialRejection::from),
+        Ok(None) => Err(CredentialRejection::Missing),
+        Err(MalformedAuthorization) => Err(CredentialRejection::MalformedAuthorization),
+    };
+    verdict.map_err(|rejection| {
+        let error = match ip {
+            Some(ip) => refuse_credentials(state, ip, rejection),
+            None => ApiError::Unauthorized,
+        };
+        if state.security_log.admit(ip, "auth_rejected") {
+            let ip = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+            tracing::warn!(target: "security", event = "auth_rejected", %ip, %path,
+                reason = rejection.as_str(), answer = %error.code());
         }
-        ApiError::Unauthorized
+        error
     })
 }
 
@@ -191,6 +269,23 @@ mod tests {
         }
         auth.revocations().enable("u-bob");
         assert!(auth.verify(&after).is_ok());
+    }
+
+    #[test]
+    fn only_tokens_out_of_date_are_out_of_date_rejections() {
+        use CredentialRejection::{Missing, TicketInvalid, Token};
+        assert!(Token(TokenRejection::Expired).is_out_of_date());
+        assert!(Token(TokenRejection::Immature).is_out_of_date());
+        for other in [
+            Missing,
+            TicketInvalid,
+            CredentialRejection::MalformedAuthorization,
+            Token(TokenRejection::BadSignature),
+            Token(TokenRejection::Revoked),
+            Token(TokenRejection::IssuedInFuture),
+        ] {
+            assert!(!other.is_out_of_date(), "{other:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `POST /api/register` and `POST /api/login`: accounts and the tokens they get;
 //! `POST /api/token`: a fresh token for a valid one, so a client can `refresh` its socket.
 //!
-//! Register and login are rate limited per client IP and for the whole server, hash
+//! Register and login are rate limited per client IP and, once they are about to hash,
+//! for the whole server (so junk refused before it spends nothing there); they hash
 //! through the bounded password pool (`503 unavailable` with `Retry-After` when it stays
 //! busy), and login answers the same `401 invalid_credentials` for an unknown name and a
 //! wrong password. A disabled account with the right password is told so
@@ -57,18 +58,20 @@ async fn register(
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     per_ip_rate(&state.auth_limiter, &state.security_log, ip, "register")?;
-    global_rate(
-        &state.auth_global_limiter,
-        &state.security_log,
-        ip,
-        "register",
-    )?;
     if !is_valid_username(&credentials.username) {
         return Err(ApiError::InvalidUsername);
     }
     if !is_acceptable_password(secrecy::ExposeSecret::expose_secret(&credentials.password)) {
         return Err(ApiError::WeakPassword);
     }
+    // The server-wide budget guards the hashing cores, so only a request that will hash
+    // spends it: junk refused above must not lock everyone else out.
+    global_rate(
+        &state.auth_global_limiter,
+        &state.security_log,
+        ip,
+        "register",
+    )?;
     let user = accounts::register(
         &state.store,
         &state.passwords,
@@ -90,6 +93,8 @@ async fn login(
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> Result<Json<Session>, ApiError> {
     per_ip_rate(&state.auth_limiter, &state.security_log, ip, "login")?;
+    // Every login that gets this far hashes (an unknown name against a dummy hash, so
+    // it takes as long as a wrong password): it spends the server-wide budget now.
     global_rate(&state.auth_global_limiter, &state.security_log, ip, "login")?;
     match accounts::login(
         &state.store,

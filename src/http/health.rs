@@ -6,6 +6,7 @@
 //! the node out of rotation. The store answers that from its latest write, or from a
 //! tiny write probe at most once a second, so polling `/readyz` cannot load the disk.
 
+use crate::error::{ApiError, error_body};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -37,14 +38,11 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if store && writable && broker && !state.shutdown.is_triggered() {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "error": {"code": "unavailable", "message": "not ready"},
-                "store": store,
-                "store_writable": writable,
-                "broker": broker,
-            })),
-        )
+        // The error body every error has, and which dependency is down beside it.
+        let mut body = error_body(&ApiError::Unavailable.code(), "not ready");
+        body["store"] = json!(store);
+        body["store_writable"] = json!(writable);
+        body["broker"] = json!(broker);
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body))
     }
 }

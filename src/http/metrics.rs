@@ -28,8 +28,9 @@ async fn metrics(
 ) -> Result<impl IntoResponse, ApiError> {
     let loopback = matches!(client, Ok(ClientIp(ip)) if ip.is_loopback());
     if !loopback {
-        let ip = client.map_or_else(|_| "unknown".to_owned(), |ClientIp(ip)| ip.to_string());
-        let identity = authenticate(&state, &headers, "/metrics")?;
+        let client = client.ok().map(|ClientIp(ip)| ip);
+        let identity = authenticate(&state, &headers, client, "/metrics")?;
+        let ip = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         if current_role(&state, &identity).await? != Role::Admin {
             tracing::warn!(target: "security", event = "metrics_forbidden", %ip, user = %identity.user.id);
             return Err(ApiError::Forbidden);

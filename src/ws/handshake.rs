@@ -4,13 +4,9 @@
 //!
 //! 1. Origin allowlist (`403 origin_forbidden`)
 //! 2. Draining or at the global cap (`503 unavailable`)
-//! 3. Credentials: bearer header, `?ticket=` or `?token=` (`401 unauthorized`). Each
-//!    failure spends one unit of the client IP's failed-handshake budget; past it, a
-//!    failure is answered `429 rate_limited` with `Retry-After` instead. Good
-//!    credentials spend nothing and are never refused by this budget, so clients
-//!    reconnecting together (after a restart, behind one NAT) are not locked out by
-//!    anyone's failures. Expired and not-yet-valid tokens, what good clients hold after
-//!    a sleep, always get `401` (get a new token) and spend nothing.
+//! 3. Credentials: bearer header, `?ticket=` or `?token=` (`401 unauthorized`, or
+//!    `429 rate_limited` once the client IP's failed-credentials budget, shared with the
+//!    HTTP API, is spent: see [`refuse_credentials`]).
 //! 4. Per-IP and per-user connection caps (`429 too_many_connections`)
 //!
 //! Log lines are throttled per client ([`crate::security_log`]), so a flood of refusals
@@ -18,8 +14,7 @@
 
 use super::limits::CapRejection;
 use super::session::{self, SessionContext};
-use crate::auth::jwt::TokenRejection;
-use crate::auth::{Identity, bearer_token};
+use crate::auth::{CredentialRejection, Identity, bearer_token, refuse_credentials};
 use crate::client_ip::ClientIp;
 use crate::config::Limits;
 use crate::error::ApiError;
@@ -32,6 +27,7 @@ use axum::http::HeaderMap;
 use axum::http::header::ORIGIN;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -149,28 +145,11 @@ pub async fn upgrade(
         .on_upgrade(move |socket| tracker.track_future(session::run(socket, context)))
 }
 
-/// `401`, or `429` once this client's failed-handshake budget is spent.
-fn credentials_refused(state: &AppState, ip: IpAddr, reason: &'static str) -> Response {
-    let budget = if is_out_of_date(reason) {
-        Ok(())
-    } else {
-        state.handshake_failures.check(ip)
-    };
-    match budget {
-        Ok(()) => {
-            refused(state, ip, None, reason, "unauthorized");
-            ApiError::Unauthorized.into_response()
-        }
-        Err(retry_after) => {
-            refused(state, ip, None, reason, "rate_limited");
-            ApiError::RateLimited { retry_after }.into_response()
-        }
-    }
-}
-
-/// A well-signed token whose time is not now: what a good client holds after a sleep.
-fn is_out_of_date(reason: &str) -> bool {
-    reason == TokenRejection::Expired.as_str() || reason == TokenRejection::Immature.as_str()
+/// `401`, or `429` once this client's failed-credentials budget is spent.
+fn credentials_refused(state: &AppState, ip: IpAddr, reason: CredentialRejection) -> Response {
+    let error = refuse_credentials(state, ip, reason);
+    refused(state, ip, None, reason.as_str(), error.code());
+    error.into_response()
 }
 
 /// Logs a refused handshake (throttled per client) and counts it by `metric_reason`.
@@ -179,7 +158,7 @@ fn refused(
     ip: IpAddr,
     user: Option<&str>,
     reason: &'static str,
-    metric_reason: &'static str,
+    metric_reason: impl Into<Cow<'static, str>>,
 ) {
     if state.security_log.admit(ip, "handshake_rejected") {
         tracing::warn!(target: "security", event = "handshake_rejected", %ip, user, reason);
@@ -187,34 +166,28 @@ fn refused(
     crate::stats::handshake_rejected(metric_reason);
 }
 
-/// Finds and checks the credentials; the reason for the log when there are none good.
+/// Finds and checks the credentials; why they are no good when they are not.
 fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     query: &QueryCredentials,
-) -> Result<Identity, &'static str> {
-    if let Some(token) = bearer_token(headers).map_err(|_| "malformed_authorization")? {
-        return verify(state, token);
+) -> Result<Identity, CredentialRejection> {
+    let bearer = bearer_token(headers).map_err(|_| CredentialRejection::MalformedAuthorization)?;
+    if let Some(token) = bearer {
+        return Ok(state.auth.verify(token)?);
     }
     if let Some(ticket) = &query.ticket {
-        let identity = state.tickets.redeem(ticket).ok_or("ticket_invalid")?;
-        state
-            .auth
-            .still_valid(&identity)
-            .map_err(|rejection| rejection.as_str())?;
+        let identity = state
+            .tickets
+            .redeem(ticket)
+            .ok_or(CredentialRejection::TicketInvalid)?;
+        state.auth.still_valid(&identity)?;
         return Ok(identity);
     }
     if let Some(token) = &query.token {
-        return verify(state, token);
+        return Ok(state.auth.verify(token)?);
     }
-    Err("missing_credentials")
-}
-
-fn verify(state: &AppState, token: &str) -> Result<Identity, &'static str> {
-    state
-        .auth
-        .verify(token)
-        .map_err(|rejection| rejection.as_str())
+    Err(CredentialRejection::Missing)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 mod abuse_limits;
 mod amplification;
+mod auth_failures;
 mod chat;
 mod disk_faults;
 mod durability;

@@ -69,6 +69,9 @@ async fn admin_action(
 ) -> reqwest::Response {
     app.http
         .post(app.url(&format!("/api/admin/users/{user_id}/{action}")))
+        // Names the client when a test puts the server behind a trusted proxy (an
+        // unnamed one is refused); ignored otherwise.
+        .header("x-forwarded-for", "203.0.113.5")
         .bearer_auth(token)
         .send()
         .await
