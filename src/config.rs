@@ -122,7 +122,8 @@ pub struct Limits {
     #[arg(long, env = "PALISADE_AUTH_GLOBAL_BURST", default_value_t = DEFAULT_LIMITS.auth_global_burst)]
     pub auth_global_burst: u32,
     /// Password hashes (Argon2id, 19 MiB each) that may run at once; 0 means one per CPU
-    /// core, at most 8. Hashing never holds more than this many times 19 MiB.
+    /// core, at most 8. Hashing never holds more than this many times 19 MiB, and gives
+    /// it back once no hash runs or waits.
     #[arg(long, env = "PALISADE_HASH_CONCURRENCY", default_value_t = DEFAULT_LIMITS.hash_concurrency)]
     pub hash_concurrency: usize,
     /// Milliseconds a register or login waits for a hashing slot before it is answered

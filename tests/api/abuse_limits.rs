@@ -52,6 +52,11 @@ async fn forty_concurrent_failed_logins_from_four_addresses_raise_memory_little_
     .await;
     let pid = server.child.id().unwrap();
     let base = format!("http://{}", server.addr);
+    // The baseline is a fresh server that has hashed nothing yet: whatever hashing
+    // keeps afterwards, bounded or not, counts against the budget. The registration's
+    // hash frees its buffer before the flood, and with glibc a freed 19 MiB block raises
+    // the mmap threshold (see `auth::passwords`): the flood runs in that harder case.
+    let baseline = rss_mib(pid);
     let warm = http_from(5);
     let registered = warm
         .post(format!("{base}/api/register"))
@@ -60,17 +65,6 @@ async fn forty_concurrent_failed_logins_from_four_addresses_raise_memory_little_
         .await
         .unwrap();
     assert_eq!(registered.status(), StatusCode::CREATED);
-    // Both hashing buffers exist once two hashes have overlapped: they are the bounded,
-    // kept cost; what is measured is everything a flood adds on top.
-    let (a, b) = tokio::join!(
-        post_login(&warm, &base, "alice"),
-        post_login(&warm, &base, "nobody")
-    );
-    assert_eq!(
-        (a.status(), b.status()),
-        (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED)
-    );
-    let baseline = rss_mib(pid);
 
     let clients: Vec<reqwest::Client> = (1..=4).map(http_from).collect();
     let logins = (0..40).map(|i| {
@@ -93,11 +87,10 @@ async fn forty_concurrent_failed_logins_from_four_addresses_raise_memory_little_
         statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
         "{statuses:?}"
     );
-    assert!(
-        peak - baseline < 100.0,
-        "RSS rose from {baseline:.1} to {peak:.1} MiB"
-    );
 
+    // Freed memory may go back to the system a little later (an allocator can return it
+    // in the background): wait for it, up to `WAIT`.
+    let flood_done = std::time::Instant::now();
     let settled = tokio::time::timeout(WAIT, async {
         loop {
             if rss_mib(pid) - baseline <= 20.0 {
@@ -107,14 +100,19 @@ async fn forty_concurrent_failed_logins_from_four_addresses_raise_memory_little_
         }
     })
     .await;
+    let after = rss_mib(pid);
     eprintln!(
-        "RSS: baseline {baseline:.1} MiB, peak {peak:.1} MiB, after {:.1} MiB",
-        rss_mib(pid)
+        "RSS: fresh baseline {baseline:.1} MiB, peak {peak:.1} MiB, after {after:.1} MiB \
+         ({:.1} s after the flood)",
+        flood_done.elapsed().as_secs_f64()
+    );
+    assert!(
+        peak - baseline < 100.0,
+        "RSS rose from {baseline:.1} to {peak:.1} MiB"
     );
     assert!(
         settled.is_ok(),
-        "RSS stayed at {:.1} MiB after the flood (baseline {baseline:.1})",
-        rss_mib(pid)
+        "RSS stayed at {after:.1} MiB after the flood (baseline {baseline:.1})"
     );
 }
 
