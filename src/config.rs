@@ -122,7 +122,7 @@ pub struct Limits {
     #[arg(long, env = "PALISADE_AUTH_GLOBAL_BURST", default_value_t = DEFAULT_LIMITS.auth_global_burst)]
     pub auth_global_burst: u32,
     /// Password hashes (Argon2id, 19 MiB each) that may run at once; 0 means one per CPU
-    /// core, at most 8. Hashing never holds more than this many times 19 MiB, and gives
+    /// core, at most 4. Hashing never holds more than this many times 19 MiB, and gives
     /// it back once no hash runs or waits.
     #[arg(long, env = "PALISADE_HASH_CONCURRENCY", default_value_t = DEFAULT_LIMITS.hash_concurrency)]
     pub hash_concurrency: usize,
@@ -224,10 +224,12 @@ impl Limits {
             .max(frame_bytes_for_body(self.max_body_chars))
     }
 
-    /// [`Limits::hash_concurrency`] with `0` resolved to the number of cores (at most 8).
+    /// [`Limits::hash_concurrency`] with `0` resolved to the number of cores, at most 4:
+    /// a burst of logins then costs at most 4 x 19 MiB (under the 100 MiB a burst may add),
+    /// and more slots would only trade that memory for faster sign-ins during a flood.
     pub fn hash_permits(&self) -> usize {
         match self.hash_concurrency {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
             n => n,
         }
     }
