@@ -78,7 +78,7 @@ mod tests {
     use super::*;
     use crate::model::{StoredMessage, UserRef};
     use crate::store::{ReplayFrom, RoomSnapshot, StoreError, UserRecord};
-    use crate::ws::outbox::{Closer, Outbox};
+    use crate::ws::outbox::{Closer, Outbox, OutboxQueue};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
@@ -166,6 +166,18 @@ mod tests {
         }
     }
 
+    /// Puts one member in room `r`: the queue its frames arrive in.
+    fn member_of_r(hub: &Hub) -> OutboxQueue {
+        let (outbox, queue) = Outbox::new(16, 1 << 20, Closer::new());
+        let member = UserRef {
+            id: "m".into(),
+            name: "m".into(),
+        };
+        hub.begin_join("r", 1, &member, &outbox);
+        hub.finish_join("r", 1, 0, |_| "joined".into());
+        queue
+    }
+
     #[tokio::test(start_paused = true)]
     async fn messages_of_a_room_reach_the_hub_in_seq_order_even_when_stores_finish_out_of_order() {
         let hub = Arc::new(Hub::new(16));
@@ -173,13 +185,7 @@ mod tests {
             Arc::new(SlowFirstStore::default()),
             Arc::clone(&hub),
         ));
-        let (outbox, mut queue) = Outbox::new(16, 1 << 20, Closer::new());
-        let member = UserRef {
-            id: "m".into(),
-            name: "m".into(),
-        };
-        hub.begin_join("r", 1, &member, &outbox);
-        hub.finish_join("r", 1, 0, |_| "joined".into());
+        let mut queue = member_of_r(&hub);
 
         let first = tokio::spawn({
             let broker = Arc::clone(&broker);
@@ -210,13 +216,7 @@ mod tests {
             ..SlowFirstStore::default()
         };
         let broker = MemoryBroker::new(Arc::new(store), Arc::clone(&hub));
-        let (outbox, mut queue) = Outbox::new(16, 1 << 20, Closer::new());
-        let member = UserRef {
-            id: "m".into(),
-            name: "m".into(),
-        };
-        hub.begin_join("r", 1, &member, &outbox);
-        hub.finish_join("r", 1, 0, |_| "joined".into());
+        let mut queue = member_of_r(&hub);
 
         let refused = broker.publish_message(draft("lost")).await;
         assert!(matches!(

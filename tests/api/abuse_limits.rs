@@ -30,14 +30,7 @@ async fn post_login(http: &reqwest::Client, base: &str, username: &str) -> reqwe
 
 /// Resident memory of a process, in MiB.
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("VmRSS in /proc/<pid>/status");
-    kib / 1024.0
+    crate::helpers::rss_kib(pid) as f64 / 1024.0
 }
 
 #[tokio::test]

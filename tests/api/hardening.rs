@@ -1,15 +1,15 @@
 //! Bounds that keep one client from hurting the others: slow readers, forged addresses,
 //! request rates and durations.
 
-use crate::helpers::{Client, ServerProcess, bearer, generous_budget, spawn_app_with};
+use crate::helpers::{
+    Client, ServerProcess, bearer, generous_budget, rss_kib, spawn_app_with, tiny_window,
+};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// A client with a tiny socket receive buffer that joins `room` and then never reads.
 async fn stalled_reader(app: &crate::helpers::TestApp, name: &str, room: &str) -> Client {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(app.addr).await.unwrap();
+    let tcp = tiny_window([127, 0, 0, 1], app.addr).await;
     let mut request = app.ws_url().into_client_request().unwrap();
     request.headers_mut().insert(
         "authorization",
@@ -71,17 +71,6 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_the_others_carry_on
             bystander_saw += 1;
         }
     }
-}
-
-/// Resident memory of a process, in KiB.
-pub(crate) fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .unwrap()
 }
 
 #[tokio::test]

@@ -1,8 +1,7 @@
 //! Pings and pongs are frames like any other: they spend the frame budget, and the
 //! automatic pongs for a client that never reads cannot pile up in server memory.
 
-use crate::hardening::rss_kib;
-use crate::helpers::{ServerProcess, WAIT, now, sign, spawn_app};
+use crate::helpers::{ServerProcess, WAIT, now, rss_kib, sign, spawn_app, tiny_window};
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -47,9 +46,7 @@ async fn a_ping_flood_from_a_client_that_never_reads_leaves_server_memory_bounde
     )
     .await;
     let pid = server.child.id().unwrap();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(server.addr).await.unwrap();
+    let tcp = tiny_window([127, 0, 0, 1], server.addr).await;
     let token = sign(&json!({"sub":"id-flood","name":"flood","iat":now(),"exp":now()+900}));
     let request = format!("ws://{}/ws?token={token}", server.addr)
         .into_client_request()

@@ -168,23 +168,8 @@ async fn an_oversized_frame_is_refused_from_its_header_before_its_payload_arrive
     header.extend_from_slice(b"abcd");
     tcp.write_all(&header).await.unwrap();
 
-    let close_code = tokio::time::timeout(crate::helpers::WAIT, async {
-        loop {
-            let first = tcp.read_u8().await.unwrap();
-            let len = match tcp.read_u8().await.unwrap() & 0x7f {
-                126 => u64::from(tcp.read_u16().await.unwrap()),
-                127 => tcp.read_u64().await.unwrap(),
-                n => u64::from(n),
-            };
-            let mut payload = vec![0; len as usize];
-            tcp.read_exact(&mut payload).await.unwrap();
-            if first & 0x0f == 0x8 {
-                return u16::from_be_bytes([payload[0], payload[1]]);
-            }
-        }
-    })
-    .await
-    .expect("the server closes without waiting for the payload");
+    // Read at once: the server closes without waiting for the payload.
+    let close_code = raw_close_code(&mut tcp).await;
     assert_eq!(close_code, 1009);
 }
 

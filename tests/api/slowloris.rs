@@ -4,7 +4,7 @@
 //! (idle keep-alive connections included) are refused at once while everyone else is
 //! still served.
 
-use crate::helpers::{WAIT, spawn_app_with};
+use crate::helpers::{WAIT, spawn_app_with, tiny_window};
 use crate::transport::self_signed;
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
@@ -83,14 +83,6 @@ async fn an_idle_keep_alive_connection_is_closed_after_its_response() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
-/// A socket that hardly ever takes what the server writes.
-async fn tiny_window(source: [u8; 4], server: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.bind(SocketAddr::from((source, 0))).unwrap();
-    socket.connect(server).await.unwrap()
-}
-
 #[tokio::test]
 async fn pipelined_requests_whose_answers_are_never_read_are_dropped_once_writes_stall() {
     let app = spawn_app_with(|s| s.limits.write_stall_secs = 1).await;
@@ -110,11 +102,16 @@ async fn pipelined_requests_whose_answers_are_never_read_are_dropped_once_writes
         .expect("the server drops the connection whose writes stalled");
 }
 
-/// `GET path` from a socket bound to `source`: the whole answer.
-async fn get_from(source: [u8; 4], server: SocketAddr, path: &str) -> String {
+/// A connection from the loopback address `source` (one client IP of many on one host).
+async fn connect_from(source: [u8; 4], server: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::from((source, 0))).unwrap();
-    let mut tcp = socket.connect(server).await.unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// `GET path` from a socket bound to `source`: the whole answer.
+async fn get_from(source: [u8; 4], server: SocketAddr, path: &str) -> String {
+    let mut tcp = connect_from(source, server).await;
     tcp.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
     )
@@ -224,13 +221,9 @@ async fn the_total_pending_cap_refuses_idle_sockets_from_any_address() {
     .await;
     let mut idle = Vec::new();
     for source in [[127, 0, 0, 2], [127, 0, 0, 3]] {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::from((source, 0))).unwrap();
-        idle.push(socket.connect(app.addr).await.unwrap());
+        idle.push(connect_from(source, app.addr).await);
     }
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::from(([127, 0, 0, 4], 0))).unwrap();
-    let mut one_too_many = socket.connect(app.addr).await.unwrap();
+    let mut one_too_many = connect_from([127, 0, 0, 4], app.addr).await;
     assert_eq!(hung_up(&mut one_too_many).await, "");
     // Once an idle socket completes a request and closes, there is room again.
     let mut waking = idle.pop().unwrap();

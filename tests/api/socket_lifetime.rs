@@ -44,9 +44,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A WebSocket whose client hardly ever takes what the server writes: its local port
 /// and the socket, or `None` if a connection cap refused it.
 async fn tiny_window_socket(server: &ServerProcess, token: &str) -> Option<(u16, Ws)> {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(server.addr).await.unwrap();
+    let tcp = crate::helpers::tiny_window([127, 0, 0, 1], server.addr).await;
     let port = tcp.local_addr().unwrap().port();
     let request = format!("ws://{}/ws?token={token}", server.addr)
         .into_client_request()
