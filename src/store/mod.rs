@@ -101,29 +101,37 @@ pub struct RoomSnapshot {
 }
 
 impl RoomSnapshot {
-    /// Keeps only the newest messages that serialise to at most `max_bytes`; a cut makes
-    /// the snapshot incomplete (the client pages back with `history`).
-    pub fn keep_newest_within(&mut self, max_bytes: usize) {
-        if keep_newest_within(&mut self.messages, max_bytes) {
+    /// Keeps only the newest messages within the bytes `allowed` grants for what they
+    /// take in full (see [`keep_newest_affordable`]); a cut makes the snapshot incomplete
+    /// (the client pages back with `history`).
+    pub fn keep_newest_affordable(&mut self, allowed: impl FnOnce(usize) -> usize) {
+        if keep_newest_affordable(&mut self.messages, allowed) {
             self.complete = false;
         }
     }
 }
 
-/// The bytes `messages` take in a reply's JSON array (each message and its comma).
-pub fn encoded_bytes(messages: &[StoredMessage]) -> usize {
-    messages.iter().map(|m| encoded_len(m) + 1).sum()
+/// Drops the oldest of `messages` until the rest serialise to at most `max_bytes`; true
+/// if any were dropped.
+pub fn keep_newest_within(messages: &mut Vec<StoredMessage>, max_bytes: usize) -> bool {
+    keep_newest_affordable(messages, |_| max_bytes)
 }
 
-/// Drops the oldest of `messages` (oldest first) until the rest serialise to at most
-/// `max_bytes`; true if any were dropped.
-pub fn keep_newest_within(messages: &mut Vec<StoredMessage>, max_bytes: usize) -> bool {
+/// Measures each message once (its bytes in a reply's JSON array, comma included), asks
+/// `allowed` how many bytes the reply may take given what all of them would take, and
+/// drops the oldest until the rest fit; true if any were dropped.
+pub fn keep_newest_affordable(
+    messages: &mut Vec<StoredMessage>,
+    allowed: impl FnOnce(usize) -> usize,
+) -> bool {
+    let sizes: Vec<usize> = messages.iter().map(|m| encoded_len(m) + 1).collect();
+    let max_bytes = allowed(sizes.iter().sum());
     let mut total = 0usize;
-    let kept = messages
+    let kept = sizes
         .iter()
         .rev()
-        .take_while(|m| {
-            total = total.saturating_add(encoded_len(m) + 1);
+        .take_while(|size| {
+            total = total.saturating_add(**size);
             total <= max_bytes
         })
         .count();
@@ -261,26 +269,25 @@ mod tests {
     #[test]
     fn a_byte_cut_keeps_the_newest_messages_and_marks_the_snapshot_incomplete() {
         let messages: Vec<_> = (1..=5).map(|seq| message(seq, &"x".repeat(100))).collect();
-        let one = encoded_bytes(&messages[..1]);
-        assert_eq!(encoded_bytes(&messages), 5 * one);
+        let one = serde_json::to_vec(&messages[0]).unwrap().len() + 1;
         let mut snapshot = RoomSnapshot {
             last_seq: 5,
             messages: messages.clone(),
             complete: true,
         };
-        snapshot.keep_newest_within(5 * one);
+        let mut asked = None;
+        snapshot.keep_newest_affordable(|wanted| {
+            asked = Some(wanted);
+            wanted
+        });
+        assert_eq!(asked, Some(5 * one), "all of them, measured as serialised");
         assert!(snapshot.complete, "everything fits: nothing cut");
-        snapshot.keep_newest_within(3 * one - 1);
+        snapshot.keep_newest_affordable(|_| 3 * one - 1);
         assert_eq!(
             snapshot.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
             [4, 5]
         );
         assert!(!snapshot.complete);
-        assert_eq!(
-            one,
-            serde_json::to_vec(&messages[0]).unwrap().len() + 1,
-            "the count matches real serialisation"
-        );
     }
 
     #[test]

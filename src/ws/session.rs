@@ -23,7 +23,7 @@ use crate::broker::{BrokerError, encode};
 use crate::hub::ConnId;
 use crate::model::{now_millis, now_secs};
 use crate::state::AppState;
-use crate::store::{NewMessage, ReplayFrom, encoded_bytes, keep_newest_within};
+use crate::store::{NewMessage, ReplayFrom, keep_newest_affordable};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::StreamExt;
 use futures_util::stream::SplitStream;
@@ -335,8 +335,7 @@ impl Session {
                 return;
             }
         };
-        let allowed = self.afford_reply(encoded_bytes(&snapshot.messages));
-        snapshot.keep_newest_within(allowed);
+        snapshot.keep_newest_affordable(|wanted| self.afford_reply(wanted));
         self.state
             .hub
             .finish_join(&room, self.conn, snapshot.last_seq, |members| {
@@ -447,8 +446,8 @@ impl Session {
             .await
         {
             Ok(mut messages) => {
-                let allowed = self.afford_reply(encoded_bytes(&messages));
-                let truncated = keep_newest_within(&mut messages, allowed);
+                let truncated =
+                    keep_newest_affordable(&mut messages, |wanted| self.afford_reply(wanted));
                 self.push(&ServerFrame::History {
                     id,
                     room: &room,
