@@ -111,7 +111,13 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         // Lazy: a server still holding files open (a failed test) must not keep it mounted.
-        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+        let unmounted = Command::new("umount").arg("-l").arg(self.path()).status();
+        if !unmounted.as_ref().is_ok_and(|status| status.success()) {
+            eprintln!(
+                "WARNING: could not unmount the test file system at {}: {unmounted:?}",
+                self.path().display()
+            );
+        }
     }
 }
 
