@@ -59,7 +59,8 @@ palisade() {
     start palisade 9000 env PALISADE_JWT_SECRET=$SECRET RUST_LOG=warn target/release/palisade \
         --listen 127.0.0.1:9000 --database-url "sqlite://$WORK/palisade-$1.db" \
         --messages-per-sec 1000000 --message-burst 1000000 --outbound-queue 4096 \
-        --max-connections-per-ip 100000 --max-connections-per-user 100000 --max-connections 100000
+        --max-connections-per-ip 100000 --max-connections-per-user 100000 --max-connections 100000 \
+        --max-pending-connections-per-ip 100000 --max-pending-connections 100000
 }
 
 # How cost grows with the number of subscribers (palisade and Node; 200 msg/s).
