@@ -161,7 +161,12 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(WRITER_ACQUIRE_TIMEOUT)
-            .connect_with(options.clone())
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("wal_autocheckpoint", WAL_CHECKPOINT_PAGES.to_string())
+                    .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES.to_string()),
+            )
             .await
             .map_err(|e| open_error(&path, &e))?;
         check_integrity(&writer, &path).await?;
@@ -184,6 +189,16 @@ impl SqliteStore {
         })
     }
 }
+
+/// Pages of write-ahead log after which a commit copies them into the database file.
+/// SQLite's default (1000 pages, 4 MiB) lets the log alone fill a small or nearly full
+/// disk: each small commit appends whole pages, so 160 KB of messages took 2 MB of log,
+/// and a disk that had room again filled up once more before any checkpoint ran.
+const WAL_CHECKPOINT_PAGES: u32 = 256;
+
+/// After a checkpoint the log file is cut back to this size, so the space it took during
+/// a burst is given back to the disk instead of kept for reuse.
+const WAL_SIZE_LIMIT_BYTES: u64 = 1 << 20;
 
 /// A failure to open the file: SQLite's "not a database" and "malformed" mean damaged;
 /// "cannot open" and "read-only" usually mean a folder or disk the server cannot write.
@@ -296,6 +311,11 @@ struct Lent<'w> {
 
 /// How a loan of the writer ended.
 enum Outcome {
+    /// The statements ran but changed nothing (a nonce already stored, a taken name, an
+    /// enable of an account that was not disabled): the connection is fine, but nothing
+    /// was written, so it says nothing about the disk. Counting it as a good write would
+    /// let a client keep a full disk looking ready by resending an acked nonce.
+    Unwritten,
     /// The caller went away mid-write (a client that disconnected, a request time
     /// limit): the connection may be half in a transaction, so it is closed, but the
     /// disk said nothing, so readiness is not told it failed. Otherwise anyone could
@@ -306,13 +326,25 @@ enum Outcome {
 }
 
 impl Lent<'_> {
-    fn settle<T>(mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+    fn settle<T>(self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        self.settle_if_written(result, |_| true)
+    }
+
+    /// Like [`Lent::settle`], for a write that may have changed nothing: `written` says
+    /// whether it did.
+    fn settle_if_written<T>(
+        mut self,
+        result: Result<T, sqlx::Error>,
+        written: impl FnOnce(&T) -> bool,
+    ) -> Result<T, sqlx::Error> {
         self.outcome = match &result {
-            Ok(_) => Outcome::Succeeded,
+            Ok(value) if written(value) => Outcome::Succeeded,
+            Ok(_) => Outcome::Unwritten,
             // A constraint refusal (a taken name) is SQLite answering: it undid only
-            // that statement, and the disk is fine. Counting it as a failed write would
-            // let anyone mark the node unready by registering taken names.
-            Err(error) if is_constraint_violation(error) => Outcome::Succeeded,
+            // that statement. It says nothing about the disk either way: counting it as
+            // failed would let anyone mark the node unready by registering taken names,
+            // counting it as written would let them make a full disk look ready.
+            Err(error) if is_constraint_violation(error) => Outcome::Unwritten,
             Err(error) => Outcome::Failed(reason(error)),
         };
         result
@@ -341,6 +373,7 @@ impl Drop for Lent<'_> {
                 self.health.record(Err(reason));
             }
             Outcome::Abandoned => self.conn.close_on_drop(),
+            Outcome::Unwritten => {}
         }
     }
 }
@@ -572,7 +605,7 @@ impl Store for SqliteStore {
             .bind(user_id)
             .execute(&mut *lent)
             .await;
-        lent.settle(deleted)
+        lent.settle_if_written(deleted, |done| done.rows_affected() > 0)
             .map(|done| done.rows_affected() > 0)
             .map_err(write_error)
     }
@@ -743,7 +776,8 @@ async fn append_batch(
 ) -> Result<Vec<Appended>, StoreError> {
     let mut lent = writer.lend().await?;
     let written = write_batch(&mut lent, batch).await;
-    lent.settle(written).map_err(write_error)
+    lent.settle_if_written(written, |appended| appended.iter().any(|a| !a.duplicate))
+        .map_err(write_error)
 }
 
 async fn write_batch(

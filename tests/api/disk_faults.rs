@@ -244,6 +244,29 @@ async fn stored_messages(app: &TestApp) -> BTreeMap<u64, String> {
 }
 
 #[tokio::test]
+async fn a_small_disk_does_not_fill_up_with_write_ahead_log() {
+    let Some(disk) = Mount::small_tmpfs() else {
+        return;
+    };
+    let url = disk.database_url();
+    let app = spawn_app_with(|settings| {
+        settings.database_url = url;
+        generous_budget(settings);
+    })
+    .await;
+    let mut member = Member::join(&app, "alice").await;
+    // About 250 KB of messages, one commit each: far less than the disk holds, but with
+    // SQLite's default checkpoint point (4 MiB of log) the log alone would fill it.
+    for i in 0..250 {
+        let body = format!("{i:04}-{}", "x".repeat(800));
+        let nonce = format!("n{i}");
+        let answer = member.send(&body, &nonce).await;
+        assert_eq!(answer["type"], "ack", "message {i}: {answer}");
+    }
+    assert_eq!(readyz(&app).await, 200);
+}
+
+#[tokio::test]
 async fn a_full_disk_answers_sends_with_unavailable_and_every_acked_message_survives() {
     let Some(disk) = Mount::small_tmpfs() else {
         return;
@@ -299,6 +322,15 @@ async fn a_full_disk_answers_sends_with_unavailable_and_every_acked_message_surv
         readyz(&app).await,
         503,
         "a node that cannot write is not ready"
+    );
+    // A nonce stored before the disk filled is answered from the store without writing
+    // anything: that must not make the full disk look writable.
+    let again = members[0].send("before-alice-0", "before-alice-0").await;
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(
+        readyz(&app).await,
+        503,
+        "a write that wrote nothing says nothing about the disk"
     );
 
     // Space returns: without a restart, the very next sends are acked, and resending a
