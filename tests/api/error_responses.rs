@@ -241,15 +241,57 @@ async fn hyper_s_own_431_for_too_many_or_too_large_headers_has_the_json_body_and
 }
 
 #[tokio::test]
-async fn hyper_s_own_414_for_an_overlong_uri_has_the_json_body_and_headers() {
+async fn an_overlong_uri_gets_the_json_body_and_headers_too() {
     let app = spawn_app().await;
+    // Longer than the request buffer (32 KiB), so hyper refuses the head as a whole
+    // (431) before it could see how long the URI alone is (its 414 is for 64 KiB).
     let request = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
     let (status, headers, body) = raw_exchange(app.addr, request.as_bytes()).await;
-    assert_eq!(status, 414);
+    assert_eq!(status, 431);
     assert_eq!(
         assert_json_error("long uri", &headers, &body),
-        "uri_too_long"
+        "request_header_fields_too_large"
     );
+}
+
+#[tokio::test]
+async fn request_heads_beyond_32_kib_are_refused_not_buffered() {
+    let app = spawn_app().await;
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let (status, headers, body) = raw_exchange(app.addr, request.as_bytes()).await;
+    assert_eq!(status, 431, "a 100 KB header is not a request to serve");
+    assert_json_error("100 KB header", &headers, &body);
+    let cookie = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+        "c".repeat(8 * 1024)
+    );
+    let (status, _, _) = raw_exchange(app.addr, cookie.as_bytes()).await;
+    assert_eq!(
+        status, 200,
+        "a big but real head (an 8 KB cookie) is served"
+    );
+}
+
+#[tokio::test]
+async fn a_static_path_too_long_for_any_file_is_a_json_404_not_a_500() {
+    let app = spawn_app().await;
+    for path in [
+        format!("/{}", "a".repeat(300)),
+        format!("/{}/x", "b".repeat(256)),
+    ] {
+        let response = app.http.get(app.url(&path)).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        let headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let body = response.bytes().await.unwrap();
+        assert_eq!(assert_json_error(&path, &headers, &body), "not_found");
+    }
 }
 
 #[tokio::test]
