@@ -28,10 +28,10 @@ use governor::DefaultDirectRateLimiter;
 use governor::clock::{Clock, DefaultClock};
 use std::net::IpAddr;
 use std::time::Duration;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 /// The Content-Security-Policy of every response: only this origin's scripts, styles,
 /// images and sockets; never framed.
@@ -80,18 +80,48 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(metrics::router())
         .route("/ws", get(ws::handshake::upgrade))
-        .fallback_service(ServeDir::new(&state.settings.frontend_dir))
+        .fallback(static_file)
         .layer(
             ServiceBuilder::new()
                 .layer(
                     // Only the path: the query string may hold a token or ticket.
-                    TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                        tracing::debug_span!("http", method = %request.method(), path = %request.uri().path())
-                    }),
+                    TraceLayer::new_for_http()
+                        .make_span_with(|request: &Request<_>| {
+                            tracing::debug_span!("http", method = %request.method(), path = %request.uri().path())
+                        })
+                        // Not ERROR per 5xx: `ApiError::Internal` logs its own detail, and a
+                        // line for every 503 (an unready node, a full disk) would let
+                        // clients flood the log.
+                        .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
                 )
                 .layer(middleware::map_response_with_state(tls, secure_response)),
         )
         .with_state(state)
+}
+
+/// The longest path, and path segment, a file of the web client can have. Longer ones
+/// are `404` at once: the file system would answer "file name too long", which
+/// `ServeDir` turns into a `500` and an error line per request (a log flood).
+const MAX_STATIC_PATH_BYTES: usize = 1024;
+const MAX_STATIC_SEGMENT_BYTES: usize = 255;
+
+/// The web client's files, from `frontend_dir`.
+async fn static_file(State(state): State<AppState>, request: Request<Body>) -> Response {
+    let path = request.uri().path();
+    if path.len() > MAX_STATIC_PATH_BYTES
+        || path
+            .split('/')
+            .any(|segment| segment.len() > MAX_STATIC_SEGMENT_BYTES)
+    {
+        return ApiError::NotFound.into_response();
+    }
+    match ServeDir::new(&state.settings.frontend_dir)
+        .oneshot(request)
+        .await
+    {
+        Ok(response) => response.into_response(),
+        Err(never) => match never {},
+    }
 }
 
 /// Answers `408 request_timeout` when an API request takes longer than allowed.
