@@ -30,6 +30,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::services::ServeDir;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
@@ -68,6 +69,12 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.settings.limits.api_body_bytes))
+        // A declared `Content-Length` over the limit is refused before the body is read,
+        // so a client that asks `Expect: 100-continue` gets its 413 at once instead of an
+        // invitation to send megabytes (then a 408 when it does not).
+        .layer(RequestBodyLimitLayer::new(
+            state.settings.limits.api_body_bytes,
+        ))
         .layer(middleware::from_fn_with_state(
             Duration::from_secs(state.settings.limits.request_timeout_secs),
             time_limit,

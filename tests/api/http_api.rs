@@ -106,6 +106,30 @@ async fn a_body_over_16_kib_is_413_payload_too_large() {
 }
 
 #[tokio::test]
+async fn a_declared_body_over_the_limit_is_413_before_the_client_sends_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    tcp.write_all(
+        b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 99999999\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // No body follows: the answer must not wait for it.
+    let mut head = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(tcp.read_u8().await.unwrap());
+        }
+    })
+    .await
+    .expect("an answer without the body");
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+}
+
+#[tokio::test]
 async fn malformed_bodies_get_json_errors() {
     let app = spawn_app().await;
     let response = app
