@@ -177,22 +177,22 @@ async fn reconnecting_between_joins_does_not_reset_a_users_reply_allowance_and_o
     let started = std::time::Instant::now();
     let hog = async {
         let mut received = 0;
-        let mut last = Value::Null;
+        let mut last = (0, Value::Null);
         for _ in 0..RECONNECTS {
-            let (size, joined) = join_since_zero(&app, "hog").await;
-            received += size;
-            last = joined;
+            last = join_since_zero(&app, "hog").await;
+            received += last.0;
         }
         (received, last)
     };
     let bystander = join_since_zero(&app, "bystander");
-    let ((received, last), (bystander_size, _)) = tokio::join!(hog, bystander);
+    let ((received, (last_size, last)), (bystander_size, _)) = tokio::join!(hog, bystander);
     let elapsed = started.elapsed();
     assert!(
         received <= allowance_bound(elapsed, RECONNECTS),
         "{received} bytes over {RECONNECTS} connections in {elapsed:?}"
     );
     // Spent, the allowance shrinks replies rather than refusing them.
+    assert!(last_size < 16 * 1024, "{last_size} bytes");
     assert_eq!(last["complete"], false, "{last}");
     assert_eq!(last["last_seq"], 300);
     // Another user was not charged for any of it, during or after.
