@@ -20,8 +20,10 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, InsufficientCapacity, Quota, RateLimiter};
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 /// The client address of a request, see the module docs.
@@ -130,13 +132,61 @@ impl PerIpLimiter {
 
     /// Spends one unit of `ip`'s budget, or says how long until there is one.
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        if self.limiter.len() > 100_000 {
-            self.limiter.retain_recent();
-        }
+        forget_idle_keys(&self.limiter);
         self.limiter
             .check_key(&rate_key(ip, self.v6_prefix))
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
+
+    /// Spends as many of `n` units of `ip`'s budget as it holds (see [`take_up_to`]).
+    pub fn take_up_to(&self, ip: IpAddr, n: u32) -> u32 {
+        take_up_to(&self.limiter, &rate_key(ip, self.v6_prefix), n)
+    }
+}
+
+/// Keys a keyed limiter may hold before those whose budget is full again are dropped
+/// (they are indistinguishable from a key never seen), so its memory stays bounded.
+const KEYED_LIMITER_KEYS: usize = 100_000;
+
+/// Drops the keys of a big keyed limiter that hold a full budget.
+pub(crate) fn forget_idle_keys<K: Hash + Eq + Clone>(limiter: &DefaultKeyedRateLimiter<K>) {
+    if limiter.len() > KEYED_LIMITER_KEYS {
+        limiter.retain_recent();
+    }
+}
+
+/// Spends as many of `n` units of `key`'s budget as it holds right now and returns how
+/// many that was (0 when it is empty). `governor` only spends all or nothing, so a
+/// refusal's wait says how many units are missing (one per replenish interval, rounded
+/// up) and the rest is asked for; a few attempts cover a concurrent spender of the same
+/// key taking some in between.
+pub(crate) fn take_up_to<K: Hash + Eq + Clone>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+    n: u32,
+) -> u32 {
+    forget_idle_keys(limiter);
+    let Some(mut want) = NonZeroU32::new(n) else {
+        return 0;
+    };
+    for _ in 0..3 {
+        let have = match limiter.check_key_n(key, want) {
+            Ok(Ok(())) => return want.get(),
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let per_unit = not_until.quota().replenish_interval().as_nanos().max(1);
+                let missing = wait.as_nanos().div_ceil(per_unit);
+                u128::from(want.get()).saturating_sub(missing)
+            }
+            // More than the burst: ask for the burst.
+            Err(InsufficientCapacity(burst)) => u128::from(burst),
+        };
+        match NonZeroU32::new(u32::try_from(have).unwrap_or(0)) {
+            Some(less) => want = less,
+            None => return 0,
+        }
+    }
+    0
 }
 
 #[cfg(test)]
@@ -213,6 +263,25 @@ mod tests {
         assert!(wait > Duration::ZERO, "{wait:?}");
         assert!(limiter.check(ip("2001:db8:0:1::1")).is_ok());
         assert!(limiter.check(ip("203.0.113.9")).is_ok());
+    }
+
+    #[test]
+    fn take_up_to_spends_what_a_key_holds_and_never_more_than_the_burst() {
+        let quota = Quota::per_minute(std::num::NonZeroU32::MIN)
+            .allow_burst(std::num::NonZeroU32::new(10).unwrap());
+        let limiter = PerIpLimiter::new(quota, 64);
+        let a = ip("203.0.113.9");
+        assert_eq!(
+            limiter.take_up_to(a, 4),
+            4,
+            "all of it when there is enough"
+        );
+        assert_eq!(limiter.take_up_to(a, 10), 6, "what is left");
+        assert_eq!(limiter.take_up_to(a, 3), 0, "nothing left");
+        assert_eq!(limiter.take_up_to(a, 0), 0);
+        let b = ip("203.0.113.10");
+        assert_eq!(limiter.take_up_to(b, 100), 10, "at most the burst");
+        assert!(limiter.check(b).is_err());
     }
 
     #[test]

@@ -58,6 +58,20 @@ pub struct Limits {
     /// the first 64 KiB a reply also spends one frame-budget token per 64 KiB.
     #[arg(long, env = "PALISADE_REPLAY_MAX_BYTES", default_value_t = DEFAULT_LIMITS.replay_max_bytes)]
     pub replay_max_bytes: usize,
+    /// Reply bytes (of `joined` and `history` messages), in KiB per second, that one user
+    /// may pull across all of its connections: reconnecting does not start afresh. When
+    /// it is spent, replies get smaller (newest kept) rather than refused.
+    #[arg(long, env = "PALISADE_REPLY_KIB_PER_SEC_PER_USER", default_value_t = DEFAULT_LIMITS.reply_kib_per_sec_per_user)]
+    pub reply_kib_per_sec_per_user: u32,
+    /// KiB of replies one user may pull at once before the rate applies.
+    #[arg(long, env = "PALISADE_REPLY_BURST_KIB_PER_USER", default_value_t = DEFAULT_LIMITS.reply_burst_kib_per_user)]
+    pub reply_burst_kib_per_user: u32,
+    /// The same for each client IP, whatever accounts it uses: many accounts from one
+    /// address share this.
+    #[arg(long, env = "PALISADE_REPLY_KIB_PER_SEC_PER_IP", default_value_t = DEFAULT_LIMITS.reply_kib_per_sec_per_ip)]
+    pub reply_kib_per_sec_per_ip: u32,
+    #[arg(long, env = "PALISADE_REPLY_BURST_KIB_PER_IP", default_value_t = DEFAULT_LIMITS.reply_burst_kib_per_ip)]
+    pub reply_burst_kib_per_ip: u32,
     /// Outbound frames queued per connection before it is closed with 4008.
     #[arg(long, env = "PALISADE_OUTBOUND_QUEUE", default_value_t = DEFAULT_LIMITS.outbound_queue)]
     pub outbound_queue: usize,
@@ -181,6 +195,14 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     join_history: 50,
     replay_max: 500,
     replay_max_bytes: 256 * 1024,
+    // A sustained full reply a second per user, and eight at once: a tab that reconnects
+    // (its own frame budget pays for about 640 KiB at once) several times over.
+    reply_kib_per_sec_per_user: 256,
+    reply_burst_kib_per_user: 2048,
+    // Four users' worth per address: a NAT of many people reconnecting after an outage
+    // gets smaller replays (and pages back) rather than none.
+    reply_kib_per_sec_per_ip: 1024,
+    reply_burst_kib_per_ip: 8192,
     outbound_queue: 256,
     outbound_queue_bytes: 4 * 1024 * 1024,
     max_connections_per_ip: 20,

@@ -10,7 +10,7 @@ use crate::hub::{ConnId, Hub};
 use crate::security_log::SecurityLog;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::ws::limits::ConnectionCaps;
+use crate::ws::limits::{ConnectionCaps, ReplyAllowance};
 use crate::ws::registry::LiveConnections;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -31,6 +31,8 @@ pub struct Inner {
     pub auth: Authenticator,
     pub tickets: TicketStore,
     pub caps: Arc<ConnectionCaps>,
+    /// Bytes of `joined` and `history` replies per user and per IP, across connections.
+    pub replies: ReplyAllowance,
     pub connections: Arc<LiveConnections>,
     /// Register and login attempts per client IP.
     pub auth_limiter: PerIpLimiter,
@@ -93,6 +95,17 @@ impl AppState {
             ),
             v6_prefix,
         );
+        let replies = ReplyAllowance::new(
+            quota_per_second(
+                limits.reply_kib_per_sec_per_user,
+                limits.reply_burst_kib_per_user,
+            ),
+            quota_per_second(
+                limits.reply_kib_per_sec_per_ip,
+                limits.reply_burst_kib_per_ip,
+            ),
+            v6_prefix,
+        );
         let security_log = Arc::new(SecurityLog::new(
             std::time::Duration::from_secs(limits.security_log_window_secs),
             limits.security_log_burst,
@@ -106,6 +119,7 @@ impl AppState {
             auth,
             tickets,
             caps,
+            replies,
             connections: Arc::new(LiveConnections::default()),
             auth_limiter,
             auth_global_limiter,
@@ -126,9 +140,18 @@ impl AppState {
 
 /// `per_minute` with a `burst`; a zero in either counts as one.
 fn quota_per_minute(per_minute: u32, burst: u32) -> Quota {
-    let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+    quota(Quota::per_minute, per_minute, burst)
+}
+
+/// `per_sec` with a `burst`; a zero in either counts as one.
+fn quota_per_second(per_sec: u32, burst: u32) -> Quota {
+    quota(Quota::per_second, per_sec, burst)
+}
+
+fn quota(per: fn(NonZeroU32) -> Quota, rate: u32, burst: u32) -> Quota {
+    let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-    Quota::per_minute(per_minute).allow_burst(burst)
+    per(rate).allow_burst(burst)
 }
 
 impl Deref for AppState {

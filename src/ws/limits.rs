@@ -6,13 +6,15 @@
 //! ends. [`FrameBudget`] is the per-connection token bucket (via `governor`) plus the
 //! abuse rule: too many refusals in a short window close the connection with 1008. Big
 //! replies (a `joined` or `history` with many messages) cost more than one token:
-//! [`REPLY_BYTES_PER_TOKEN`] each, so a short frame cannot ask for megabytes a second.
+//! [`REPLY_BYTES_PER_TOKEN`] each, so a short frame cannot ask for megabytes a second;
+//! and they spend a [`ReplyAllowance`] kept per user and per IP, so reconnecting does
+//! not buy a fresh budget.
 
-use crate::client_ip::rate_key;
+use crate::client_ip::{PerIpLimiter, rate_key, take_up_to};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::VecDeque;
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -143,6 +145,46 @@ pub(crate) fn decrement<K: Eq + Hash>(map: &DashMap<K, usize>, key: K) {
 /// Reply bytes one token of the frame budget pays for: the frame's own token covers the
 /// first this many, each further token as many again.
 pub const REPLY_BYTES_PER_TOKEN: usize = 64 * 1024;
+
+/// The unit of [`ReplyAllowance`]: reply bytes are counted in KiB, rounded up.
+const ALLOWANCE_UNIT: usize = 1024;
+
+/// The reply bytes each user, and each client IP, may pull across all their
+/// connections. [`FrameBudget`] bounds one connection, but a handshake with good
+/// credentials costs nothing, so without this a client that reconnects between joins
+/// would start every connection with a fresh budget. Kept per user (each needs a valid
+/// token) and per IP (one address can hold many accounts); a reply spends both.
+pub struct ReplyAllowance {
+    per_user: DefaultKeyedRateLimiter<String>,
+    per_ip: PerIpLimiter,
+}
+
+impl ReplyAllowance {
+    pub fn new(per_user: Quota, per_ip: Quota, v6_prefix: u8) -> Self {
+        Self {
+            per_user: RateLimiter::keyed(per_user),
+            per_ip: PerIpLimiter::new(per_ip, v6_prefix),
+        }
+    }
+
+    /// The bytes, at most `wanted`, that a reply to `user` at `ip` may carry: as much as
+    /// both allowances hold right now, which is then spent. The user's is asked first: a
+    /// user whose own allowance is spent then spends nothing of its address's, so it
+    /// cannot drain what its neighbours behind the same address share (the other way
+    /// round, a user behind a spent address is charged for what it asked: it refills).
+    pub fn take(&self, user: &str, ip: IpAddr, wanted: usize) -> usize {
+        let units = u32::try_from(wanted.div_ceil(ALLOWANCE_UNIT)).unwrap_or(u32::MAX);
+        let granted = take_up_to(&self.per_user, &user.to_owned(), units);
+        let granted = self.per_ip.take_up_to(ip, granted);
+        if granted == units {
+            return wanted;
+        }
+        usize::try_from(granted)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(ALLOWANCE_UNIT)
+            .min(wanted)
+    }
+}
 
 /// What [`FrameBudget::spend`] decided for one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,6 +317,29 @@ mod tests {
         );
         assert_eq!(caps.open_connections(), 1);
         assert_eq!(caps.per_ip.get(&ip(1)).map(|c| *c), Some(1));
+    }
+
+    #[test]
+    fn a_reply_spends_the_users_and_the_addresss_allowance_and_a_spent_user_spends_nothing() {
+        let kib =
+            |n: u32| Quota::per_minute(NonZeroU32::MIN).allow_burst(NonZeroU32::new(n).unwrap());
+        let replies = ReplyAllowance::new(kib(4), kib(6), 64);
+        assert_eq!(replies.take("alice", ip(1), 100), 100, "a KiB, rounded up");
+        assert_eq!(
+            replies.take("alice", ip(1), 10 * 1024),
+            3 * 1024,
+            "alice's last 3"
+        );
+        assert_eq!(replies.take("alice", ip(1), 1024), 0);
+        assert_eq!(replies.take("alice", ip(2), 1024), 0, "alice's is per user");
+        // The address has 2 KiB left: alice's refusals spent none of it.
+        assert_eq!(replies.take("bob", ip(1), 4 * 1024), 2 * 1024);
+        assert_eq!(
+            replies.take("carol", ip(1), 1024),
+            0,
+            "the address's is shared"
+        );
+        assert_eq!(replies.take("carol", ip(3), 0), 0);
     }
 
     #[test]

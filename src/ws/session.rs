@@ -275,11 +275,19 @@ impl Session {
         }
     }
 
-    /// The bytes of messages a reply may carry: at most the configured bound, and only
-    /// as much as the frame budget pays for (the oldest are left out of the rest).
+    /// The bytes of messages a reply may carry: at most the configured bound, only as
+    /// much as the frame budget pays for, and only as much as is left of the user's and
+    /// the address's reply allowance across connections (the oldest are left out of the
+    /// rest). The connection's own budget is asked first: a connection that is out of it
+    /// then spends nothing its other connections, or its neighbours, share.
     fn afford_reply(&mut self, wanted: usize) -> usize {
-        self.budget
-            .afford_reply(wanted, self.state.settings.limits.replay_max_bytes)
+        let wanted = wanted.min(
+            self.budget
+                .afford_reply(wanted, self.state.settings.limits.replay_max_bytes),
+        );
+        self.state
+            .replies
+            .take(&self.identity.user.id, self.ip, wanted)
     }
 
     /// Membership of a room: `Err` has been answered.
