@@ -64,6 +64,11 @@ pub struct Limits {
     /// Outbound bytes queued per connection before it is closed with 4008.
     #[arg(long, env = "PALISADE_OUTBOUND_QUEUE_BYTES", default_value_t = DEFAULT_LIMITS.outbound_queue_bytes)]
     pub outbound_queue_bytes: usize,
+    /// Outbound bytes queued for all connections together. Past it, a connection with
+    /// more than 256 KiB queued is closed with 4008 at its next frame, and past a quarter
+    /// more, any connection with frames waiting is; one that keeps up never is.
+    #[arg(long, env = "PALISADE_OUTBOUND_TOTAL_BYTES", default_value_t = DEFAULT_LIMITS.outbound_total_bytes)]
+    pub outbound_total_bytes: usize,
     /// Open WebSocket connections per client IP.
     #[arg(long, env = "PALISADE_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_LIMITS.max_connections_per_ip)]
     pub max_connections_per_ip: usize,
@@ -183,6 +188,7 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     replay_max_bytes: 256 * 1024,
     outbound_queue: 256,
     outbound_queue_bytes: 4 * 1024 * 1024,
+    outbound_total_bytes: 256 * 1024 * 1024,
     max_connections_per_ip: 20,
     max_connections_per_user: 5,
     max_connections: 10_000,

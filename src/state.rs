@@ -11,6 +11,7 @@ use crate::security_log::SecurityLog;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::ws::limits::ConnectionCaps;
+use crate::ws::outbox::OutboundBudget;
 use crate::ws::registry::LiveConnections;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -31,6 +32,8 @@ pub struct Inner {
     pub auth: Authenticator,
     pub tickets: TicketStore,
     pub caps: Arc<ConnectionCaps>,
+    /// Bytes in every connection's outbound queue together, and their bound.
+    pub outbound: Arc<OutboundBudget>,
     pub connections: Arc<LiveConnections>,
     /// Register and login attempts per client IP.
     pub auth_limiter: PerIpLimiter,
@@ -69,6 +72,7 @@ impl AppState {
             )
             .with_ipv6_prefix(v6_prefix),
         );
+        let outbound = OutboundBudget::new(limits.outbound_total_bytes);
         let tickets = TicketStore::new(std::time::Duration::from_secs(limits.ticket_ttl_secs));
         let auth_limiter = PerIpLimiter::new(
             quota_per_minute(limits.auth_per_minute, limits.auth_burst),
@@ -106,6 +110,7 @@ impl AppState {
             auth,
             tickets,
             caps,
+            outbound,
             connections: Arc::new(LiveConnections::default()),
             auth_limiter,
             auth_global_limiter,

@@ -6,6 +6,13 @@
 //! bytes (a few large `joined` frames must not add up to megabytes per client): a client
 //! that does not read fills it, and the push that finds it full closes the connection
 //! with 4008 instead of buffering without limit.
+//!
+//! Per-connection bounds alone let many slow readers together hold
+//! (connections x 4 MiB), so every queue also counts its bytes into one
+//! [`OutboundBudget`] for the whole server: once the total passes the budget, a push to a
+//! queue holding more than [`SLOW_SHARE`] closes that connection with 4008, and past the
+//! budget's ceiling (a quarter over it) any queue with frames already waiting is closed.
+//! A reader that keeps up has an empty queue and is never refused.
 
 use super::close::CloseCode;
 use axum::extract::ws::Utf8Bytes;
@@ -62,11 +69,79 @@ impl Closer {
     }
 }
 
+/// Past the server-wide budget, a queue holding more than this is the slow consumer to
+/// close: room for one full reply (`--replay-max-bytes`' default), which a reader that
+/// keeps up never has waiting for long.
+pub const SLOW_SHARE: usize = 256 * 1024;
+
+/// The bytes waiting in every connection's outbound queue together, and their bound.
+#[derive(Debug)]
+pub struct OutboundBudget {
+    queued: AtomicUsize,
+    limit: usize,
+    ceiling: usize,
+}
+
+impl OutboundBudget {
+    /// A budget of `limit` bytes; queues are cut from there, and past a quarter more even
+    /// small ones are, so the total stays under that ceiling (apart from one frame per
+    /// empty queue, which a connection is always allowed).
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            queued: AtomicUsize::new(0),
+            limit,
+            ceiling: limit.saturating_add(limit / 4),
+        })
+    }
+
+    /// Bytes queued right now, over all connections.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Whether a queue (with frames waiting already) that now holds `after` bytes, with
+    /// `total` queued in all, must be closed to keep the server within its budget.
+    fn refuses(&self, after: usize, total: usize) -> bool {
+        total > self.limit && (after > SLOW_SHARE || total > self.ceiling)
+    }
+}
+
+/// One connection's queued bytes, counted into the server's budget too. Shared by the
+/// [`Outbox`] handles and the [`OutboxQueue`]; when the last of them goes, so do the
+/// frames still queued, and this gives their bytes back to the budget: whatever ends a
+/// connection, nothing it counted can stay counted.
+#[derive(Debug)]
+struct Queued {
+    bytes: AtomicUsize,
+    budget: Arc<OutboundBudget>,
+}
+
+impl Queued {
+    /// Counts `len` more bytes: what this queue held before, and the server's new total.
+    fn add(&self, len: usize) -> (usize, usize) {
+        let before = self.bytes.fetch_add(len, Ordering::AcqRel);
+        let total = self.budget.queued.fetch_add(len, Ordering::AcqRel) + len;
+        (before, total)
+    }
+
+    fn sub(&self, len: usize) {
+        self.bytes.fetch_sub(len, Ordering::AcqRel);
+        self.budget.queued.fetch_sub(len, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        let left = *self.bytes.get_mut();
+        self.budget.queued.fetch_sub(left, Ordering::AcqRel);
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Outbox {
     tx: mpsc::Sender<Utf8Bytes>,
     closer: Closer,
-    queued_bytes: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
     urgent: Arc<AtomicBool>,
     max_bytes: usize,
 }
@@ -74,47 +149,51 @@ pub struct Outbox {
 /// The writer's end of an [`Outbox`].
 pub struct OutboxQueue {
     rx: mpsc::Receiver<Utf8Bytes>,
-    queued_bytes: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
     urgent: Arc<AtomicBool>,
 }
 
 impl Outbox {
     /// A queue of at most `max_frames` frames and `max_bytes` bytes (one frame larger
-    /// than that still fits an empty queue).
-    pub fn new(max_frames: usize, max_bytes: usize, closer: Closer) -> (Self, OutboxQueue) {
+    /// than that still fits an empty queue), counted into the server's `budget`.
+    pub fn new(
+        max_frames: usize,
+        max_bytes: usize,
+        closer: Closer,
+        budget: &Arc<OutboundBudget>,
+    ) -> (Self, OutboxQueue) {
         let (tx, rx) = mpsc::channel(max_frames.max(1));
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let queued = Arc::new(Queued {
+            bytes: AtomicUsize::new(0),
+            budget: Arc::clone(budget),
+        });
         let urgent = Arc::new(AtomicBool::new(false));
         let outbox = Self {
             tx,
             closer,
-            queued_bytes: Arc::clone(&queued_bytes),
+            queued: Arc::clone(&queued),
             urgent: Arc::clone(&urgent),
             max_bytes,
         };
-        (
-            outbox,
-            OutboxQueue {
-                rx,
-                queued_bytes,
-                urgent,
-            },
-        )
+        (outbox, OutboxQueue { rx, queued, urgent })
     }
 
-    /// Queues a frame; false (and the connection closing with 4008) if the queue is full.
+    /// Queues a frame; false (and the connection closing with 4008) if the queue is full
+    /// or holds more than its share of a server whose queues are over budget.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
         let len = frame.len();
-        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        if before > 0 && before + len > self.max_bytes {
-            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        let (before, total) = self.queued.add(len);
+        let after = before + len;
+        // An empty queue always takes the frame: its reader keeps up.
+        if before > 0 && (after > self.max_bytes || self.queued.budget.refuses(after, total)) {
+            self.queued.sub(len);
             self.closer.close(CloseCode::SlowConsumer);
             return false;
         }
         match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(error) => {
-                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                self.queued.sub(len);
                 if let TrySendError::Full(_) = error {
                     self.closer.close(CloseCode::SlowConsumer);
                 }
@@ -139,7 +218,7 @@ impl OutboxQueue {
     /// The next frame, waiting for one; `None` once every [`Outbox`] is gone.
     pub async fn recv(&mut self) -> Option<Utf8Bytes> {
         let frame = self.rx.recv().await?;
-        self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        self.queued.sub(frame.len());
         Some(frame)
     }
 
@@ -151,7 +230,7 @@ impl OutboxQueue {
     /// The next frame if one is queued already.
     pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
         let frame = self.rx.try_recv().ok()?;
-        self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        self.queued.sub(frame.len());
         Some(frame)
     }
 }
@@ -160,10 +239,14 @@ impl OutboxQueue {
 mod tests {
     use super::*;
 
+    fn unbounded() -> Arc<OutboundBudget> {
+        OutboundBudget::new(usize::MAX)
+    }
+
     #[test]
     fn a_full_queue_closes_the_connection_with_4008() {
         let closer = Closer::new();
-        let (outbox, _queue) = Outbox::new(2, 1 << 20, closer.clone());
+        let (outbox, _queue) = Outbox::new(2, 1 << 20, closer.clone(), &unbounded());
         assert!(outbox.push("a".into()));
         assert!(outbox.push("b".into()));
         assert!(!closer.is_closed());
@@ -175,7 +258,7 @@ mod tests {
     #[test]
     fn queued_bytes_are_bounded_too_and_freed_as_the_writer_drains() {
         let closer = Closer::new();
-        let (outbox, mut queue) = Outbox::new(100, 10, closer.clone());
+        let (outbox, mut queue) = Outbox::new(100, 10, closer.clone(), &unbounded());
         assert!(
             outbox.push("x".repeat(30).into()),
             "one big frame fits an empty queue"
@@ -185,6 +268,58 @@ mod tests {
         assert!(outbox.push("1234".into()));
         assert!(!closer.is_closed());
         assert!(!outbox.push("1".into()));
+        assert_eq!(closer.code(), CloseCode::SlowConsumer);
+    }
+
+    #[test]
+    fn the_server_wide_count_returns_to_zero_after_pushes_pops_and_dropped_queues() {
+        let budget = OutboundBudget::new(1 << 20);
+        let (a, mut a_queue) = Outbox::new(100, 1 << 20, Closer::new(), &budget);
+        let (b, b_queue) = Outbox::new(100, 1 << 20, Closer::new(), &budget);
+        assert!(a.push("12345".into()));
+        assert!(a.push("678".into()));
+        assert!(b.push("abcdefg".into()));
+        assert_eq!(budget.queued(), 15);
+        assert_eq!(a_queue.try_recv().map(|f| f.len()), Some(5));
+        assert_eq!(budget.queued(), 10);
+        // The writer went first, the hub's handle later: bytes come back with the last.
+        drop(b_queue);
+        assert!(!b.push("refused, nobody drains it".into()));
+        assert_eq!(budget.queued(), 10);
+        drop(b);
+        assert_eq!(budget.queued(), 3);
+        let a2 = a.clone();
+        drop(a);
+        drop(a_queue);
+        assert_eq!(budget.queued(), 3, "a clone still holds the queue");
+        drop(a2);
+        assert_eq!(budget.queued(), 0);
+    }
+
+    #[test]
+    fn over_the_server_budget_the_big_queue_is_closed_and_a_keeping_up_one_is_not() {
+        let budget = OutboundBudget::new(SLOW_SHARE);
+        let big_closer = Closer::new();
+        let (big, _big_queue) = Outbox::new(100, usize::MAX, big_closer.clone(), &budget);
+        let (small, mut small_queue) = Outbox::new(100, usize::MAX, Closer::new(), &budget);
+        let chunk = || Utf8Bytes::from("x".repeat(SLOW_SHARE / 2));
+        assert!(big.push(chunk()));
+        assert!(big.push(chunk()));
+        assert!(small.push("live".into()), "within budget");
+        // Over budget: the queue past its share goes, the small one still gets frames.
+        assert!(!big.push(chunk()));
+        assert_eq!(big_closer.code(), CloseCode::SlowConsumer);
+        assert!(small.push("live".into()));
+        // An empty queue takes a frame whatever the total: its reader keeps up.
+        small_queue.try_recv();
+        small_queue.try_recv();
+        assert!(small.push(chunk()));
+        // Past the ceiling even a small queue with frames waiting is refused.
+        assert!(budget.queued() > SLOW_SHARE + SLOW_SHARE / 4);
+        let closer = Closer::new();
+        let (third, _third_queue) = Outbox::new(100, usize::MAX, closer.clone(), &budget);
+        assert!(third.push("a".into()));
+        assert!(!third.push("b".into()));
         assert_eq!(closer.code(), CloseCode::SlowConsumer);
     }
 
