@@ -187,7 +187,11 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     replay_max: 500,
     replay_max_bytes: 256 * 1024,
     outbound_queue: 256,
-    outbound_queue_bytes: 4 * 1024 * 1024,
+    // Room for what one client can ask for at once, with live traffic besides: at these
+    // defaults each 64 KiB of a reply costs a frame-budget token (the request's own pays
+    // for the first), so a full burst of 10 pulls at most 640 KiB of replies; the other
+    // 384 KiB hold ~48 of the largest messages (many more typical ones).
+    outbound_queue_bytes: 1024 * 1024,
     outbound_total_bytes: 256 * 1024 * 1024,
     max_connections_per_ip: 20,
     max_connections_per_user: 5,

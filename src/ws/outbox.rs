@@ -8,7 +8,7 @@
 //! with 4008 instead of buffering without limit.
 //!
 //! Per-connection bounds alone let many slow readers together hold
-//! (connections x 4 MiB), so every queue also counts its bytes into one
+//! (connections x `--outbound-queue-bytes`), so every queue also counts its bytes into one
 //! [`OutboundBudget`] for the whole server: once the total passes the budget, a push to a
 //! queue holding more than [`SLOW_SHARE`] closes that connection with 4008, and past the
 //! budget's ceiling (a quarter over it) any queue with frames already waiting is closed.
