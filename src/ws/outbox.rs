@@ -84,8 +84,8 @@ pub struct OutboundBudget {
 
 impl OutboundBudget {
     /// A budget of `limit` bytes; queues are cut from there, and past a quarter more even
-    /// small ones are, so the total stays under that ceiling (apart from one frame per
-    /// empty queue, which a connection is always allowed).
+    /// small ones are, so the total stays within that ceiling plus at most one frame per
+    /// connection (the one that crossed it, or the one an empty queue always takes).
     pub fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
             queued: AtomicUsize::new(0),
