@@ -12,7 +12,9 @@
 //! [`OutboundBudget`] for the whole server: once the total passes the budget, a push to a
 //! queue holding more than [`SLOW_SHARE`] closes that connection with 4008, and past the
 //! budget's ceiling (a quarter over it) any queue with frames already waiting is closed.
-//! A reader that keeps up has an empty queue and is never refused.
+//! A frame counts until the writer has written it, not merely taken it, so a writer stuck
+//! on a client that does not read still holds a queue; a reader that keeps up has an
+//! empty one, and an empty queue always takes the next frame.
 
 use super::close::CloseCode;
 use axum::extract::ws::Utf8Bytes;
@@ -151,6 +153,9 @@ pub struct OutboxQueue {
     rx: mpsc::Receiver<Utf8Bytes>,
     queued: Arc<Queued>,
     urgent: Arc<AtomicBool>,
+    /// Bytes taken by the writer and not yet written: they still count as queued, so a
+    /// writer stuck on a client that does not read never looks like an empty queue.
+    taken: usize,
 }
 
 impl Outbox {
@@ -175,7 +180,15 @@ impl Outbox {
             urgent: Arc::clone(&urgent),
             max_bytes,
         };
-        (outbox, OutboxQueue { rx, queued, urgent })
+        (
+            outbox,
+            OutboxQueue {
+                rx,
+                queued,
+                urgent,
+                taken: 0,
+            },
+        )
     }
 
     /// Queues a frame; false (and the connection closing with 4008) if the queue is full
@@ -218,7 +231,7 @@ impl OutboxQueue {
     /// The next frame, waiting for one; `None` once every [`Outbox`] is gone.
     pub async fn recv(&mut self) -> Option<Utf8Bytes> {
         let frame = self.rx.recv().await?;
-        self.queued.sub(frame.len());
+        self.taken += frame.len();
         Some(frame)
     }
 
@@ -230,8 +243,14 @@ impl OutboxQueue {
     /// The next frame if one is queued already.
     pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
         let frame = self.rx.try_recv().ok()?;
-        self.queued.sub(frame.len());
+        self.taken += frame.len();
         Some(frame)
+    }
+
+    /// The frames taken so far have left (or been dropped): their bytes stop counting.
+    /// Once per batch, so the shared count costs one update per batch, not per frame.
+    pub fn written(&mut self) {
+        self.queued.sub(std::mem::take(&mut self.taken));
     }
 
     /// Drops every queued frame and refuses new ones, giving their bytes back to the
@@ -239,6 +258,7 @@ impl OutboxQueue {
     pub fn discard(&mut self) {
         self.rx.close();
         while self.try_recv().is_some() {}
+        self.written();
     }
 }
 
@@ -278,9 +298,13 @@ mod tests {
             "one big frame fits an empty queue"
         );
         assert_eq!(queue.try_recv().map(|f| f.len()), Some(30));
+        queue.written();
         assert!(outbox.push("123456".into()));
         assert!(outbox.push("1234".into()));
         assert!(!closer.is_closed());
+        // Taken by the writer but not written yet (a client not reading), they still count.
+        queue.try_recv();
+        queue.try_recv();
         assert!(!outbox.push("1".into()));
         assert_eq!(closer.code(), CloseCode::SlowConsumer);
     }
@@ -295,6 +319,8 @@ mod tests {
         assert!(b.push("abcdefg".into()));
         assert_eq!(budget.queued(), 15);
         assert_eq!(a_queue.try_recv().map(|f| f.len()), Some(5));
+        assert_eq!(budget.queued(), 15, "taken, not written yet");
+        a_queue.written();
         assert_eq!(budget.queued(), 10);
         // A writer that ends frees its queue, though the hub still holds the outbox.
         drop(b_queue);
@@ -326,6 +352,7 @@ mod tests {
         // An empty queue takes a frame whatever the total: its reader keeps up.
         small_queue.try_recv();
         small_queue.try_recv();
+        small_queue.written();
         assert!(small.push(chunk()));
         // Past the ceiling even a small queue with frames waiting is refused.
         assert!(budget.queued() > SLOW_SHARE + SLOW_SHARE / 4);

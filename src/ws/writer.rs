@@ -117,6 +117,7 @@ async fn write_batch(
         frames += 1;
     }
     sink.flush().await?;
+    queue.written();
     crate::stats::frames_out(frames);
     Ok(())
 }
