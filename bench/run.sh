@@ -58,7 +58,7 @@ loadgen() { # name protocol port scenario args...
 palisade() {
     start palisade 9000 env PALISADE_JWT_SECRET=$SECRET RUST_LOG=warn target/release/palisade \
         --listen 127.0.0.1:9000 --database-url "sqlite://$WORK/palisade-$1.db" \
-        --messages-per-sec 1000000 --message-burst 1000000 --outbound-queue 4096 \
+        --messages-per-sec 1000000 --message-burst 1000000 --outbound-queue 4096 --outbound-queue-bytes 4194304 \
         --max-connections-per-ip 100000 --max-connections-per-user 100000 --max-connections 100000 \
         --max-pending-connections-per-ip 100000 --max-pending-connections 100000
 }

@@ -78,6 +78,11 @@ pub struct Limits {
     /// Outbound bytes queued per connection before it is closed with 4008.
     #[arg(long, env = "PALISADE_OUTBOUND_QUEUE_BYTES", default_value_t = DEFAULT_LIMITS.outbound_queue_bytes)]
     pub outbound_queue_bytes: usize,
+    /// Outbound bytes queued for all connections together. Past it, a connection with
+    /// more than 256 KiB queued is closed with 4008 at its next frame, and past a quarter
+    /// more, any connection with frames waiting is; one that keeps up never is.
+    #[arg(long, env = "PALISADE_OUTBOUND_TOTAL_BYTES", default_value_t = DEFAULT_LIMITS.outbound_total_bytes)]
+    pub outbound_total_bytes: usize,
     /// Open WebSocket connections per client IP.
     #[arg(long, env = "PALISADE_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_LIMITS.max_connections_per_ip)]
     pub max_connections_per_ip: usize,
@@ -204,7 +209,12 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     reply_kib_per_sec_per_ip: 1024,
     reply_burst_kib_per_ip: 8192,
     outbound_queue: 256,
-    outbound_queue_bytes: 4 * 1024 * 1024,
+    // Room for what one client can ask for at once, with live traffic besides: at these
+    // defaults each 64 KiB of a reply costs a frame-budget token (the request's own pays
+    // for the first), so a full burst of 10 pulls at most 640 KiB of replies; the other
+    // 384 KiB hold ~48 of the largest messages (many more typical ones).
+    outbound_queue_bytes: 1024 * 1024,
+    outbound_total_bytes: 256 * 1024 * 1024,
     max_connections_per_ip: 20,
     max_connections_per_user: 5,
     max_connections: 10_000,

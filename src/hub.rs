@@ -194,7 +194,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::outbox::{Closer, OutboxQueue};
+    use crate::ws::outbox::{Closer, OutboundBudget, OutboxQueue};
 
     fn user(id: &str) -> UserRef {
         UserRef {
@@ -204,7 +204,7 @@ mod tests {
     }
 
     fn outbox() -> (Outbox, OutboxQueue) {
-        Outbox::new(16, 1 << 20, Closer::new())
+        Outbox::new(16, 1 << 20, Closer::new(), &OutboundBudget::new(usize::MAX))
     }
 
     fn message(seq: u64) -> RoomEvent {

@@ -11,6 +11,7 @@ use crate::security_log::SecurityLog;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::ws::limits::{ConnectionCaps, ReplyAllowance};
+use crate::ws::outbox::OutboundBudget;
 use crate::ws::registry::LiveConnections;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -33,6 +34,8 @@ pub struct Inner {
     pub caps: Arc<ConnectionCaps>,
     /// Bytes of `joined` and `history` replies per user and per IP, across connections.
     pub replies: ReplyAllowance,
+    /// Bytes in every connection's outbound queue together, and their bound.
+    pub outbound: Arc<OutboundBudget>,
     pub connections: Arc<LiveConnections>,
     /// Register and login attempts per client IP.
     pub auth_limiter: PerIpLimiter,
@@ -71,6 +74,7 @@ impl AppState {
             )
             .with_ipv6_prefix(v6_prefix),
         );
+        let outbound = OutboundBudget::new(limits.outbound_total_bytes);
         let tickets = TicketStore::new(std::time::Duration::from_secs(limits.ticket_ttl_secs));
         let auth_limiter = PerIpLimiter::new(
             quota_per_minute(limits.auth_per_minute, limits.auth_burst),
@@ -120,6 +124,7 @@ impl AppState {
             tickets,
             caps,
             replies,
+            outbound,
             connections: Arc::new(LiveConnections::default()),
             auth_limiter,
             auth_global_limiter,

@@ -106,6 +106,12 @@ pub fn connection_refused(reason: &'static str) {
     counter!("palisade_connections_refused_total", "reason" => reason).increment(1);
 }
 
+/// Bytes waiting in all outbound queues, against `--outbound-total-bytes`: read when
+/// `/metrics` is rendered rather than kept up to date on every frame.
+pub fn outbound_queued(bytes: usize) {
+    gauge!("palisade_outbound_queued_bytes").set(bytes as f64);
+}
+
 /// HTTP connections open: accepted and not upgraded, idle keep-alive ones included.
 pub fn pending_connections(change: f64) {
     gauge!("palisade_connections_pending").increment(change);

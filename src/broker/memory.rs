@@ -78,7 +78,7 @@ mod tests {
     use super::*;
     use crate::model::{StoredMessage, UserRef};
     use crate::store::{ReplayFrom, RoomSnapshot, StoreError, UserRecord};
-    use crate::ws::outbox::{Closer, Outbox, OutboxQueue};
+    use crate::ws::outbox::{Closer, OutboundBudget, Outbox, OutboxQueue};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
@@ -168,7 +168,8 @@ mod tests {
 
     /// Puts one member in room `r`: the queue its frames arrive in.
     fn member_of_r(hub: &Hub) -> OutboxQueue {
-        let (outbox, queue) = Outbox::new(16, 1 << 20, Closer::new());
+        let (outbox, queue) =
+            Outbox::new(16, 1 << 20, Closer::new(), &OutboundBudget::new(usize::MAX));
         let member = UserRef {
             id: "m".into(),
             name: "m".into(),

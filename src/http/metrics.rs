@@ -36,6 +36,7 @@ async fn metrics(
             return Err(ApiError::Forbidden);
         }
     }
+    stats::outbound_queued(state.outbound.queued());
     Ok((
         [(
             header::CONTENT_TYPE,

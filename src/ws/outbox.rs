@@ -6,6 +6,15 @@
 //! bytes (a few large `joined` frames must not add up to megabytes per client): a client
 //! that does not read fills it, and the push that finds it full closes the connection
 //! with 4008 instead of buffering without limit.
+//!
+//! Per-connection bounds alone let many slow readers together hold
+//! (connections x `--outbound-queue-bytes`), so every queue also counts its bytes into one
+//! [`OutboundBudget`] for the whole server: once the total passes the budget, a push to a
+//! queue holding more than [`SLOW_SHARE`] closes that connection with 4008, and past the
+//! budget's ceiling (a quarter over it) any queue with frames already waiting is closed.
+//! A frame counts until the writer has written it, not merely taken it, so a writer stuck
+//! on a client that does not read still holds a queue; a reader that keeps up has an
+//! empty one, and an empty queue always takes the next frame.
 
 use super::close::CloseCode;
 use axum::extract::ws::Utf8Bytes;
@@ -62,11 +71,79 @@ impl Closer {
     }
 }
 
+/// Past the server-wide budget, a queue holding more than this is the slow consumer to
+/// close: room for one full reply (`--replay-max-bytes`' default), which a reader that
+/// keeps up never has waiting for long.
+pub const SLOW_SHARE: usize = 256 * 1024;
+
+/// The bytes waiting in every connection's outbound queue together, and their bound.
+#[derive(Debug)]
+pub struct OutboundBudget {
+    queued: AtomicUsize,
+    limit: usize,
+    ceiling: usize,
+}
+
+impl OutboundBudget {
+    /// A budget of `limit` bytes; queues are cut from there, and past a quarter more even
+    /// small ones are, so the total stays within that ceiling plus at most one frame per
+    /// connection (the one that crossed it, or the one an empty queue always takes).
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            queued: AtomicUsize::new(0),
+            limit,
+            ceiling: limit.saturating_add(limit / 4),
+        })
+    }
+
+    /// Bytes queued right now, over all connections.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Whether a queue (with frames waiting already) that now holds `after` bytes, with
+    /// `total` queued in all, must be closed to keep the server within its budget.
+    fn refuses(&self, after: usize, total: usize) -> bool {
+        total > self.limit && (after > SLOW_SHARE || total > self.ceiling)
+    }
+}
+
+/// One connection's queued bytes, counted into the server's budget too. Shared by the
+/// [`Outbox`] handles and the [`OutboxQueue`]; when the last of them goes, so do the
+/// frames still queued, and this gives their bytes back to the budget: whatever ends a
+/// connection, nothing it counted can stay counted.
+#[derive(Debug)]
+struct Queued {
+    bytes: AtomicUsize,
+    budget: Arc<OutboundBudget>,
+}
+
+impl Queued {
+    /// Counts `len` more bytes: what this queue held before, and the server's new total.
+    fn add(&self, len: usize) -> (usize, usize) {
+        let before = self.bytes.fetch_add(len, Ordering::AcqRel);
+        let total = self.budget.queued.fetch_add(len, Ordering::AcqRel) + len;
+        (before, total)
+    }
+
+    fn sub(&self, len: usize) {
+        self.bytes.fetch_sub(len, Ordering::AcqRel);
+        self.budget.queued.fetch_sub(len, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        let left = *self.bytes.get_mut();
+        self.budget.queued.fetch_sub(left, Ordering::AcqRel);
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Outbox {
     tx: mpsc::Sender<Utf8Bytes>,
     closer: Closer,
-    queued_bytes: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
     urgent: Arc<AtomicBool>,
     max_bytes: usize,
 }
@@ -74,21 +151,32 @@ pub struct Outbox {
 /// The writer's end of an [`Outbox`].
 pub struct OutboxQueue {
     rx: mpsc::Receiver<Utf8Bytes>,
-    queued_bytes: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
     urgent: Arc<AtomicBool>,
+    /// Bytes taken by the writer and not yet written: they still count as queued, so a
+    /// writer stuck on a client that does not read never looks like an empty queue.
+    taken: usize,
 }
 
 impl Outbox {
     /// A queue of at most `max_frames` frames and `max_bytes` bytes (one frame larger
-    /// than that still fits an empty queue).
-    pub fn new(max_frames: usize, max_bytes: usize, closer: Closer) -> (Self, OutboxQueue) {
+    /// than that still fits an empty queue), counted into the server's `budget`.
+    pub fn new(
+        max_frames: usize,
+        max_bytes: usize,
+        closer: Closer,
+        budget: &Arc<OutboundBudget>,
+    ) -> (Self, OutboxQueue) {
         let (tx, rx) = mpsc::channel(max_frames.max(1));
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let queued = Arc::new(Queued {
+            bytes: AtomicUsize::new(0),
+            budget: Arc::clone(budget),
+        });
         let urgent = Arc::new(AtomicBool::new(false));
         let outbox = Self {
             tx,
             closer,
-            queued_bytes: Arc::clone(&queued_bytes),
+            queued: Arc::clone(&queued),
             urgent: Arc::clone(&urgent),
             max_bytes,
         };
@@ -96,25 +184,29 @@ impl Outbox {
             outbox,
             OutboxQueue {
                 rx,
-                queued_bytes,
+                queued,
                 urgent,
+                taken: 0,
             },
         )
     }
 
-    /// Queues a frame; false (and the connection closing with 4008) if the queue is full.
+    /// Queues a frame; false (and the connection closing with 4008) if the queue is full
+    /// or holds more than its share of a server whose queues are over budget.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
         let len = frame.len();
-        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        if before > 0 && before + len > self.max_bytes {
-            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        let (before, total) = self.queued.add(len);
+        let after = before + len;
+        // An empty queue always takes the frame: its reader keeps up.
+        if before > 0 && (after > self.max_bytes || self.queued.budget.refuses(after, total)) {
+            self.queued.sub(len);
             self.closer.close(CloseCode::SlowConsumer);
             return false;
         }
         match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(error) => {
-                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                self.queued.sub(len);
                 if let TrySendError::Full(_) = error {
                     self.closer.close(CloseCode::SlowConsumer);
                 }
@@ -139,7 +231,7 @@ impl OutboxQueue {
     /// The next frame, waiting for one; `None` once every [`Outbox`] is gone.
     pub async fn recv(&mut self) -> Option<Utf8Bytes> {
         let frame = self.rx.recv().await?;
-        self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        self.taken += frame.len();
         Some(frame)
     }
 
@@ -151,8 +243,29 @@ impl OutboxQueue {
     /// The next frame if one is queued already.
     pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
         let frame = self.rx.try_recv().ok()?;
-        self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        self.taken += frame.len();
         Some(frame)
+    }
+
+    /// The frames taken so far have left (or been dropped): their bytes stop counting.
+    /// Once per batch, so the shared count costs one update per batch, not per frame.
+    pub fn written(&mut self) {
+        self.queued.sub(std::mem::take(&mut self.taken));
+    }
+
+    /// Drops every queued frame and refuses new ones, giving their bytes back to the
+    /// server's budget now rather than when the session ends, seconds later.
+    pub fn discard(&mut self) {
+        self.rx.close();
+        while self.try_recv().is_some() {}
+        self.written();
+    }
+}
+
+impl Drop for OutboxQueue {
+    /// A writer that ends (a broken socket, an abort) frees its queue at once.
+    fn drop(&mut self) {
+        self.discard();
     }
 }
 
@@ -160,10 +273,14 @@ impl OutboxQueue {
 mod tests {
     use super::*;
 
+    fn unbounded() -> Arc<OutboundBudget> {
+        OutboundBudget::new(usize::MAX)
+    }
+
     #[test]
     fn a_full_queue_closes_the_connection_with_4008() {
         let closer = Closer::new();
-        let (outbox, _queue) = Outbox::new(2, 1 << 20, closer.clone());
+        let (outbox, _queue) = Outbox::new(2, 1 << 20, closer.clone(), &unbounded());
         assert!(outbox.push("a".into()));
         assert!(outbox.push("b".into()));
         assert!(!closer.is_closed());
@@ -175,16 +292,74 @@ mod tests {
     #[test]
     fn queued_bytes_are_bounded_too_and_freed_as_the_writer_drains() {
         let closer = Closer::new();
-        let (outbox, mut queue) = Outbox::new(100, 10, closer.clone());
+        let (outbox, mut queue) = Outbox::new(100, 10, closer.clone(), &unbounded());
         assert!(
             outbox.push("x".repeat(30).into()),
             "one big frame fits an empty queue"
         );
         assert_eq!(queue.try_recv().map(|f| f.len()), Some(30));
+        queue.written();
         assert!(outbox.push("123456".into()));
         assert!(outbox.push("1234".into()));
         assert!(!closer.is_closed());
+        // Taken by the writer but not written yet (a client not reading), they still count.
+        queue.try_recv();
+        queue.try_recv();
         assert!(!outbox.push("1".into()));
+        assert_eq!(closer.code(), CloseCode::SlowConsumer);
+    }
+
+    #[test]
+    fn the_server_wide_count_returns_to_zero_after_pushes_pops_and_dropped_queues() {
+        let budget = OutboundBudget::new(1 << 20);
+        let (a, mut a_queue) = Outbox::new(100, 1 << 20, Closer::new(), &budget);
+        let (b, b_queue) = Outbox::new(100, 1 << 20, Closer::new(), &budget);
+        assert!(a.push("12345".into()));
+        assert!(a.push("678".into()));
+        assert!(b.push("abcdefg".into()));
+        assert_eq!(budget.queued(), 15);
+        assert_eq!(a_queue.try_recv().map(|f| f.len()), Some(5));
+        assert_eq!(budget.queued(), 15, "taken, not written yet");
+        a_queue.written();
+        assert_eq!(budget.queued(), 10);
+        // A writer that ends frees its queue, though the hub still holds the outbox.
+        drop(b_queue);
+        assert_eq!(budget.queued(), 3);
+        assert!(!b.push("refused, nobody drains it".into()));
+        assert_eq!(budget.queued(), 3);
+        // A slow consumer's writer discards what is left.
+        a_queue.discard();
+        assert_eq!(budget.queued(), 0);
+        assert!(!a.push("refused too".into()));
+        drop((a, a_queue, b));
+        assert_eq!(budget.queued(), 0);
+    }
+
+    #[test]
+    fn over_the_server_budget_the_big_queue_is_closed_and_a_keeping_up_one_is_not() {
+        let budget = OutboundBudget::new(SLOW_SHARE);
+        let big_closer = Closer::new();
+        let (big, _big_queue) = Outbox::new(100, usize::MAX, big_closer.clone(), &budget);
+        let (small, mut small_queue) = Outbox::new(100, usize::MAX, Closer::new(), &budget);
+        let chunk = || Utf8Bytes::from("x".repeat(SLOW_SHARE / 2));
+        assert!(big.push(chunk()));
+        assert!(big.push(chunk()));
+        assert!(small.push("live".into()), "within budget");
+        // Over budget: the queue past its share goes, the small one still gets frames.
+        assert!(!big.push(chunk()));
+        assert_eq!(big_closer.code(), CloseCode::SlowConsumer);
+        assert!(small.push("live".into()));
+        // An empty queue takes a frame whatever the total: its reader keeps up.
+        small_queue.try_recv();
+        small_queue.try_recv();
+        small_queue.written();
+        assert!(small.push(chunk()));
+        // Past the ceiling even a small queue with frames waiting is refused.
+        assert!(budget.queued() > SLOW_SHARE + SLOW_SHARE / 4);
+        let closer = Closer::new();
+        let (third, _third_queue) = Outbox::new(100, usize::MAX, closer.clone(), &budget);
+        assert!(third.push("a".into()));
+        assert!(!third.push("b".into()));
         assert_eq!(closer.code(), CloseCode::SlowConsumer);
     }
 

@@ -69,6 +69,7 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
             limits.outbound_queue,
             limits.outbound_queue_bytes,
             closer.clone(),
+            &state.outbound,
         );
         let (sink, stream) = socket.split();
         let writer = state.sessions.spawn(writer::run(

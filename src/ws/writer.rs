@@ -75,11 +75,13 @@ pub async fn run(mut sink: Sink, mut queue: OutboxQueue, closer: Closer, heartbe
         }
     }
     let code = closer.code();
+    if code == CloseCode::SlowConsumer {
+        // Its queue is the problem: not sent, and its memory given back now.
+        queue.discard();
+    }
     let farewell = async {
-        if code != CloseCode::SlowConsumer {
-            while let Some(frame) = queue.try_recv() {
-                sink.feed(Message::Text(frame)).await?;
-            }
+        while let Some(frame) = queue.try_recv() {
+            sink.feed(Message::Text(frame)).await?;
         }
         sink.send(Message::Close(Some(CloseFrame {
             code: code.code(),
@@ -115,6 +117,7 @@ async fn write_batch(
         frames += 1;
     }
     sink.flush().await?;
+    queue.written();
     crate::stats::frames_out(frames);
     Ok(())
 }

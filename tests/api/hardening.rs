@@ -2,25 +2,13 @@
 //! request rates and durations.
 
 use crate::helpers::{
-    Client, ServerProcess, bearer, generous_budget, rss_kib, spawn_app_with, tiny_window,
+    Client, ServerProcess, bearer, generous_budget, rss_kib, spawn_app_with, tiny_window_client,
 };
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// A client with a tiny socket receive buffer that joins `room` and then never reads.
 async fn stalled_reader(app: &crate::helpers::TestApp, name: &str, room: &str) -> Client {
-    let tcp = tiny_window([127, 0, 0, 1], app.addr).await;
-    let mut request = app.ws_url().into_client_request().unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", app.token(name)).parse().unwrap(),
-    );
-    let (stream, _) =
-        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
-            .await
-            .unwrap();
-    let mut client = Client { stream };
-    client.recv().await;
+    let mut client = tiny_window_client(app.addr, &app.token(name)).await;
     client.send(json!({"type":"join","room":room})).await;
     client.recv_type("joined").await;
     client

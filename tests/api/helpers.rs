@@ -104,8 +104,7 @@ impl TestApp {
 
     /// A valid token for a user whose id is `id-<name>`.
     pub fn token(&self, name: &str) -> String {
-        let now = now();
-        sign(&json!({"sub": format!("id-{name}"), "name": name, "iat": now, "exp": now + 900}))
+        user_token(name)
     }
 
     /// Connects with `Authorization: Bearer` and reads the `welcome` frame.
@@ -288,6 +287,12 @@ pub async fn wall_clock_past(secs: i64) {
     if let Ok(left) = target.duration_since(std::time::SystemTime::now()) {
         tokio::time::sleep(left).await;
     }
+}
+
+/// A valid token for a user whose id is `id-<name>`, for any test server.
+pub fn user_token(name: &str) -> String {
+    let now = now();
+    sign(&json!({"sub": format!("id-{name}"), "name": name, "iat": now, "exp": now + 900}))
 }
 
 /// Signs arbitrary claims with the test secret (HS256).
@@ -505,9 +510,7 @@ impl ServerProcess {
 
     /// Connects with `?token=` and reads the `welcome` frame.
     pub async fn connect(&self, name: &str) -> Client {
-        let now = now();
-        let token =
-            sign(&json!({"sub": format!("id-{name}"), "name": name, "iat": now, "exp": now + 900}));
+        let token = user_token(name);
         let (stream, _) =
             tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", self.addr))
                 .await
@@ -525,6 +528,27 @@ pub async fn tiny_window(source: [u8; 4], server: SocketAddr) -> TcpStream {
     socket.set_recv_buffer_size(4096).unwrap();
     socket.bind(SocketAddr::from((source, 0))).unwrap();
     socket.connect(server).await.unwrap()
+}
+
+/// A client over a [`tiny_window`] socket, past the handshake and the `welcome` frame:
+/// it stops reading whenever the test stops reading it.
+pub async fn tiny_window_client(server: SocketAddr, token: &str) -> Client {
+    let tcp = tiny_window([127, 0, 0, 1], server).await;
+    let mut request = format!("ws://{server}/ws").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    let (stream, _) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp)),
+    )
+    .await
+    .expect("handshake answered in time")
+    .expect("handshake succeeds");
+    let mut client = Client { stream };
+    assert_eq!(client.recv().await["type"], "welcome");
+    client
 }
 
 /// A process's resident memory (VmRSS), in KiB.

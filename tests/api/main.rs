@@ -21,6 +21,7 @@ mod production_config;
 pub(crate) mod protocol_violations;
 mod rights;
 mod security_log;
+mod slow_readers;
 mod slowloris;
 mod socket_lifetime;
 mod text_spoofing;

@@ -24,6 +24,7 @@ async fn metrics_count_connections_rejections_frames_and_deliveries() {
         "palisade_frames_out_total",
         "palisade_deliveries_total",
         "palisade_store_write_seconds_bucket",
+        "palisade_outbound_queued_bytes",
     ] {
         assert!(text.contains(metric), "{metric} missing from:\n{text}");
     }
