@@ -196,9 +196,9 @@ impl SqliteStore {
 /// and a disk that had room again filled up once more before any checkpoint ran.
 const WAL_CHECKPOINT_PAGES: u32 = 256;
 
-/// After a checkpoint the log file is cut back to this size, so the space it took during
-/// a burst is given back to the disk instead of kept for reuse.
-const WAL_SIZE_LIMIT_BYTES: u64 = 1 << 20;
+/// After a checkpoint the log file is cut back to this size: nothing, so the space it
+/// took is given back to the disk (where messages may need it) instead of kept for reuse.
+const WAL_SIZE_LIMIT_BYTES: u64 = 0;
 
 /// A failure to open the file: SQLite's "not a database" and "malformed" mean damaged;
 /// "cannot open" and "read-only" usually mean a folder or disk the server cannot write.
