@@ -35,14 +35,9 @@ fn rss_mib(pid: u32) -> f64 {
 
 #[tokio::test]
 async fn forty_concurrent_failed_logins_from_four_addresses_raise_memory_little_and_give_it_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
     // Two hashing slots whatever the machine; a long wait so every login is hashed.
-    let server = ServerProcess::start(
-        &url,
-        &["--hash-concurrency", "2", "--hash-wait-ms", "60000"],
-    )
-    .await;
+    let server =
+        ServerProcess::start_fresh(&["--hash-concurrency", "2", "--hash-wait-ms", "60000"]).await;
     let pid = server.child.id().unwrap();
     let base = format!("http://{}", server.addr);
     // The baseline is a fresh server that has hashed nothing yet: whatever hashing
@@ -303,21 +298,16 @@ fn token_for(name: &str) -> String {
 
 #[tokio::test]
 async fn a_flood_of_bad_token_handshakes_turns_into_429_and_a_few_log_lines_while_others_connect() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
-    let server = ServerProcess::start(
-        &url,
-        &[
-            "--handshake-failure-burst",
-            "5",
-            "--handshake-failures-per-minute",
-            "1",
-            "--security-log-burst",
-            "3",
-            "--security-log-window-secs",
-            "1",
-        ],
-    )
+    let server = ServerProcess::start_fresh(&[
+        "--handshake-failure-burst",
+        "5",
+        "--handshake-failures-per-minute",
+        "1",
+        "--security-log-burst",
+        "3",
+        "--security-log-window-secs",
+        "1",
+    ])
     .await;
     let started = std::time::Instant::now();
     let mut statuses = Vec::new();

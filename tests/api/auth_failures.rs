@@ -97,17 +97,12 @@ async fn bad_tokens_over_http_spend_the_budget_the_websocket_handshake_spends() 
 
 #[tokio::test]
 async fn one_address_flooding_bad_tokens_does_not_hide_another_address_s_log_lines() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
-    let server = ServerProcess::start(
-        &url,
-        &[
-            "--security-log-burst",
-            "2",
-            "--security-log-window-secs",
-            "600",
-        ],
-    )
+    let server = ServerProcess::start_fresh(&[
+        "--security-log-burst",
+        "2",
+        "--security-log-window-secs",
+        "600",
+    ])
     .await;
     let base = format!("http://{}", server.addr);
     for _ in 0..5 {

@@ -85,9 +85,7 @@ async fn acked_messages_survive_kill_9() {
 
 #[tokio::test]
 async fn sigterm_closes_sessions_with_1001_and_exits_0() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
-    let mut server = ServerProcess::start(&url, &[]).await;
+    let mut server = ServerProcess::start_fresh(&[]).await;
     let mut alice = server.connect("alice").await;
     let pid = server.child.id().expect("running").to_string();
     let status = Command::new("kill")

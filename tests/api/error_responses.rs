@@ -296,9 +296,7 @@ async fn a_static_path_too_long_for_any_file_is_a_json_404_not_a_500() {
 
 #[tokio::test]
 async fn a_request_hyper_cannot_parse_is_logged_as_a_security_event_without_its_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
-    let server = crate::helpers::ServerProcess::start(&url, &[]).await;
+    let server = crate::helpers::ServerProcess::start_fresh(&[]).await;
     let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let secret = "SECRET-IN-A-HEADER";
     let request = format!("GET /?token={secret} HTTP/1.1\r\nBad Header {secret}\r\n\r\n");
@@ -321,17 +319,12 @@ async fn a_request_hyper_cannot_parse_is_logged_as_a_security_event_without_its_
 
 #[tokio::test]
 async fn a_flood_of_malformed_requests_writes_a_few_log_lines_and_one_count() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
-    let server = crate::helpers::ServerProcess::start(
-        &url,
-        &[
-            "--security-log-burst",
-            "2",
-            "--security-log-window-secs",
-            "1",
-        ],
-    )
+    let server = crate::helpers::ServerProcess::start_fresh(&[
+        "--security-log-burst",
+        "2",
+        "--security-log-window-secs",
+        "1",
+    ])
     .await;
     for _ in 0..6 {
         let (status, _, _) = raw_exchange(server.addr, b"GET / HTTP/1.1 extra\r\n\r\n").await;

@@ -63,19 +63,14 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_the_others_carry_on
 
 #[tokio::test]
 async fn server_memory_stays_bounded_while_clients_stop_reading() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
-    let server = ServerProcess::start(
-        &url,
-        &[
-            "--messages-per-sec",
-            "100000",
-            "--message-burst",
-            "100000",
-            "--max-connections-per-ip",
-            "100",
-        ],
-    )
+    let server = ServerProcess::start_fresh(&[
+        "--messages-per-sec",
+        "100000",
+        "--message-burst",
+        "100000",
+        "--max-connections-per-ip",
+        "100",
+    ])
     .await;
     let pid = server.child.id().unwrap();
     let mut fast = server.connect("fast").await;

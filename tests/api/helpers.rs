@@ -438,9 +438,20 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     log: Arc<std::sync::Mutex<Vec<String>>>,
     log_grew: Arc<tokio::sync::Notify>,
+    /// The database folder of [`ServerProcess::start_fresh`], removed with the server.
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 impl ServerProcess {
+    /// Starts the binary on a database of its own in a new temporary folder.
+    pub async fn start_fresh(extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("p.db").display());
+        let mut server = Self::start(&url, extra_args).await;
+        server._data_dir = Some(dir);
+        server
+    }
+
     pub async fn start(database_url: &str, extra_args: &[&str]) -> Self {
         use tokio::io::{AsyncBufReadExt, BufReader};
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
@@ -473,6 +484,7 @@ impl ServerProcess {
             addr: "0.0.0.0:0".parse().unwrap(),
             log,
             log_grew,
+            _data_dir: None,
         };
         let line = server
             .wait_for_log(|line| line.contains("listening on http://"))

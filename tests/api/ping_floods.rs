@@ -32,18 +32,13 @@ async fn pings_or_pongs_over_the_frame_budget_close_with_1008_without_an_answer_
 
 #[tokio::test]
 async fn a_ping_flood_from_a_client_that_never_reads_leaves_server_memory_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
     // A budget too generous to stop the flood: the write buffer bound alone must hold.
-    let server = ServerProcess::start(
-        &url,
-        &[
-            "--messages-per-sec",
-            "10000000",
-            "--message-burst",
-            "10000000",
-        ],
-    )
+    let server = ServerProcess::start_fresh(&[
+        "--messages-per-sec",
+        "10000000",
+        "--message-burst",
+        "10000000",
+    ])
     .await;
     let pid = server.child.id().unwrap();
     let tcp = tiny_window([127, 0, 0, 1], server.addr).await;

@@ -7,9 +7,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn security_events_name_peer_and_reason_but_never_a_secret() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
-    let server = ServerProcess::start(&url, &[]).await;
+    let server = ServerProcess::start_fresh(&[]).await;
     let base = format!("http://{}", server.addr);
     let http = reqwest::Client::new();
 
@@ -119,9 +117,7 @@ async fn security_events_name_peer_and_reason_but_never_a_secret() {
 async fn broken_websocket_framing_reaches_the_security_log_with_its_close_code() {
     use crate::protocol_violations::{raw_close_code, raw_frame, raw_socket};
     use tokio::io::AsyncWriteExt;
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
-    let server = ServerProcess::start(&url, &[]).await;
+    let server = ServerProcess::start_fresh(&[]).await;
     let token = sign(&json!({"sub":"id-mallory","name":"mallory","iat":now(),"exp":now()+900}));
 
     let mut not_utf8 = raw_socket(server.addr, &token).await;

@@ -14,21 +14,26 @@ const SLOW_CLIENTS: usize = 8;
 
 #[tokio::test]
 async fn clients_that_rejoin_without_reading_are_closed_once_the_server_wide_bound_is_reached() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
-    let server = ServerProcess::start(
-        &url,
-        &[
-            "--messages-per-sec",
-            "100000",
-            "--message-burst",
-            "100000",
-            "--outbound-total-bytes",
-            TOTAL_BOUND,
-            "--outbound-queue-bytes",
-            QUEUE_BOUND,
-        ],
-    )
+    let server = ServerProcess::start_fresh(&[
+        "--messages-per-sec",
+        "100000",
+        "--message-burst",
+        "100000",
+        "--outbound-total-bytes",
+        TOTAL_BOUND,
+        "--outbound-queue-bytes",
+        QUEUE_BOUND,
+        // The reply allowances would slow the joins down (their own defence, tested in
+        // amplification.rs): here only the queue bound may stop them.
+        "--reply-kib-per-sec-per-user",
+        "1000000",
+        "--reply-burst-kib-per-user",
+        "1000000",
+        "--reply-kib-per-sec-per-ip",
+        "1000000",
+        "--reply-burst-kib-per-ip",
+        "1000000",
+    ])
     .await;
     let pid = server.child.id().unwrap();
     // A room of big messages: each `join` with `since:0` answers ~256 KiB of them (the

@@ -242,21 +242,16 @@ async fn the_total_pending_cap_refuses_idle_sockets_from_any_address() {
 
 #[tokio::test]
 async fn a_flood_of_refused_connections_writes_a_few_log_lines_and_one_count() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
-    let server = crate::helpers::ServerProcess::start(
-        &url,
-        &[
-            "--max-pending-connections-per-ip",
-            "1",
-            "--header-timeout-secs",
-            "600",
-            "--security-log-burst",
-            "2",
-            "--security-log-window-secs",
-            "1",
-        ],
-    )
+    let server = crate::helpers::ServerProcess::start_fresh(&[
+        "--max-pending-connections-per-ip",
+        "1",
+        "--header-timeout-secs",
+        "600",
+        "--security-log-burst",
+        "2",
+        "--security-log-window-secs",
+        "1",
+    ])
     .await;
     let _idle = TcpStream::connect(server.addr).await.unwrap();
     for _ in 0..6 {

@@ -83,24 +83,19 @@ async fn flood_pings(ws: &mut Ws, period: Duration) {
 #[tokio::test]
 async fn a_client_that_never_reads_cannot_hold_more_sockets_than_its_cap_by_churning() {
     const CAP: usize = 2;
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
-    let server = ServerProcess::start(
-        &url,
-        &[
-            "--max-connections-per-ip",
-            "2",
-            "--max-connections-per-user",
-            "100",
-            "--heartbeat-secs",
-            "1",
-            // A budget too generous to stop the pings: the session's end must do it.
-            "--messages-per-sec",
-            "10000000",
-            "--message-burst",
-            "10000000",
-        ],
-    )
+    let server = ServerProcess::start_fresh(&[
+        "--max-connections-per-ip",
+        "2",
+        "--max-connections-per-user",
+        "100",
+        "--heartbeat-secs",
+        "1",
+        // A budget too generous to stop the pings: the session's end must do it.
+        "--messages-per-sec",
+        "10000000",
+        "--message-burst",
+        "10000000",
+    ])
     .await;
     let pid = server.child.id().unwrap();
     let token = sign(&json!({"sub":"id-churn","name":"churn","iat":now(),"exp":now()+900}));
