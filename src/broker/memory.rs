@@ -39,14 +39,14 @@ impl Broker for MemoryBroker {
             let started = std::time::Instant::now();
             let appended = self.store.append(message).await;
             crate::stats::store_write(started.elapsed());
-            if let Ok(appended) = &appended {
-                if !appended.duplicate {
-                    let event = RoomEvent::Message {
-                        seq: appended.message.seq,
-                        frame: encode(&appended.message),
-                    };
-                    self.hub.dispatch(&room, &event);
-                }
+            if let Ok(appended) = &appended
+                && !appended.duplicate
+            {
+                let event = RoomEvent::Message {
+                    seq: appended.message.seq,
+                    frame: encode(&appended.message),
+                };
+                self.hub.dispatch(&room, &event);
             }
             appended
         };

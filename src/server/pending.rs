@@ -82,11 +82,11 @@ impl PendingConnections {
         // proxy arrives as `::ffff:a.b.c.d` and must still be recognised.
         let ip = canonical(ip);
         let key = (!self.exempt.contains(&ip)).then(|| rate_key(ip, self.v6_prefix));
-        if let Some(key) = key {
-            if !increment_below(&self.per_ip, key, self.max_per_ip) {
-                self.total.fetch_sub(1, Ordering::AcqRel);
-                return Err(PendingRejection::TooManyForIp);
-            }
+        if let Some(key) = key
+            && !increment_below(&self.per_ip, key, self.max_per_ip)
+        {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(PendingRejection::TooManyForIp);
         }
         crate::stats::pending_connections(1.0);
         Ok(PendingSlot {

@@ -148,15 +148,15 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         let path = options.get_filename().display().to_string();
-        if let Some(parent) = options.get_filename().parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    failed(
-                        &path,
-                        format!("cannot create its folder {}: {e}", parent.display()),
-                    )
-                })?;
-            }
+        if let Some(parent) = options.get_filename().parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                failed(
+                    &path,
+                    format!("cannot create its folder {}: {e}", parent.display()),
+                )
+            })?;
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)

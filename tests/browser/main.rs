@@ -107,10 +107,10 @@ impl Server {
         .unwrap();
         loop {
             let frame = ws.next().await.unwrap().unwrap();
-            if let Message::Text(text) = frame {
-                if serde_json::from_str::<Value>(&text).unwrap()["type"] == "joined" {
-                    return ws;
-                }
+            if let Message::Text(text) = frame
+                && serde_json::from_str::<Value>(&text).unwrap()["type"] == "joined"
+            {
+                return ws;
             }
         }
     }
@@ -127,10 +127,10 @@ where
     .await
     .unwrap();
     loop {
-        if let Message::Text(text) = ws.next().await.unwrap().unwrap() {
-            if serde_json::from_str::<Value>(&text).unwrap()["type"] == "ack" {
-                return;
-            }
+        if let Message::Text(text) = ws.next().await.unwrap().unwrap()
+            && serde_json::from_str::<Value>(&text).unwrap()["type"] == "ack"
+        {
+            return;
         }
     }
 }
