@@ -31,9 +31,84 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            describe_all();
             Some(handle)
         })
         .as_ref()
+}
+
+/// Why a handshake may be refused: the `code` of its HTTP error.
+const HANDSHAKE_REJECTIONS: [&str; 5] = [
+    "origin_forbidden",
+    "unavailable",
+    "unauthorized",
+    "rate_limited",
+    "too_many_connections",
+];
+
+/// Gives every metric its HELP and TYPE line and a zero value at start, so the first
+/// scrape lists them all and a rate or an alert on one works before it ever moved.
+fn describe_all() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("palisade_connections_open", "Open WebSocket sessions.");
+    gauge!("palisade_connections_open").set(0.0);
+    describe_gauge!(
+        "palisade_connections_pending",
+        "Accepted connections that have not upgraded to a WebSocket (capped per IP and in total)."
+    );
+    gauge!("palisade_connections_pending").set(0.0);
+    describe_gauge!(
+        "palisade_outbound_queued_bytes",
+        "Bytes waiting in every connection's outbound queue together (bounded by --outbound-total-bytes)."
+    );
+    gauge!("palisade_outbound_queued_bytes").set(0.0);
+    describe_counter!(
+        "palisade_handshake_rejections_total",
+        "WebSocket handshakes refused, by the code of the answer."
+    );
+    for reason in HANDSHAKE_REJECTIONS {
+        counter!("palisade_handshake_rejections_total", "reason" => reason).absolute(0);
+    }
+    describe_counter!(
+        "palisade_connections_refused_total",
+        "Connections closed at accept because a pending-connection cap was reached."
+    );
+    for reason in crate::server::pending::PendingRejection::ALL {
+        counter!("palisade_connections_refused_total", "reason" => reason.as_str()).absolute(0);
+    }
+    describe_counter!(
+        "palisade_closes_total",
+        "WebSocket sessions closed, by close code."
+    );
+    for code in crate::ws::close::CloseCode::ALL {
+        counter!("palisade_closes_total", "code" => code.code().to_string()).absolute(0);
+    }
+    for (name, help) in [
+        ("palisade_frames_in_total", "Client frames received."),
+        ("palisade_frames_out_total", "Frames written to clients."),
+        (
+            "palisade_deliveries_total",
+            "Frames queued for room members (one per member per event).",
+        ),
+        (
+            "palisade_rate_limited_total",
+            "Client frames refused for want of rate budget.",
+        ),
+    ] {
+        describe_counter!(name, help);
+        counter!(name).absolute(0);
+    }
+    describe_histogram!(
+        "palisade_store_write_seconds",
+        metrics::Unit::Seconds,
+        "Time to store a message durably (the group commit it was part of)."
+    );
+    let _registered = histogram!("palisade_store_write_seconds");
+    describe_histogram!(
+        "palisade_writer_batch_frames",
+        "Frames a connection's writer took from its queue in one batch."
+    );
+    let _registered = histogram!("palisade_writer_batch_frames");
 }
 
 /// Keeps histograms drained; run once per process.

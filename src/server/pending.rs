@@ -26,6 +26,11 @@ pub enum PendingRejection {
 }
 
 impl PendingRejection {
+    pub const ALL: [PendingRejection; 2] = [
+        PendingRejection::TooManyForIp,
+        PendingRejection::TooManyInTotal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PendingRejection::TooManyForIp => "too_many_pending_for_ip",

@@ -37,6 +37,22 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
+    /// Every code the server may send, for metrics that list them all from the start.
+    pub const ALL: [CloseCode; 12] = [
+        CloseCode::Normal,
+        CloseCode::GoingAway,
+        CloseCode::ProtocolError,
+        CloseCode::Unsupported,
+        CloseCode::InvalidPayload,
+        CloseCode::PolicyViolation,
+        CloseCode::TooBig,
+        CloseCode::Internal,
+        CloseCode::TokenExpired,
+        CloseCode::HeartbeatTimeout,
+        CloseCode::Revoked,
+        CloseCode::SlowConsumer,
+    ];
+
     pub fn code(self) -> u16 {
         match self {
             CloseCode::Normal => 1000,

@@ -51,3 +51,47 @@ async fn metrics_need_an_admin_token_from_anywhere_but_loopback() {
         sign(&serde_json::json!({"sub":"a","name":"a","iat":now(),"exp":now()+600,"role":"admin"}));
     assert_eq!(from_afar(Some(admin)).await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn the_first_scrape_of_a_fresh_server_lists_every_metric_with_help_and_type() {
+    let server = crate::helpers::ServerProcess::start_fresh(&[]).await;
+    let text = reqwest::get(format!("http://{}/metrics", server.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (metric, kind) in [
+        ("palisade_connections_open", "gauge"),
+        ("palisade_connections_pending", "gauge"),
+        ("palisade_outbound_queued_bytes", "gauge"),
+        ("palisade_handshake_rejections_total", "counter"),
+        ("palisade_connections_refused_total", "counter"),
+        ("palisade_closes_total", "counter"),
+        ("palisade_frames_in_total", "counter"),
+        ("palisade_frames_out_total", "counter"),
+        ("palisade_deliveries_total", "counter"),
+        ("palisade_rate_limited_total", "counter"),
+        ("palisade_store_write_seconds", "histogram"),
+        ("palisade_writer_batch_frames", "histogram"),
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {metric} ")),
+            "no HELP for {metric}:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("# TYPE {metric} {kind}\n")),
+            "no TYPE for {metric}:\n{text}"
+        );
+    }
+    // Labelled counters start at zero for every value they can take, so alerts on a
+    // rate of them work from the start.
+    assert!(
+        text.contains("palisade_handshake_rejections_total{reason=\"unauthorized\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("palisade_closes_total{code=\"4008\"} 0"),
+        "{text}"
+    );
+}
