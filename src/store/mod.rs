@@ -111,12 +111,6 @@ impl RoomSnapshot {
     }
 }
 
-/// Drops the oldest of `messages` until the rest serialise to at most `max_bytes`; true
-/// if any were dropped.
-pub fn keep_newest_within(messages: &mut Vec<StoredMessage>, max_bytes: usize) -> bool {
-    keep_newest_affordable(messages, |_| max_bytes)
-}
-
 /// Measures each message once (its bytes in a reply's JSON array, comma included), asks
 /// `allowed` how many bytes the reply may take given what all of them would take, and
 /// drops the oldest until the rest fit; true if any were dropped.

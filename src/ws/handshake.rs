@@ -222,7 +222,7 @@ mod tests {
                 nonce: Some(longest('n', 64)),
             })
             .collect();
-        crate::store::keep_newest_within(&mut messages, limits.replay_max_bytes);
+        crate::store::keep_newest_affordable(&mut messages, |_| limits.replay_max_bytes);
         let members: Vec<UserRef> = (0..limits.max_connections).map(member).collect();
         let frame = crate::broker::encode(&ServerFrame::Joined {
             id: Some(u32::MAX),

@@ -1,11 +1,9 @@
 //! Pings and pongs are frames like any other: they spend the frame budget, and the
 //! automatic pongs for a client that never reads cannot pile up in server memory.
 
-use crate::helpers::{ServerProcess, WAIT, now, rss_kib, sign, spawn_app, tiny_window};
+use crate::helpers::{ServerProcess, WAIT, rss_kib, spawn_app, tiny_window_client, user_token};
 use futures_util::SinkExt;
-use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[tokio::test]
 async fn pings_or_pongs_over_the_frame_budget_close_with_1008_without_an_answer_each() {
@@ -41,15 +39,9 @@ async fn a_ping_flood_from_a_client_that_never_reads_leaves_server_memory_bounde
     ])
     .await;
     let pid = server.child.id().unwrap();
-    let tcp = tiny_window([127, 0, 0, 1], server.addr).await;
-    let token = sign(&json!({"sub":"id-flood","name":"flood","iat":now(),"exp":now()+900}));
-    let request = format!("ws://{}/ws?token={token}", server.addr)
-        .into_client_request()
-        .unwrap();
-    let (mut flood, _) =
-        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
-            .await
-            .unwrap();
+    let mut flood = tiny_window_client(server.addr, &user_token("flood"))
+        .await
+        .stream;
     let before = rss_kib(pid);
     // 400 000 pings of 125 bytes: ~50 MB of pongs if the server kept every one.
     let payload = vec![7u8; 125];
