@@ -11,7 +11,8 @@
 //! (connections x `--outbound-queue-bytes`), so every queue also counts its bytes into one
 //! [`OutboundBudget`] for the whole server: once the total passes the budget, a push to a
 //! queue holding more than [`SLOW_SHARE`] closes that connection with 4008, and past the
-//! budget's ceiling (a quarter over it) any queue with frames already waiting is closed.
+//! budget's ceiling (a quarter over it) so does one holding more than [`KEEPING_UP`]: a
+//! reader that keeps up, with a few small frames waiting, is not the one to close.
 //! A frame counts until the writer has written it, not merely taken it, so a writer stuck
 //! on a client that does not read still holds a queue; a reader that keeps up has an
 //! empty one, and an empty queue always takes the next frame.
@@ -76,6 +77,11 @@ impl Closer {
 /// keeps up never has waiting for long.
 pub const SLOW_SHARE: usize = 256 * 1024;
 
+/// Past the budget's ceiling, what a queue may still hold: a few full-size messages, the
+/// most a reader that keeps up has waiting in a busy room. Closing every queue with
+/// anything waiting would close such readers too, whenever slow ones fill the budget.
+pub const KEEPING_UP: usize = 32 * 1024;
+
 /// The bytes waiting in every connection's outbound queue together, and their bound.
 #[derive(Debug)]
 pub struct OutboundBudget {
@@ -86,8 +92,9 @@ pub struct OutboundBudget {
 
 impl OutboundBudget {
     /// A budget of `limit` bytes; queues are cut from there, and past a quarter more even
-    /// small ones are, so the total stays within that ceiling plus at most one frame per
-    /// connection (the one that crossed it, or the one an empty queue always takes).
+    /// small ones are, so the total stays within that ceiling plus at most one frame and
+    /// [`KEEPING_UP`] per connection (what an empty queue always takes, what a reader
+    /// that keeps up may hold).
     pub fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
             queued: AtomicUsize::new(0),
@@ -104,7 +111,7 @@ impl OutboundBudget {
     /// Whether a queue (with frames waiting already) that now holds `after` bytes, with
     /// `total` queued in all, must be closed to keep the server within its budget.
     fn refuses(&self, after: usize, total: usize) -> bool {
-        total > self.limit && (after > SLOW_SHARE || total > self.ceiling)
+        total > self.limit && (after > SLOW_SHARE || (total > self.ceiling && after > KEEPING_UP))
     }
 }
 
@@ -119,11 +126,27 @@ struct Queued {
 }
 
 impl Queued {
-    /// Counts `len` more bytes: what this queue held before, and the server's new total.
-    fn add(&self, len: usize) -> (usize, usize) {
+    /// Counts `len` more bytes if this queue may take them: always when it is empty (its
+    /// reader keeps up), otherwise within its own bound and the server's budget. The
+    /// server's total is updated only for a frame that is taken (compare-and-swap, not
+    /// add-then-undo), so a refused frame never counts, not even for a moment, and a
+    /// refusal elsewhere cannot make a reader that keeps up look over the ceiling.
+    fn admit(&self, len: usize, max_bytes: usize) -> bool {
         let before = self.bytes.fetch_add(len, Ordering::AcqRel);
-        let total = self.budget.queued.fetch_add(len, Ordering::AcqRel) + len;
-        (before, total)
+        let after = before.saturating_add(len);
+        let budget = &self.budget;
+        let admitted = (before == 0 || after <= max_bytes)
+            && budget
+                .queued
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |total| {
+                    let total = total.saturating_add(len);
+                    (before == 0 || !budget.refuses(after, total)).then_some(total)
+                })
+                .is_ok();
+        if !admitted {
+            self.bytes.fetch_sub(len, Ordering::AcqRel);
+        }
+        admitted
     }
 
     fn sub(&self, len: usize) {
@@ -195,11 +218,7 @@ impl Outbox {
     /// or holds more than its share of a server whose queues are over budget.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
         let len = frame.len();
-        let (before, total) = self.queued.add(len);
-        let after = before + len;
-        // An empty queue always takes the frame: its reader keeps up.
-        if before > 0 && (after > self.max_bytes || self.queued.budget.refuses(after, total)) {
-            self.queued.sub(len);
+        if !self.queued.admit(len, self.max_bytes) {
             self.closer.close(CloseCode::SlowConsumer);
             return false;
         }
@@ -354,12 +373,15 @@ mod tests {
         small_queue.try_recv();
         small_queue.written();
         assert!(small.push(chunk()));
-        // Past the ceiling even a small queue with frames waiting is refused.
+        // Past the ceiling a queue holding a few small frames still takes more (a reader
+        // that keeps up), but one holding more than that is refused.
         assert!(budget.queued() > SLOW_SHARE + SLOW_SHARE / 4);
         let closer = Closer::new();
         let (third, _third_queue) = Outbox::new(100, usize::MAX, closer.clone(), &budget);
         assert!(third.push("a".into()));
-        assert!(!third.push("b".into()));
+        assert!(third.push("b".into()));
+        assert!(!closer.is_closed());
+        assert!(!third.push("x".repeat(KEEPING_UP).into()));
         assert_eq!(closer.code(), CloseCode::SlowConsumer);
     }
 
