@@ -6,6 +6,8 @@
 //! missing browser fails instead. Each test saves screenshots under
 //! `target/screenshots/`.
 
+mod accessibility;
+
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::client::legacy::connect::HttpConnector;
