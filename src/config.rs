@@ -6,9 +6,10 @@
 //! mode refuses to start unless the settings that must not be guessed are given.
 
 use crate::auth::jwt::PublicKeyAlgorithm;
+use crate::dev_secret::{self, DevSecretError};
 use crate::origin::{Origin, OriginPolicy};
-use clap::{ArgAction, Args, Parser, ValueEnum};
-use secrecy::{ExposeSecret, SecretString};
+use clap::{ArgAction, Args, CommandFactory, Parser, ValueEnum};
+use secrecy::SecretString;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -367,6 +368,8 @@ pub enum ConfigError {
         "--admin-users takes account ids (the user.id that register answers), not names: {0:?} is not one"
     )]
     AdminUserNotAnId(String),
+    #[error(transparent)]
+    DevSecret(#[from] DevSecretError),
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/palisade.db";
@@ -402,6 +405,12 @@ impl Settings {
     /// Applies the layers and the production checks.
     pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
         let secrets = read_secrets_file(&cli.secrets_file)?;
+        let env_names: Vec<String> = std::env::vars_os()
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .collect();
+        for warning in ignored_settings(&env_names, secrets.keys(), &cli.secrets_file) {
+            tracing::warn!("{warning}");
+        }
         let from_secrets = |key: &str| secrets.get(key).filter(|v| !v.is_empty()).cloned();
 
         let jwt_secret = cli.jwt_secret.or_else(|| from_secrets("JWT_SECRET"));
@@ -452,16 +461,9 @@ impl Settings {
             }
         }
 
-        let jwt_secret = match jwt_secret {
-            Some(secret) => SecretString::from(secret),
-            None => {
-                tracing::warn!(
-                    "no JWT secret configured: using a random one for this run (tokens stop working on restart); set PALISADE_JWT_SECRET"
-                );
-                random_secret()
-            }
-        };
-        if jwt_secret.expose_secret().len() < MIN_SECRET_BYTES {
+        if let Some(secret) = &jwt_secret
+            && secret.len() < MIN_SECRET_BYTES
+        {
             tracing::warn!("the JWT secret is shorter than {MIN_SECRET_BYTES} bytes");
         }
 
@@ -480,10 +482,19 @@ impl Settings {
             OriginPolicy::new(parsed, cli.allow_missing_origin)
         };
 
+        let admin_users = admin_ids(&cli.admin_users)?;
+        let database_url = database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        // Last, once every other setting is known good: no file is made for a server
+        // that would not start anyway.
+        let jwt_secret = match jwt_secret {
+            Some(secret) => SecretString::from(secret),
+            None => development_secret(&database_url)?,
+        };
+
         Ok(Self {
             environment: cli.env,
             listen: cli.listen,
-            database_url: database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            database_url,
             jwt_secret,
             jwt_public_key: cli.jwt_public_key,
             jwt_public_key_algorithm: cli.jwt_public_key_algorithm,
@@ -491,7 +502,7 @@ impl Settings {
             jwt_audience: cli.jwt_audience,
             origins,
             trusted_proxies: cli.trusted_proxies,
-            admin_users: admin_ids(&cli.admin_users)?,
+            admin_users,
             tls: cli.tls_cert.zip(cli.tls_key),
             frontend_dir: cli.frontend_dir.unwrap_or_else(default_frontend_dir),
             limits: cli.limits,
@@ -542,9 +553,129 @@ fn production_hazards(
 }
 
 fn random_secret() -> SecretString {
-    let bytes: [u8; 32] = rand::random();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    SecretString::from(hex)
+    SecretString::from(dev_secret::random_hex())
+}
+
+/// Development mode's secret when none is configured: the one kept in the data
+/// directory (made on first run), or, for a database that has no directory (in
+/// memory), a random one for this run.
+fn development_secret(database_url: &str) -> Result<SecretString, ConfigError> {
+    let Some(dir) = crate::store::data_dir(database_url) else {
+        tracing::warn!(
+            "no JWT secret configured: using a random one for this run (tokens stop working on restart); set PALISADE_JWT_SECRET"
+        );
+        return Ok(random_secret());
+    };
+    let kept = dev_secret::load_or_create(&dir)?;
+    if kept.created {
+        tracing::info!(
+            "no JWT secret configured: made one for development and keeps it in {} (mode 0600), so sign-ins survive restarts; set PALISADE_JWT_SECRET to use your own",
+            kept.path.display()
+        );
+    } else {
+        tracing::info!(
+            "no JWT secret configured: using the development secret kept in {}",
+            kept.path.display()
+        );
+    }
+    Ok(kept.secret)
+}
+
+/// The keys `Secrets.toml` may hold.
+pub const SECRETS_FILE_KEYS: [&str; 3] = ["JWT_SECRET", "DATABASE_URL", "ALLOWED_ORIGINS"];
+
+/// `PALISADE_*` variables the test suite reads (not the server): no warning for them.
+const TEST_SUITE_VARIABLES: [&str; 2] = ["PALISADE_REQUIRE_BROWSER", "PALISADE_REQUIRE_FAULTS"];
+
+/// A warning for each setting given where palisade does not read it: a `PALISADE_*`
+/// environment variable no flag reads, a bare `JWT_SECRET`, `DATABASE_URL` or
+/// `ALLOWED_ORIGINS` in the environment (those names are keys of the secrets file), and
+/// a key of the secrets file it does not know. Names only, never a value; a close known
+/// name is suggested.
+fn ignored_settings<'a>(
+    env_names: &[String],
+    secrets_keys: impl IntoIterator<Item = &'a String>,
+    secrets_file: &Path,
+) -> Vec<String> {
+    const PREFIX: &str = "PALISADE_";
+    let command = Cli::command();
+    let known_env: Vec<&str> = command
+        .get_arguments()
+        .filter_map(|arg| arg.get_env()?.to_str())
+        .chain(TEST_SUITE_VARIABLES)
+        .collect();
+    let mut warnings = Vec::new();
+    for name in env_names {
+        if SECRETS_FILE_KEYS.contains(&name.as_str()) {
+            warnings.push(format!(
+                "the environment variable {name} is ignored: palisade reads {PREFIX}{name} from the environment ({name} only as a key of the secrets file)"
+            ));
+        } else if name.to_uppercase().starts_with(PREFIX) && !known_env.contains(&name.as_str()) {
+            let shown = name.escape_debug();
+            warnings.push(match closest(name, PREFIX, &known_env) {
+                Some(known) => {
+                    format!("the environment variable {shown} is ignored: did you mean {known}?")
+                }
+                None => format!(
+                    "the environment variable {shown} is ignored: palisade reads no such variable (palisade --help lists those it reads)"
+                ),
+            });
+        }
+    }
+    for key in secrets_keys {
+        if SECRETS_FILE_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        let (shown, file) = (key.escape_debug(), secrets_file.display());
+        warnings.push(match closest(key, PREFIX, &SECRETS_FILE_KEYS) {
+            Some(known) => format!("the key {shown} in {file} is ignored: did you mean {known}?"),
+            None => format!(
+                "the key {shown} in {file} is ignored: the secrets file holds only {}",
+                SECRETS_FILE_KEYS.join(", ")
+            ),
+        });
+    }
+    warnings
+}
+
+/// The known name closest to `name` (ignoring case and `prefix`), if it is close enough
+/// to be a typo of it: a third of its letters off at most, and never more than 3.
+fn closest<'a>(name: &str, prefix: &str, known: &[&'a str]) -> Option<&'a str> {
+    let upper = name.to_uppercase();
+    let bare = upper.strip_prefix(prefix).unwrap_or(&upper);
+    let most = (bare.chars().count() / 3).clamp(1, 3);
+    known
+        .iter()
+        .map(|k| (edit_distance(bare, k.strip_prefix(prefix).unwrap_or(k)), *k))
+        .filter(|(distance, _)| *distance <= most)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, k)| k)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions and swaps of
+/// two neighbours (`SECERT` is one from `SECRET`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
 }
 
 /// `./frontend` when run from the repository, else the copy next to the sources.
@@ -592,9 +723,14 @@ fn parse_secrets(text: &str) -> Result<BTreeMap<String, String>, String> {
 mod tests {
     use super::*;
 
+    /// The flags, with no secrets file; development runs get a secret unless the flags
+    /// give one, so no test makes a secret file under `./data`.
     fn cli(args: &[&str]) -> Cli {
         let mut all = vec!["palisade", "--secrets-file", "/nonexistent/Secrets.toml"];
         all.extend_from_slice(args);
+        if !args.contains(&"production") && !args.contains(&"--jwt-secret") {
+            all.extend_from_slice(&["--jwt-secret", SECRET]);
+        }
         Cli::parse_from(all)
     }
 
@@ -747,6 +883,123 @@ mod tests {
         assert_eq!(raised.limits.frame_limit(), 3000 * 12 + 1024);
         let larger = Settings::from_cli(cli(&["--max-message-bytes", "100000"])).unwrap();
         assert_eq!(larger.limits.frame_limit(), 100_000);
+    }
+
+    fn warnings(env: &[&str], keys: &[&str]) -> Vec<String> {
+        let env: Vec<String> = env.iter().map(|n| (*n).to_owned()).collect();
+        let keys: Vec<String> = keys.iter().map(|n| (*n).to_owned()).collect();
+        ignored_settings(&env, &keys, Path::new("Secrets.toml"))
+    }
+
+    #[test]
+    fn a_misspelt_palisade_variable_is_warned_about_with_the_name_it_resembles() {
+        assert_eq!(
+            warnings(&["PALISADE_JWT_SECERT"], &[]),
+            [
+                "the environment variable PALISADE_JWT_SECERT is ignored: did you mean PALISADE_JWT_SECRET?"
+            ]
+        );
+        assert_eq!(
+            warnings(&["palisade_listen"], &[]),
+            ["the environment variable palisade_listen is ignored: did you mean PALISADE_LISTEN?"]
+        );
+        let far = warnings(&["PALISADE_COLOUR"], &[]);
+        assert!(
+            far[0].contains("palisade reads no such variable"),
+            "{far:?}"
+        );
+    }
+
+    #[test]
+    fn known_and_foreign_variables_pass_without_a_word() {
+        let known = [
+            "PALISADE_JWT_SECRET",
+            "PALISADE_MAX_BODY_CHARS",
+            "PALISADE_REQUIRE_BROWSER",
+            "PATH",
+            "JWT_SECRET_FOR_SOMETHING_ELSE",
+        ];
+        assert_eq!(
+            warnings(&known, &["JWT_SECRET", "ALLOWED_ORIGINS"]),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_secrets_file_name_in_the_environment_names_the_variable_that_is_read() {
+        let said = warnings(&["JWT_SECRET", "DATABASE_URL", "ALLOWED_ORIGINS"], &[]);
+        assert_eq!(said.len(), 3, "{said:?}");
+        assert!(
+            said[0].contains("palisade reads PALISADE_JWT_SECRET"),
+            "{said:?}"
+        );
+        assert!(said[1].contains("PALISADE_DATABASE_URL"), "{said:?}");
+        assert!(said[2].contains("PALISADE_ALLOWED_ORIGINS"), "{said:?}");
+    }
+
+    #[test]
+    fn an_unknown_secrets_key_is_warned_about_with_the_key_it_resembles() {
+        assert_eq!(
+            warnings(&[], &["JWT_SECERT", "PALISADE_ALLOWED_ORIGINS", "LISTEN"]),
+            [
+                "the key JWT_SECERT in Secrets.toml is ignored: did you mean JWT_SECRET?",
+                "the key PALISADE_ALLOWED_ORIGINS in Secrets.toml is ignored: did you mean ALLOWED_ORIGINS?",
+                "the key LISTEN in Secrets.toml is ignored: the secrets file holds only JWT_SECRET, DATABASE_URL, ALLOWED_ORIGINS",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_name_with_a_line_break_is_shown_escaped() {
+        let said = warnings(&["PALISADE_X\nforged line"], &["A\nB"]);
+        assert!(said.iter().all(|w| !w.contains('\n')), "{said:?}");
+    }
+
+    #[test]
+    fn development_without_a_secret_keeps_one_in_the_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("db/p.db").display());
+        let first = Settings::from_cli(Cli::parse_from([
+            "palisade",
+            "--secrets-file",
+            "/nonexistent/Secrets.toml",
+            "--database-url",
+            &url,
+        ]))
+        .unwrap();
+        let again = Settings::from_cli(Cli::parse_from([
+            "palisade",
+            "--secrets-file",
+            "/nonexistent/Secrets.toml",
+            "--database-url",
+            &url,
+        ]))
+        .unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(
+            first.jwt_secret.expose_secret(),
+            again.jwt_secret.expose_secret()
+        );
+        assert!(dir.path().join("db").join(dev_secret::FILE_NAME).is_file());
+    }
+
+    #[test]
+    fn the_example_secrets_file_sets_nothing_until_a_line_is_uncommented() {
+        let example = include_str!("../Secrets.toml.example");
+        assert_eq!(parse_secrets(example).unwrap(), BTreeMap::new());
+        let uncommented: String = example
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.contains(" = \""))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let production = parse_secrets(&uncommented).unwrap();
+        let keys: Vec<&str> = production.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["ALLOWED_ORIGINS", "DATABASE_URL", "JWT_SECRET"]);
+        assert!(
+            production["JWT_SECRET"].len() < MIN_SECRET_BYTES,
+            "the placeholder secret must be refused if left in"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! # Map of the crate
 //!
 //! - [`config`]: settings, layered from defaults, `Secrets.toml`, env and flags.
+//! - [`dev_secret`]: development mode's JWT secret, kept in the data directory.
 //! - [`startup`]: [`startup::Application`] builds everything and runs until stopped.
 //! - [`bare_errors`]: gives hyper's own parse-error answers the JSON body and headers.
 //! - [`server`], [`tls`]: the accept loop (plain or TLS, HTTP/1.1): header deadlines, a
@@ -33,6 +34,7 @@ pub mod bare_errors;
 pub mod broker;
 pub mod client_ip;
 pub mod config;
+pub mod dev_secret;
 pub mod error;
 pub mod http;
 pub mod hub;

@@ -233,6 +233,21 @@ pub fn describe_url(url: &str) -> String {
     }
 }
 
+/// The folder of an SQLite database file (`.` for a bare file name): where palisade
+/// keeps its data. `None` for an in-memory database or any other kind of URL.
+pub fn data_dir(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let path = path.trim_start_matches("//");
+    if path.is_empty() || path == ":memory:" || query.split('&').any(|p| p == "mode=memory") {
+        return None;
+    }
+    match std::path::Path::new(path).parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => Some(parent.to_owned()),
+        _ => Some(std::path::PathBuf::from(".")),
+    }
+}
+
 fn scheme_of(url: &str) -> String {
     url.split(':')
         .next()
@@ -258,6 +273,23 @@ mod tests {
             ts: 0,
             nonce: None,
         }
+    }
+
+    #[test]
+    fn the_data_dir_is_the_database_file_folder() {
+        let dir = |url| data_dir(url).map(|p| p.display().to_string());
+        assert_eq!(
+            dir("sqlite://./data/palisade.db").as_deref(),
+            Some("./data")
+        );
+        assert_eq!(
+            dir("sqlite:///var/lib/p/p.db?mode=rwc").as_deref(),
+            Some("/var/lib/p")
+        );
+        assert_eq!(dir("sqlite:p.db").as_deref(), Some("."));
+        assert_eq!(dir("sqlite::memory:"), None);
+        assert_eq!(dir("sqlite://x.db?mode=memory"), None);
+        assert_eq!(dir("postgres://u:p@h/db"), None);
     }
 
     #[test]

@@ -453,12 +453,25 @@ impl ServerProcess {
     }
 
     pub async fn start(database_url: &str, extra_args: &[&str]) -> Self {
+        Self::start_with_env(database_url, extra_args, &[]).await
+    }
+
+    /// [`ServerProcess::start`] with these environment variables set (`Some`) or
+    /// removed (`None`), after `PALISADE_JWT_SECRET` (the test secret) is set.
+    pub async fn start_with_env(
+        database_url: &str,
+        extra_args: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> Self {
         use tokio::io::{AsyncBufReadExt, BufReader};
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_palisade"));
+        command
             .args(["--listen", "127.0.0.1:0", "--database-url", database_url])
             .args(extra_args)
             .env("PALISADE_JWT_SECRET", TEST_SECRET)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", "debug");
+        apply_env(&mut command, env);
+        let mut child = command
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -531,6 +544,41 @@ impl ServerProcess {
         assert_eq!(client.recv().await["type"], "welcome");
         client
     }
+}
+
+fn apply_env(command: &mut tokio::process::Command, env: &[(&str, Option<&str>)]) {
+    for (name, value) in env {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+}
+
+/// Runs the binary with these flags and environment changes (as
+/// [`ServerProcess::start_with_env`]) until it exits by itself: its exit status and
+/// everything it printed. For configurations it must refuse.
+pub async fn run_until_exit(
+    args: &[&str],
+    env: &[(&str, Option<&str>)],
+) -> (std::process::ExitStatus, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_palisade"));
+    command
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("PALISADE_JWT_SECRET", TEST_SECRET)
+        .kill_on_drop(true);
+    apply_env(&mut command, env);
+    let output = tokio::time::timeout(WAIT, command.output())
+        .await
+        .expect("the binary exits in time")
+        .expect("the binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status, text)
 }
 
 /// A TCP connection from `source` whose receive buffer is tiny, so what the server writes

@@ -5,6 +5,7 @@ mod abuse_limits;
 mod amplification;
 mod auth_failures;
 mod chat;
+mod configuration;
 mod disk_faults;
 mod durability;
 mod error_responses;
