@@ -45,22 +45,29 @@ async fn a_ping_flood_from_a_client_that_never_reads_leaves_server_memory_bounde
     let before = rss_kib(pid);
     // 400 000 pings of 125 bytes: ~50 MB of pongs if the server kept every one.
     let payload = vec![7u8; 125];
+    // The server may end the flood itself: its pongs make no progress on a client that
+    // never reads, and after 30 s of that the write-stall limit closes the socket (on a
+    // loaded machine the flood takes that long). Either way memory must stay bounded.
     let flooding = async {
-        for _ in 0..400 {
+        let mut sent = 0;
+        'flood: for _ in 0..400 {
             for _ in 0..1000 {
-                flood
-                    .feed(Message::Ping(payload.clone().into()))
-                    .await
-                    .unwrap();
+                if flood.feed(Message::Ping(payload.clone().into())).await.is_err() {
+                    break 'flood;
+                }
+                sent += 1;
             }
-            flood.flush().await.unwrap();
+            if flood.flush().await.is_err() {
+                break;
+            }
         }
+        sent
     };
-    tokio::time::timeout(WAIT * 6, flooding)
+    let sent = tokio::time::timeout(WAIT * 6, flooding)
         .await
         .expect("the server keeps reading the flood");
     let after = rss_kib(pid);
     let growth_mib = after.saturating_sub(before) / 1024;
-    println!("server RSS before {before} KiB, after {after} KiB");
+    println!("{sent} pings sent; server RSS before {before} KiB, after {after} KiB");
     assert!(growth_mib < 24, "server grew by {growth_mib} MiB");
 }
