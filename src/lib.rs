@@ -1,6 +1,6 @@
 //! palisade: a secure real-time chat server.
 //!
-//! One axum service speaking the wire contract of `shared/PROTOCOL.md`: an HTTP API for
+//! One axum service speaking the protocol of `docs/protocol.md`: an HTTP API for
 //! accounts and tickets, and a WebSocket endpoint for rooms, history, presence and typing.
 //!
 //! # Map of the crate

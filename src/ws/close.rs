@@ -1,5 +1,5 @@
-//! WebSocket close codes of the wire contract, each with the reason text sent along,
-//! and which code a transport error from the socket closes with.
+//! WebSocket close codes of the protocol (`docs/protocol.md`), each with the reason text
+//! sent along, and which code a transport error from the socket closes with.
 
 use std::io;
 use tungstenite::error::ProtocolError;
@@ -18,8 +18,8 @@ pub enum CloseCode {
     Unsupported,
     /// 1007: not UTF-8, not JSON, unknown `type` or field, wrong field type.
     InvalidPayload,
-    /// 1008: the client kept sending (frames, pings or pongs) while out of rate budget,
-    /// or made the server buffer more than allowed for it.
+    /// 1008: the client kept sending (frames, pings or pongs) while out of rate budget.
+    /// (Making the server buffer too much for it is a slow consumer: 4008.)
     PolicyViolation,
     /// 1009: a frame or message over the size limit.
     TooBig,

@@ -1,4 +1,4 @@
-//! The frames of the wire contract (`shared/PROTOCOL.md`), as Rust types.
+//! The frames of the protocol (`docs/protocol.md`), as Rust types.
 //!
 //! Client frames are parsed strictly: an unknown `type` or field, a missing required
 //! field or a wrong type fails to parse, and the session closes with 1007. Value rules
