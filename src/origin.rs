@@ -5,8 +5,14 @@
 //! host and port (default ports made explicit), never by substring or prefix, and the
 //! opaque origin `null` never matches.
 
+use axum::http::HeaderMap;
+use axum::http::header::ORIGIN;
 use std::fmt;
 use url::Url;
+
+/// Most characters of a refused `Origin` written to the log: enough to recognise a
+/// misconfigured origin, too few for a client to fill the log through the header.
+const LOGGED_ORIGIN_CHARS: usize = 100;
 
 /// A normalised `scheme://host:port` triple.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -124,6 +130,41 @@ impl OriginPolicy {
     pub fn allows(&self, header: Option<&str>) -> bool {
         self.check(header).is_ok()
     }
+
+    /// Checks a request's `Origin` headers: sent twice, or not text, it is malformed.
+    pub fn check_headers(&self, headers: &HeaderMap) -> Result<(), OriginRejection> {
+        let mut values = headers.get_all(ORIGIN).iter();
+        match (values.next(), values.next()) {
+            (None, _) => self.check(None),
+            (Some(value), None) => {
+                let text = value.to_str().map_err(|_| OriginRejection::Malformed)?;
+                self.check(Some(text))
+            }
+            (Some(_), Some(_)) => Err(OriginRejection::Malformed),
+        }
+    }
+}
+
+/// A request's `Origin` header(s) as a log may show them: every value, cut to
+/// [`LOGGED_ORIGIN_CHARS`], escaped (quotes, backslashes, control and non-printing
+/// characters become `\` escapes) and in quotes, so a header cannot pass for other
+/// fields of the line.
+pub fn for_log(headers: &HeaderMap) -> String {
+    let raw = headers
+        .get_all(ORIGIN)
+        .iter()
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut shown: String = raw
+        .chars()
+        .take(LOGGED_ORIGIN_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if raw.chars().nth(LOGGED_ORIGIN_CHARS).is_some() {
+        shown.push('…');
+    }
+    format!("\"{shown}\"")
 }
 
 #[cfg(test)]
@@ -178,6 +219,47 @@ mod tests {
             policy().with_allow_missing(false).check(None),
             Err(OriginRejection::Missing)
         );
+    }
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for value in values {
+            map.append(ORIGIN, axum::http::HeaderValue::from_bytes(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn a_repeated_or_binary_origin_header_is_malformed() {
+        let p = policy();
+        assert_eq!(p.check_headers(&headers(&[])), Ok(()));
+        assert_eq!(
+            p.check_headers(&headers(&[b"http://localhost:8000"])),
+            Ok(())
+        );
+        assert_eq!(
+            p.check_headers(&headers(&[
+                b"http://localhost:8000",
+                b"http://localhost:8000"
+            ])),
+            Err(OriginRejection::Malformed)
+        );
+        assert_eq!(
+            p.check_headers(&headers(&[b"http://caf\xe9.example"])),
+            Err(OriginRejection::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_logged_origin_is_escaped_and_cut_short() {
+        assert_eq!(
+            for_log(&headers(&[b"http://a\"b\t.example"])),
+            r#""http://a\"b\t.example""#
+        );
+        let long = format!("http://{}.example", "a".repeat(500));
+        let shown = for_log(&headers(&[long.as_bytes()]));
+        assert_eq!(shown.chars().count(), LOGGED_ORIGIN_CHARS + 3);
+        assert!(shown.ends_with("…\""));
     }
 
     #[test]

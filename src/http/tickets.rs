@@ -1,12 +1,19 @@
 //! `POST /api/tickets`: trade a bearer token for a single-use WebSocket ticket.
 //! Rate limited per client IP (60 a minute by default).
+//!
+//! The `Origin` is checked here as at the handshake, and first: a browser cannot read
+//! why a WebSocket handshake failed, but it can read this answer, so the web client
+//! learns that its page's origin is not allowed (`403 origin_forbidden`) instead of
+//! retrying a handshake that can never succeed.
 
 use crate::auth::Authenticated;
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
 use crate::http::per_ip_rate;
+use crate::origin::for_log;
 use crate::state::AppState;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -18,6 +25,7 @@ pub fn router() -> Router<AppState> {
 async fn issue(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    _origin: AllowedOrigin,
     Authenticated(identity): Authenticated,
 ) -> Result<Json<Value>, ApiError> {
     per_ip_rate(&state.ticket_limiter, &state.security_log, ip, "tickets")?;
@@ -25,4 +33,26 @@ async fn issue(
     Ok(Json(
         json!({"ticket": ticket, "expires_in": state.tickets.ttl().as_secs()}),
     ))
+}
+
+/// The request's `Origin` passed the allowlist (or was absent, where the policy allows
+/// that: curl and servers send none). Extracted before the credentials, so a refused
+/// page learns nothing about its token.
+struct AllowedOrigin;
+
+impl FromRequestParts<AppState> for AllowedOrigin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Err(reason) = state.settings.origins.check_headers(&parts.headers) else {
+            return Ok(AllowedOrigin);
+        };
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
+        if state.security_log.admit(ip, "origin_refused") {
+            let origin = for_log(&parts.headers);
+            tracing::warn!(target: "security", event = "origin_refused", %ip,
+                endpoint = "tickets", reason = reason.as_str(), %origin);
+        }
+        Err(ApiError::OriginForbidden)
+    }
 }

@@ -24,7 +24,6 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::http::header::ORIGIN;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -77,18 +76,13 @@ pub async fn upgrade(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     // 1. Origin.
-    let mut origins = headers.get_all(ORIGIN).iter();
-    let origin: Result<Option<&str>, ()> = match (origins.next(), origins.next()) {
-        (None, _) => Ok(None),
-        (Some(value), None) => value.to_str().map(Some).map_err(|_| ()),
-        (Some(_), Some(_)) => Err(()),
-    };
-    let verdict = match origin {
-        Ok(origin) => state.settings.origins.check(origin),
-        Err(_) => Err(crate::origin::OriginRejection::Malformed),
-    };
-    if let Err(reason) = verdict {
-        refused(&state, ip, None, reason.as_str(), "origin_forbidden");
+    if let Err(reason) = state.settings.origins.check_headers(&headers) {
+        if state.security_log.admit(ip, "handshake_rejected") {
+            let origin = crate::origin::for_log(&headers);
+            tracing::warn!(target: "security", event = "handshake_rejected", %ip,
+                reason = reason.as_str(), %origin);
+        }
+        crate::stats::handshake_rejected("origin_forbidden");
         return ApiError::OriginForbidden.into_response();
     }
 

@@ -133,6 +133,9 @@ impl ClientFrame {
 #[derive(Debug, Serialize)]
 pub struct AdvertisedLimits {
     pub max_message_bytes: usize,
+    /// The longest `send` body, in Unicode scalar values (what `invalid_body` counts), so
+    /// a client can say "too long" before sending instead of after.
+    pub max_body_chars: usize,
     pub messages_per_sec: u32,
     pub burst: u32,
 }

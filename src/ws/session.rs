@@ -153,6 +153,7 @@ impl Session {
             heartbeat_secs: limits.heartbeat_secs,
             limits: AdvertisedLimits {
                 max_message_bytes: limits.frame_limit(),
+                max_body_chars: limits.max_body_chars,
                 messages_per_sec: limits.messages_per_sec,
                 burst: limits.message_burst,
             },

@@ -24,6 +24,7 @@ async fn a_valid_token_and_allowed_origin_get_a_welcome() {
     assert_eq!(welcome["heartbeat_secs"], 25);
     // 2000 body characters of any kind, however escaped, plus the envelope (issue #9, 18).
     assert_eq!(welcome["limits"]["max_message_bytes"], 25_024);
+    assert_eq!(welcome["limits"]["max_body_chars"], 2000);
     assert_eq!(welcome["limits"]["messages_per_sec"], 5);
     assert_eq!(welcome["limits"]["burst"], 10);
     assert!(welcome["expires_at"].as_i64().unwrap() > now());

@@ -26,4 +26,5 @@ mod slow_readers;
 mod slowloris;
 mod socket_lifetime;
 mod text_spoofing;
+mod tickets;
 mod transport;

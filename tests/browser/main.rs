@@ -27,6 +27,8 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
+mod web_client;
+
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const SECRET: &str = "browser-test-secret-0123456789abcdef0123456789";
