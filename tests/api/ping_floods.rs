@@ -52,7 +52,11 @@ async fn a_ping_flood_from_a_client_that_never_reads_leaves_server_memory_bounde
         let mut sent = 0;
         'flood: for _ in 0..400 {
             for _ in 0..1000 {
-                if flood.feed(Message::Ping(payload.clone().into())).await.is_err() {
+                if flood
+                    .feed(Message::Ping(payload.clone().into()))
+                    .await
+                    .is_err()
+                {
                     break 'flood;
                 }
                 sent += 1;
