@@ -170,6 +170,9 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
+            // Its own process group, which the browsers it starts join: a test that fails
+            // before closing its session must not leave Chromium running (see Drop).
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .unwrap();
@@ -216,7 +219,15 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Kills chromedriver and every browser it started (their process group): killing
+    /// chromedriver alone left a failed test's Chromium running.
     fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self.driver.start_kill();
     }
 }
