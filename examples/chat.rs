@@ -413,6 +413,9 @@ mod tests {
     /// Waits for the process to exit: its status and standard error.
     async fn exit_of(mut child: tokio::process::Child) -> (std::process::ExitStatus, String) {
         let mut stderr = child.stderr.take().unwrap();
+        // `Child::wait` closes standard input first, and the example ends (status 0) when
+        // its input does: hold it open until the process has exited by itself.
+        let _stdin = child.stdin.take();
         let status = tokio::time::timeout(WAIT, child.wait())
             .await
             .expect("the example exits")
