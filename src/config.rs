@@ -127,6 +127,11 @@ pub struct Limits {
     /// connection is dropped.
     #[arg(long, env = "PALISADE_WRITE_STALL_SECS", default_value_t = DEFAULT_LIMITS.write_stall_secs)]
     pub write_stall_secs: u64,
+    /// Milliseconds a closing WebSocket gets for its last frames and close frame to
+    /// leave, and then as long again for the client's answer; the socket is dropped
+    /// after that whatever the client does.
+    #[arg(long, env = "PALISADE_CLOSE_GRACE_MS", default_value_t = DEFAULT_LIMITS.close_grace_ms)]
+    pub close_grace_ms: u64,
     /// Connections from one client IP that have not upgraded to a WebSocket (idle
     /// keep-alive ones included); more are closed at once (trusted proxies are exempt).
     #[arg(long, env = "PALISADE_MAX_PENDING_CONNECTIONS_PER_IP", default_value_t = DEFAULT_LIMITS.max_pending_connections_per_ip)]
@@ -230,6 +235,7 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     auth_burst: 10,
     header_timeout_secs: 10,
     write_stall_secs: 30,
+    close_grace_ms: 3000,
     max_pending_connections_per_ip: 32,
     max_pending_connections: 2048,
     auth_global_per_minute: 600,
@@ -255,6 +261,11 @@ impl Limits {
     pub fn frame_limit(&self) -> usize {
         self.max_message_bytes
             .max(frame_bytes_for_body(self.max_body_chars))
+    }
+
+    /// [`Limits::close_grace_ms`] as a duration.
+    pub fn close_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.close_grace_ms)
     }
 
     /// [`Limits::hash_concurrency`] with `0` resolved to the number of cores, at most 4:

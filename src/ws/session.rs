@@ -17,7 +17,7 @@ use super::outbox::{Closer, Outbox};
 use super::protocol::{
     AdvertisedLimits, ClientFrame, ErrorCode, HISTORY_DEFAULT, PresenceEvent, ServerFrame,
 };
-use super::writer::{self, CLOSE_GRACE};
+use super::writer;
 use crate::auth::Identity;
 use crate::broker::{BrokerError, encode};
 use crate::hub::ConnId;
@@ -77,6 +77,7 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
             queue,
             closer.clone(),
             Duration::from_secs(limits.heartbeat_secs.max(1)),
+            limits.close_grace(),
         ));
         let budget = FrameBudget::new(
             limits.messages_per_sec,
@@ -111,21 +112,27 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
     session.leave_all().await;
     session.log_close();
     crate::stats::connection_closed(session.closer.code().code());
-    close_socket(writer, stream).await;
+    let grace = session.state.settings.limits.close_grace();
+    close_socket(writer, stream, grace).await;
     // Only now is the socket gone: its place is free for the client's next attempt.
     drop(slot);
 }
 
 /// Lets the writer send its last frames and the close frame, then reads until the
-/// client answers it, so its side sees a clean close; each step gets [`CLOSE_GRACE`]
-/// and no more, and the socket is closed when this returns, whatever the client does.
-async fn close_socket(mut writer: JoinHandle<()>, mut stream: SplitStream<WebSocket>) {
-    if timeout(CLOSE_GRACE, &mut writer).await.is_err() {
+/// client answers it, so its side sees a clean close; each step gets `grace`
+/// (`--close-grace-ms`) and no more, and the socket is closed when this returns,
+/// whatever the client does.
+async fn close_socket(
+    mut writer: JoinHandle<()>,
+    mut stream: SplitStream<WebSocket>,
+    grace: Duration,
+) {
+    if timeout(grace, &mut writer).await.is_err() {
         // The writer holds half of the socket: only its end lets the socket close.
         writer.abort();
         let _ = writer.await;
     }
-    let _ = timeout(CLOSE_GRACE, async {
+    let _ = timeout(grace, async {
         while let Some(Ok(_)) = stream.next().await {}
     })
     .await;

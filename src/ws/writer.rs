@@ -25,12 +25,17 @@ const BUSY_WINDOW: Duration = Duration::from_millis(40);
 /// ...and a busy connection gathers frames for this long after its last flush.
 const LINGER: Duration = Duration::from_millis(14);
 
-/// How long the final frames and the close frame may take to leave.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
-
 type Sink = SplitSink<WebSocket, Message>;
 
-pub async fn run(mut sink: Sink, mut queue: OutboxQueue, closer: Closer, heartbeat: Duration) {
+/// Runs until the connection closes; `close_grace` bounds how long the final frames and
+/// the close frame may take to leave (`--close-grace-ms`).
+pub async fn run(
+    mut sink: Sink,
+    mut queue: OutboxQueue,
+    closer: Closer,
+    heartbeat: Duration,
+    close_grace: Duration,
+) {
     let mut ping = interval_at(Instant::now() + heartbeat, heartbeat);
     // One wait for the close signal for the whole loop: making a new one per frame
     // registers and unregisters a waiter each time, on the hottest path there is.
@@ -89,7 +94,7 @@ pub async fn run(mut sink: Sink, mut queue: OutboxQueue, closer: Closer, heartbe
         })))
         .await
     };
-    let _ = timeout(CLOSE_GRACE, farewell).await;
+    let _ = timeout(close_grace, farewell).await;
 }
 
 /// Writes `first` and what follows it, waiting for more until `linger_until` if given.

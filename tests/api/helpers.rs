@@ -26,6 +26,12 @@ pub const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The close grace of test servers (`--close-grace-ms`; 3000 by default): a test client
+/// that does not answer a close frame (it is not reading when the server stops) holds
+/// up the server's shutdown this long, not 3 s. Long enough for a loaded machine to
+/// deliver a close frame to a client that reads; the grace itself has its own test.
+pub const CLOSE_GRACE_MS: u64 = 500;
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub shutdown: Shutdown,
@@ -44,6 +50,7 @@ pub fn test_settings(data_dir: &tempfile::TempDir) -> Settings {
     // Tests register many users from one address; the limit itself has its own test.
     settings.limits.auth_per_minute = 10_000;
     settings.limits.auth_burst = 10_000;
+    settings.limits.close_grace_ms = CLOSE_GRACE_MS;
     settings
 }
 
@@ -457,7 +464,8 @@ impl ServerProcess {
     }
 
     /// [`ServerProcess::start`] with these environment variables set (`Some`) or
-    /// removed (`None`), after `PALISADE_JWT_SECRET` (the test secret) is set.
+    /// removed (`None`), after `PALISADE_JWT_SECRET` (the test secret) and
+    /// `PALISADE_CLOSE_GRACE_MS` ([`CLOSE_GRACE_MS`]; a flag overrides it) are set.
     pub async fn start_with_env(
         database_url: &str,
         extra_args: &[&str],
@@ -469,6 +477,7 @@ impl ServerProcess {
             .args(["--listen", "127.0.0.1:0", "--database-url", database_url])
             .args(extra_args)
             .env("PALISADE_JWT_SECRET", TEST_SECRET)
+            .env("PALISADE_CLOSE_GRACE_MS", CLOSE_GRACE_MS.to_string())
             .env("RUST_LOG", "debug");
         apply_env(&mut command, env);
         let mut child = command

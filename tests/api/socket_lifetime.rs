@@ -1,12 +1,15 @@
-//! A session's end closes its socket in bounded time, even when the client never reads,
-//! and a connection cap slot is free again only when its socket is really gone: a client
-//! cannot churn through sessions and leave their sockets behind.
+//! A session's end closes its socket in bounded time (the close grace), even when the
+//! client never reads or never answers the close frame, and a connection cap slot is
+//! free again only when its socket is really gone: a client cannot churn through
+//! sessions and leave their sockets behind.
 
-use crate::helpers::{ServerProcess, WAIT, now, sign};
+use crate::helpers::{ServerProcess, WAIT, now, sign, spawn_app_with, user_token};
 use futures_util::SinkExt;
 use serde_json::json;
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -138,4 +141,69 @@ async fn a_client_that_never_reads_cannot_hold_more_sockets_than_its_cap_by_chur
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(abandoned);
+}
+
+/// A WebSocket opened by hand on a bare TCP stream, past the server's `101`: nothing on
+/// this side answers the server's frames, not even its close frame.
+async fn mute_websocket(server: SocketAddr, token: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(server).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(WAIT, tcp.read(&mut byte)).await;
+        assert_eq!(read.expect("the handshake is answered").unwrap(), 1);
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tcp
+}
+
+/// Reads until the peer closes the connection (end of stream or reset).
+async fn until_dropped(tcp: &mut TcpStream) {
+    let mut buffer = [0u8; 4096];
+    while let Ok(1..) = tcp.read(&mut buffer).await {}
+}
+
+#[tokio::test]
+async fn a_client_that_never_answers_the_close_frame_is_dropped_after_the_close_grace() {
+    let app = spawn_app_with(|s| s.limits.close_grace_ms = 5_000).await;
+    let mut tcp = mute_websocket(app.addr, &user_token("mute")).await;
+    // A binary frame (masked, as from a client) makes the server close with 1003.
+    let mask = [1u8, 2, 3, 4];
+    tcp.write_all(&[0x82, 0x81, mask[0], mask[1], mask[2], mask[3], 7 ^ mask[0]])
+        .await
+        .unwrap();
+    // The close frame: opcode 8, then the code (1003) first in its payload.
+    let mut received = Vec::new();
+    let closing = |bytes: &[u8]| {
+        bytes
+            .windows(4)
+            .any(|w| w[0] == 0x88 && w[2..4] == 1003u16.to_be_bytes())
+    };
+    while !closing(&received) {
+        let mut buffer = [0u8; 4096];
+        let read = tokio::time::timeout(WAIT, tcp.read(&mut buffer))
+            .await
+            .expect("the close frame arrives in time")
+            .unwrap();
+        assert!(read > 0, "dropped without a close frame");
+        received.extend_from_slice(&buffer[..read]);
+    }
+    // Time is the subject: on a paused clock, the socket stays for the grace the server
+    // is configured with (5 s, not the default 3 s), waiting for an answer that never
+    // comes, and goes right after it.
+    tokio::time::pause();
+    let early = tokio::time::timeout(Duration::from_secs(4), until_dropped(&mut tcp)).await;
+    assert!(early.is_err(), "dropped before the grace was over");
+    tokio::time::timeout(Duration::from_secs(2), until_dropped(&mut tcp))
+        .await
+        .expect("dropped once the grace is over");
+    tokio::time::resume();
 }

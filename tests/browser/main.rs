@@ -61,6 +61,8 @@ impl Server {
         let mut settings = Settings::development();
         settings.database_url = database_url.clone();
         settings.jwt_secret = SecretString::from(SECRET);
+        // A page that is not reading holds up the server's stop this long, not 3 s.
+        settings.limits.close_grace_ms = 500;
         settings.origins = OriginPolicy::new(
             vec![Origin::parse(&format!("http://{addr}")).unwrap()],
             true,
