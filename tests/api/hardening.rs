@@ -19,6 +19,8 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_the_others_carry_on
     let app = spawn_app_with(|s| {
         generous_budget(s);
         s.limits.outbound_queue = 16;
+        // The close frame waits for the stalled client to read again: the full grace.
+        s.limits.close_grace_ms = palisade::config::DEFAULT_LIMITS.close_grace_ms;
     })
     .await;
     let mut slow = stalled_reader(&app, "slow", "general").await;

@@ -33,6 +33,10 @@ async fn clients_that_rejoin_without_reading_are_closed_once_the_server_wide_bou
         "1000000",
         "--reply-burst-kib-per-ip",
         "1000000",
+        // A closed client's close frame waits for it to read again, after the test
+        // has seen it leave: the full grace, not the test servers' short one.
+        "--close-grace-ms",
+        "3000",
     ])
     .await;
     let pid = server.child.id().unwrap();
