@@ -194,6 +194,19 @@ pub const fn frame_bytes_for_body(max_body_chars: usize) -> usize {
         .saturating_add(SEND_ENVELOPE_BYTES)
 }
 
+/// The longest security log window: a day, the most the log itself holds to.
+pub const MAX_SECURITY_LOG_WINDOW_SECS: u64 = 24 * 3600;
+
+/// How a limit field is named to the operator: `messages_per_sec` is
+/// `--messages-per-sec (PALISADE_MESSAGES_PER_SEC)`.
+fn setting_name(field: &str) -> String {
+    format!(
+        "--{} (PALISADE_{})",
+        field.replace('_', "-"),
+        field.to_uppercase()
+    )
+}
+
 /// The contract's defaults, in one place for both clap and [`Limits::default`].
 pub const DEFAULT_LIMITS: Limits = Limits {
     max_message_bytes: frame_bytes_for_body(2000),
@@ -261,6 +274,79 @@ impl Limits {
     pub fn frame_limit(&self) -> usize {
         self.max_message_bytes
             .max(frame_bytes_for_body(self.max_body_chars))
+    }
+
+    /// What is wrong with these limits, one sentence each naming the flag (and its
+    /// variable) and the rule; empty when they can work. Refused at start rather than
+    /// quietly raised: a zero rate, burst, interval, lifetime, size or cap would make
+    /// every connection, request or message fail (or, for a rate, mean one), and an
+    /// operator who wrote `0` for "unlimited" learns at once that it is not.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        macro_rules! at_least_one {
+            ($($field:ident),+ $(,)?) => {$(
+                if self.$field == 0 {
+                    problems.push(format!(
+                        "{} must be at least 1 (got 0)",
+                        setting_name(stringify!($field))
+                    ));
+                }
+            )+};
+        }
+        at_least_one!(
+            messages_per_sec,
+            message_burst,
+            abuse_refusals,
+            abuse_window_secs,
+            max_rooms_per_connection,
+            max_body_chars,
+            reply_kib_per_sec_per_user,
+            reply_burst_kib_per_user,
+            reply_kib_per_sec_per_ip,
+            reply_burst_kib_per_ip,
+            outbound_queue,
+            outbound_queue_bytes,
+            outbound_total_bytes,
+            max_connections_per_ip,
+            max_connections_per_user,
+            max_connections,
+            heartbeat_secs,
+            pong_timeout_secs,
+            token_ttl_secs,
+            ticket_ttl_secs,
+            api_body_bytes,
+            tickets_per_minute,
+            request_timeout_secs,
+            auth_per_minute,
+            auth_burst,
+            header_timeout_secs,
+            write_stall_secs,
+            close_grace_ms,
+            max_pending_connections_per_ip,
+            max_pending_connections,
+            auth_global_per_minute,
+            auth_global_burst,
+            handshake_failures_per_minute,
+            handshake_failure_burst,
+            security_log_window_secs,
+        );
+        if self.heartbeat_secs > 0 && self.pong_timeout_secs <= self.heartbeat_secs {
+            problems.push(format!(
+                "{} must be longer than {} (got {} and {}): a client that only answers pings would be closed",
+                setting_name("pong_timeout_secs"),
+                setting_name("heartbeat_secs"),
+                self.pong_timeout_secs,
+                self.heartbeat_secs
+            ));
+        }
+        if self.security_log_window_secs > MAX_SECURITY_LOG_WINDOW_SECS {
+            problems.push(format!(
+                "{} must be at most {MAX_SECURITY_LOG_WINDOW_SECS} (got {})",
+                setting_name("security_log_window_secs"),
+                self.security_log_window_secs
+            ));
+        }
+        problems
     }
 
     /// [`Limits::close_grace_ms`] as a duration.
@@ -379,6 +465,9 @@ pub enum ConfigError {
         "--admin-users takes account ids (the user.id that register answers), not names: {0:?} is not one"
     )]
     AdminUserNotAnId(String),
+    /// Limits that cannot work, one sentence each naming the flag and the rule.
+    #[error("{}", .0.join("; "))]
+    BadLimits(Vec<String>),
     #[error(transparent)]
     DevSecret(#[from] DevSecretError),
 }
@@ -415,6 +504,10 @@ impl Settings {
 
     /// Applies the layers and the production checks.
     pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
+        let bad_limits = cli.limits.problems();
+        if !bad_limits.is_empty() {
+            return Err(ConfigError::BadLimits(bad_limits));
+        }
         let secrets = read_secrets_file(&cli.secrets_file)?;
         let env_names: Vec<String> = std::env::vars_os()
             .map(|(name, _)| name.to_string_lossy().into_owned())
@@ -870,8 +963,165 @@ mod tests {
         assert_eq!(settings.listen, SocketAddr::from(([127, 0, 0, 1], 8000)));
         assert_eq!(settings.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(settings.limits.frame_limit(), 25_024);
+        assert_eq!(
+            settings.limits.close_grace(),
+            std::time::Duration::from_secs(3)
+        );
         assert!(settings.origins.allows(Some("http://localhost:8000")));
         assert!(settings.origins.allows(None));
+    }
+
+    #[test]
+    fn a_zero_limit_is_refused_naming_its_flag_and_variable() {
+        let refused = [
+            ("--messages-per-sec", "PALISADE_MESSAGES_PER_SEC"),
+            ("--message-burst", "PALISADE_MESSAGE_BURST"),
+            ("--abuse-refusals", "PALISADE_ABUSE_REFUSALS"),
+            ("--abuse-window-secs", "PALISADE_ABUSE_WINDOW_SECS"),
+            (
+                "--max-rooms-per-connection",
+                "PALISADE_MAX_ROOMS_PER_CONNECTION",
+            ),
+            ("--max-body-chars", "PALISADE_MAX_BODY_CHARS"),
+            (
+                "--reply-kib-per-sec-per-user",
+                "PALISADE_REPLY_KIB_PER_SEC_PER_USER",
+            ),
+            (
+                "--reply-burst-kib-per-user",
+                "PALISADE_REPLY_BURST_KIB_PER_USER",
+            ),
+            (
+                "--reply-kib-per-sec-per-ip",
+                "PALISADE_REPLY_KIB_PER_SEC_PER_IP",
+            ),
+            (
+                "--reply-burst-kib-per-ip",
+                "PALISADE_REPLY_BURST_KIB_PER_IP",
+            ),
+            ("--outbound-queue", "PALISADE_OUTBOUND_QUEUE"),
+            ("--outbound-queue-bytes", "PALISADE_OUTBOUND_QUEUE_BYTES"),
+            ("--outbound-total-bytes", "PALISADE_OUTBOUND_TOTAL_BYTES"),
+            (
+                "--max-connections-per-ip",
+                "PALISADE_MAX_CONNECTIONS_PER_IP",
+            ),
+            (
+                "--max-connections-per-user",
+                "PALISADE_MAX_CONNECTIONS_PER_USER",
+            ),
+            ("--max-connections", "PALISADE_MAX_CONNECTIONS"),
+            ("--heartbeat-secs", "PALISADE_HEARTBEAT_SECS"),
+            ("--pong-timeout-secs", "PALISADE_PONG_TIMEOUT_SECS"),
+            ("--token-ttl-secs", "PALISADE_TOKEN_TTL_SECS"),
+            ("--ticket-ttl-secs", "PALISADE_TICKET_TTL_SECS"),
+            ("--api-body-bytes", "PALISADE_API_BODY_BYTES"),
+            ("--tickets-per-minute", "PALISADE_TICKETS_PER_MINUTE"),
+            ("--request-timeout-secs", "PALISADE_REQUEST_TIMEOUT_SECS"),
+            ("--auth-per-minute", "PALISADE_AUTH_PER_MINUTE"),
+            ("--auth-burst", "PALISADE_AUTH_BURST"),
+            ("--header-timeout-secs", "PALISADE_HEADER_TIMEOUT_SECS"),
+            ("--write-stall-secs", "PALISADE_WRITE_STALL_SECS"),
+            ("--close-grace-ms", "PALISADE_CLOSE_GRACE_MS"),
+            (
+                "--max-pending-connections-per-ip",
+                "PALISADE_MAX_PENDING_CONNECTIONS_PER_IP",
+            ),
+            (
+                "--max-pending-connections",
+                "PALISADE_MAX_PENDING_CONNECTIONS",
+            ),
+            (
+                "--auth-global-per-minute",
+                "PALISADE_AUTH_GLOBAL_PER_MINUTE",
+            ),
+            ("--auth-global-burst", "PALISADE_AUTH_GLOBAL_BURST"),
+            (
+                "--handshake-failures-per-minute",
+                "PALISADE_HANDSHAKE_FAILURES_PER_MINUTE",
+            ),
+            (
+                "--handshake-failure-burst",
+                "PALISADE_HANDSHAKE_FAILURE_BURST",
+            ),
+            (
+                "--security-log-window-secs",
+                "PALISADE_SECURITY_LOG_WINDOW_SECS",
+            ),
+        ];
+        let command = Cli::command();
+        for (flag, variable) in refused {
+            // The name in the message is the flag's own and the variable it reads.
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == flag.strip_prefix("--"))
+                .unwrap_or_else(|| panic!("{flag} is a flag"));
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(variable));
+            let err = Settings::from_cli(cli(&[flag, "0"])).unwrap_err();
+            assert!(matches!(err, ConfigError::BadLimits(_)), "{flag}: {err}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("{flag} ({variable}) must be at least 1 (got 0)")),
+                "{text}"
+            );
+            assert!(!text.contains('\n'), "{text}");
+        }
+    }
+
+    #[test]
+    fn zeros_where_zero_means_something_are_accepted() {
+        // None (join_history, replay_max), as many as the cores (hash_concurrency),
+        // no waiting (hash_wait_ms), only the summary lines (security_log_burst), and
+        // the frame size is raised to what the longest body needs, as documented.
+        for flag in [
+            "--join-history",
+            "--replay-max",
+            "--replay-max-bytes",
+            "--hash-concurrency",
+            "--hash-wait-ms",
+            "--security-log-burst",
+            "--max-message-bytes",
+        ] {
+            assert!(Settings::from_cli(cli(&[flag, "0"])).is_ok(), "{flag}");
+        }
+    }
+
+    #[test]
+    fn every_refused_limit_is_named_at_once() {
+        let err = Settings::from_cli(cli(&["--messages-per-sec", "0", "--outbound-queue", "0"]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--messages-per-sec (PALISADE_MESSAGES_PER_SEC) must be at least 1 (got 0); \
+             --outbound-queue (PALISADE_OUTBOUND_QUEUE) must be at least 1 (got 0)"
+        );
+    }
+
+    #[test]
+    fn a_pong_timeout_no_longer_than_the_heartbeat_is_refused() {
+        for pong in ["25", "10"] {
+            let err = Settings::from_cli(cli(&["--pong-timeout-secs", pong])).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "--pong-timeout-secs (PALISADE_PONG_TIMEOUT_SECS) must be longer than \
+                     --heartbeat-secs (PALISADE_HEARTBEAT_SECS) (got {pong} and 25): \
+                     a client that only answers pings would be closed"
+                )
+            );
+        }
+        let ok = Settings::from_cli(cli(&["--heartbeat-secs", "1", "--pong-timeout-secs", "2"]));
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn a_security_log_window_over_a_day_is_refused() {
+        let err = Settings::from_cli(cli(&["--security-log-window-secs", "86401"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--security-log-window-secs (PALISADE_SECURITY_LOG_WINDOW_SECS) must be at most 86400 (got 86401)"
+        );
+        assert!(Settings::from_cli(cli(&["--security-log-window-secs", "86400"])).is_ok());
     }
 
     #[test]

@@ -153,6 +153,8 @@ fn quota_per_second(per_sec: u32, burst: u32) -> Quota {
     quota(Quota::per_second, per_sec, burst)
 }
 
+/// Startup refuses a zero ([`crate::config::Limits::problems`]): only settings built in
+/// code, as tests build them, get here with one.
 fn quota(per: fn(NonZeroU32) -> Quota, rate: u32, burst: u32) -> Quota {
     let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);

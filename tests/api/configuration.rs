@@ -1,7 +1,9 @@
 //! What a newcomer's configuration does, seen from outside: settings given where
 //! palisade does not read them are named at start (never their values), the example
-//! secrets file works as is for local use, and development mode keeps its JWT secret in
-//! the data directory so a restart signs nobody out.
+//! secrets file works as is for local use, development mode keeps its JWT secret in
+//! the data directory so a restart signs nobody out, and a limit that cannot work (a zero
+//! rate or cap, a pong timeout within the heartbeat) stops the start with one line
+//! naming its flag and the rule.
 
 use crate::helpers::{ServerProcess, run_until_exit};
 use serde_json::{Value, json};
@@ -237,5 +239,71 @@ async fn production_still_refuses_to_start_without_a_secret_when_a_development_o
     assert!(
         text.contains("production mode needs: a JWT secret"),
         "{text}"
+    );
+}
+
+/// The one error line of a start that was refused, checked to be the only one.
+fn the_one_error_line(status: std::process::ExitStatus, text: &str) -> String {
+    assert!(!status.success(), "it started:\n{text}");
+    assert!(!text.contains("listening on"), "it served:\n{text}");
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "one error line:\n{text}");
+    errors[0].to_owned()
+}
+
+#[tokio::test]
+async fn a_zero_limit_stops_the_start_naming_the_flag_and_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let mut args = vec!["--database-url", &url, "--messages-per-sec", "0"];
+    args.extend_from_slice(&NO_SECRETS_FILE);
+    let (status, text) = run_until_exit(&args, &[]).await;
+    let error = the_one_error_line(status, &text);
+    assert!(
+        error.contains(
+            "cannot start: --messages-per-sec (PALISADE_MESSAGES_PER_SEC) must be at least 1 (got 0)"
+        ),
+        "{error}"
+    );
+    // Refused before anything is made in the data directory.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn a_zero_limit_from_the_environment_is_refused_as_well() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let mut args = vec!["--database-url", &url];
+    args.extend_from_slice(&NO_SECRETS_FILE);
+    let (status, text) = run_until_exit(&args, &[("PALISADE_MAX_CONNECTIONS", Some("0"))]).await;
+    let error = the_one_error_line(status, &text);
+    assert!(
+        error.contains(
+            "cannot start: --max-connections (PALISADE_MAX_CONNECTIONS) must be at least 1 (got 0)"
+        ),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_pong_timeout_within_the_heartbeat_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let mut args = vec![
+        "--database-url",
+        &url,
+        "--heartbeat-secs",
+        "30",
+        "--pong-timeout-secs",
+        "20",
+    ];
+    args.extend_from_slice(&NO_SECRETS_FILE);
+    let (status, text) = run_until_exit(&args, &[]).await;
+    let error = the_one_error_line(status, &text);
+    assert!(
+        error.contains(
+            "--pong-timeout-secs (PALISADE_PONG_TIMEOUT_SECS) must be longer than --heartbeat-secs (PALISADE_HEARTBEAT_SECS) (got 20 and 30)"
+        ),
+        "{error}"
     );
 }
