@@ -197,6 +197,9 @@ pub const fn frame_bytes_for_body(max_body_chars: usize) -> usize {
 /// The longest security log window: a day, the most the log itself holds to.
 pub const MAX_SECURITY_LOG_WINDOW_SECS: u64 = 24 * 3600;
 
+/// The longest wait, lifetime or interval a setting may ask for: a year.
+pub const MAX_WAIT_SECS: u64 = 365 * 24 * 3600;
+
 /// How a limit field is named to the operator: `messages_per_sec` is
 /// `--messages-per-sec (PALISADE_MESSAGES_PER_SEC)`.
 fn setting_name(field: &str) -> String {
@@ -330,6 +333,32 @@ impl Limits {
             handshake_failure_burst,
             security_log_window_secs,
         );
+        // A wait longer than a year is a typo, not a policy, and a clock reading plus
+        // a duration near u64::MAX overflows (a panic at the first connection).
+        macro_rules! at_most_a_year {
+            ($unit:expr, $($field:ident),+ $(,)?) => {$(
+                if self.$field > MAX_WAIT_SECS * $unit {
+                    problems.push(format!(
+                        "{} must be at most {} (a year; got {})",
+                        setting_name(stringify!($field)),
+                        MAX_WAIT_SECS * $unit,
+                        self.$field
+                    ));
+                }
+            )+};
+        }
+        at_most_a_year!(
+            1,
+            abuse_window_secs,
+            heartbeat_secs,
+            pong_timeout_secs,
+            token_ttl_secs,
+            ticket_ttl_secs,
+            request_timeout_secs,
+            header_timeout_secs,
+            write_stall_secs,
+        );
+        at_most_a_year!(1000, close_grace_ms, hash_wait_ms);
         if self.heartbeat_secs > 0 && self.pong_timeout_secs <= self.heartbeat_secs {
             problems.push(format!(
                 "{} must be longer than {} (got {} and {}): a client that only answers pings would be closed",
@@ -1112,6 +1141,37 @@ mod tests {
         }
         let ok = Settings::from_cli(cli(&["--heartbeat-secs", "1", "--pong-timeout-secs", "2"]));
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn a_wait_over_a_year_is_refused_rather_than_overflowing_the_clock() {
+        let err = Settings::from_cli(cli(&[
+            "--heartbeat-secs",
+            "18446744073709551615",
+            "--close-grace-ms",
+            "31536000001",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "--heartbeat-secs (PALISADE_HEARTBEAT_SECS) must be at most 31536000 (a year; got 18446744073709551615)"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "--close-grace-ms (PALISADE_CLOSE_GRACE_MS) must be at most 31536000000 (a year; got 31536000001)"
+            ),
+            "{err}"
+        );
+        let a_year = cli(&[
+            "--token-ttl-secs",
+            "31536000",
+            "--pong-timeout-secs",
+            "31536000",
+        ]);
+        assert!(Settings::from_cli(a_year).is_ok());
     }
 
     #[test]
