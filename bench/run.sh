@@ -106,6 +106,13 @@ start axum-floor 9001 target/release/axum-floor 127.0.0.1:9001
 loadgen axum-floor raw 9001 idle --connections "$IDLE_CONNECTIONS"
 stop
 
+# Joining one big room: the time per member should not grow with the room.
+for members in ${BIG_ROOM_MEMBERS:-1000 5000 10000}; do
+    palisade "big-room-$members"
+    loadgen palisade palisade 9000 big-room --members "$members"
+    stop
+done
+
 python3 bench/table.py "$JSON" | tee "$RESULTS/table.md"
 
 # The chart needs matplotlib: installed into a virtualenv of the bench's own.

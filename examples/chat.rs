@@ -342,9 +342,12 @@ fn print_frame(frame: &Value, print: &mut dyn FnMut(String)) {
             print(format!(
                 "* joined {} ({} online)",
                 frame["room"],
-                frame["members"].as_array().map_or(0, Vec::len)
+                frame["online"]
+                    .as_u64()
+                    .unwrap_or_else(|| frame["members"].as_array().map_or(0, |m| m.len() as u64))
             ));
         }
+        Some("occupancy") => print(format!("* {} online in {}", frame["online"], frame["room"])),
         Some("presence") => print(format!(
             "* {} {}",
             name(&frame["user"]),

@@ -20,7 +20,7 @@ const view = {
   connection: null,
   current: null,
   // name -> { messages: Map(seq -> message), pending: Map(nonce -> message),
-  //           members: Map(id -> user), typing: Map(user id -> {name, timer}) }
+  //           members: Map(id -> user), online: a big room's count (else null), typing: Map(user id -> {name, timer}) }
   rooms: new Map(),
   listed: [], // the server's room list, as last fetched: [{ name, online }]
   lastTypingSent: 0,
@@ -98,6 +98,7 @@ function startChat() {
     updateLoadOlder();
   });
   on("presence", onPresence);
+  on("occupancy", onOccupancy);
   on("typing", onTyping);
   on("notice", notice);
   on("origin-refused", showOriginRefused);
@@ -274,6 +275,8 @@ function onJoined(frame) {
     if (message.nonce) room.pending.delete(message.nonce);
   }
   room.members = new Map(frame.members.map((m) => [m.id, m]));
+  // In a big room `members` is a sample and `online` the count (docs/protocol.md).
+  room.online = frame.online > frame.members.length ? frame.online : null;
   if (frame.room === view.current) {
     renderMessages();
     renderMembers();
@@ -302,12 +305,19 @@ function onPresence({ room, user, event }) {
   if (room === view.current) renderMembers();
 }
 
+// A big room's count: its members are counted, not announced one by one.
+function onOccupancy({ room, online }) {
+  roomState(room).online = online;
+  if (room === view.current) renderMembers();
+}
+
 function renderMembers() {
-  const members = view.current ? [...roomState(view.current).members.values()] : [];
+  const state = view.current ? roomState(view.current) : null;
+  const members = state ? [...state.members.values()] : [];
   $("members").replaceChildren(...members.map((m) => el("li", null, m.name)));
   // The room list refreshes every few seconds; the open room's count is known now.
   const count = $("rooms").querySelector(`button[data-room="${CSS.escape(view.current || "")}"] .count`);
-  if (count) count.textContent = `${members.length} online`;
+  if (count) count.textContent = `${state?.online ?? members.length} online`;
 }
 
 // ---- messages ----

@@ -51,6 +51,15 @@ pub struct Limits {
     /// Messages sent with `joined` when the client gives no `since`.
     #[arg(long, env = "PALISADE_JOIN_HISTORY", default_value_t = DEFAULT_LIMITS.join_history)]
     pub join_history: u32,
+    /// Users a room may have for joins and leaves to be announced one by one
+    /// (`presence` frames, and the full list in `joined.members`). In a bigger room they
+    /// are counted instead: `occupancy` frames, at most one per member per
+    /// `presence_count_ms`, and a sample of the members in `joined`.
+    #[arg(long, env = "PALISADE_PRESENCE_FULL_MAX", default_value_t = DEFAULT_LIMITS.presence_full_max)]
+    pub presence_full_max: usize,
+    /// How often, in milliseconds, a big room's members are told its new count.
+    #[arg(long, env = "PALISADE_PRESENCE_COUNT_MS", default_value_t = DEFAULT_LIMITS.presence_count_ms)]
+    pub presence_count_ms: u64,
     /// Most messages a `join` with `since` replays; past it `complete` is false.
     #[arg(long, env = "PALISADE_REPLAY_MAX", default_value_t = DEFAULT_LIMITS.replay_max)]
     pub replay_max: u32,
@@ -220,6 +229,8 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     max_rooms_per_connection: 32,
     max_body_chars: 2000,
     join_history: 50,
+    presence_full_max: crate::hub::DEFAULT_PRESENCE_FULL_MAX,
+    presence_count_ms: 2000,
     replay_max: 500,
     replay_max_bytes: 256 * 1024,
     // A sustained full reply a second per user, and eight at once: a tab that reconnects

@@ -10,6 +10,13 @@
 //! snapshot of the room from the store, and [`Hub::finish_join`] queues the `joined` frame
 //! and then only the buffered messages newer than the snapshot. From then on a member
 //! gets each `seq` once: anything at or below the last one it was given is skipped.
+//!
+//! Each room counts its users (a user with several connections there is one), so the
+//! number online is O(1) and the member list O(users). Presence is per user while a
+//! room is small: a join or leave is announced when the room has at most
+//! `presence_full_max` users before and after it. Beyond that it is only counted, and
+//! [`Hub::take_counts`] hands out, once per interval, the rooms whose count changed, so a
+//! member of a big room gets at most one count per interval however many join.
 
 use crate::model::UserRef;
 use crate::ws::close::CloseCode;
@@ -18,9 +25,16 @@ use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use std::collections::HashMap;
 use std::mem;
+use std::sync::Mutex;
 
 /// Identifies one WebSocket connection on this node.
 pub type ConnId = u64;
+
+/// Most users the `joined` frame of a counted room lists.
+pub const MEMBERS_SAMPLE: usize = 100;
+
+/// Users above which, by default, joins and leaves are counted instead of announced.
+pub const DEFAULT_PRESENCE_FULL_MAX: usize = 1000;
 
 /// Something that happened in a room, ready to send.
 #[derive(Clone, Debug)]
@@ -29,6 +43,16 @@ pub enum RoomEvent {
     Message { seq: u64, frame: Utf8Bytes },
     /// Presence or typing: to every member except the user it is about.
     Ephemeral { about: String, frame: Utf8Bytes },
+    /// The number of users in the room: to every member that has joined.
+    Count { frame: Utf8Bytes },
+}
+
+/// Who is in a room when a `joined` frame is built.
+pub struct Members {
+    /// Everyone, or in a counted room a sample that includes the joiner; by name, then id.
+    pub users: Vec<UserRef>,
+    /// How many distinct users are in the room, the joiner included.
+    pub online: usize,
 }
 
 enum MemberState {
@@ -44,28 +68,48 @@ struct Member {
     state: MemberState,
 }
 
+/// A user in a room: as first seen there, and with how many connections.
+struct Present {
+    user: UserRef,
+    connections: usize,
+}
+
 #[derive(Default)]
 struct Room {
     members: HashMap<ConnId, Member>,
+    /// Each user once, by id.
+    users: HashMap<String, Present>,
+    /// A join or leave was counted, not announced, since the last count was handed out.
+    count_changed: bool,
 }
 
 impl Room {
-    /// Each user in the room once, in a stable order.
-    fn users(&self) -> Vec<UserRef> {
-        let mut users: Vec<UserRef> = Vec::new();
-        for member in self.members.values() {
-            if !users.iter().any(|u| u.id == member.user.id) {
-                users.push(member.user.clone());
-            }
-        }
+    /// The users a `joined` frame lists: all of them, or when there are more than
+    /// `limit`, `limit` of them with `joiner` among them; in a stable order.
+    fn members(&self, joiner: &str, limit: usize) -> Members {
+        let mut users: Vec<UserRef> = if self.users.len() <= limit {
+            self.users.values().map(|p| p.user.clone()).collect()
+        } else {
+            let mut sample: Vec<UserRef> = self
+                .users
+                .get(joiner)
+                .map(|p| p.user.clone())
+                .into_iter()
+                .collect();
+            let others = self
+                .users
+                .values()
+                .filter(|p| p.user.id != joiner)
+                .take(limit.saturating_sub(sample.len()))
+                .map(|p| p.user.clone());
+            sample.extend(others);
+            sample
+        };
         users.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
-        users
-    }
-
-    fn has_user_besides(&self, user_id: &str, conn: ConnId) -> bool {
-        self.members
-            .iter()
-            .any(|(id, m)| *id != conn && m.user.id == user_id)
+        Members {
+            users,
+            online: self.users.len(),
+        }
     }
 }
 
@@ -73,6 +117,10 @@ pub struct Hub {
     rooms: DashMap<String, Room>,
     /// Messages a joining member may have waiting before it counts as a slow consumer.
     join_buffer: usize,
+    /// Users a room may have for its joins and leaves to be announced one by one.
+    presence_full_max: usize,
+    /// Rooms with `count_changed` set, each once.
+    counts_due: Mutex<Vec<String>>,
 }
 
 impl Hub {
@@ -80,44 +128,88 @@ impl Hub {
         Self {
             rooms: DashMap::new(),
             join_buffer,
+            presence_full_max: DEFAULT_PRESENCE_FULL_MAX,
+            counts_due: Mutex::new(Vec::new()),
         }
     }
 
+    /// Sets how many users a room may have for presence to be announced per user.
+    #[must_use]
+    pub fn with_presence_full_max(mut self, users: usize) -> Self {
+        self.presence_full_max = users;
+        self
+    }
+
+    /// Whether a join or leave that took the room from `before` to `after` users is
+    /// announced per user; if not, the room's count is marked as changed.
+    fn announced(&self, name: &str, room: &mut Room, before: usize, after: usize) -> bool {
+        if before.max(after) <= self.presence_full_max {
+            return true;
+        }
+        if !mem::replace(&mut room.count_changed, true) {
+            self.counts_due
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(name.to_owned());
+        }
+        false
+    }
+
     /// Registers a connection in a room (again, if it is there already) and starts
-    /// buffering its messages. True when it is the user's first connection in the room.
+    /// buffering its messages. True when the user's arrival is to be announced: it is
+    /// the user's first connection in the room and the room is small enough.
     pub fn begin_join(&self, room: &str, conn: ConnId, user: &UserRef, outbox: &Outbox) -> bool {
         let mut entry = self.rooms.entry(room.to_owned()).or_default();
-        let rejoin = entry.members.contains_key(&conn);
-        let first = !rejoin && !entry.has_user_besides(&user.id, conn);
-        entry.members.insert(
-            conn,
-            Member {
-                user: user.clone(),
-                outbox: outbox.clone(),
-                state: MemberState::Joining(Vec::new()),
-            },
-        );
-        first
+        let member = Member {
+            user: user.clone(),
+            outbox: outbox.clone(),
+            state: MemberState::Joining(Vec::new()),
+        };
+        if entry.members.insert(conn, member).is_some() {
+            return false;
+        }
+        let before = entry.users.len();
+        let present = entry.users.entry(user.id.clone()).or_insert(Present {
+            user: user.clone(),
+            connections: 0,
+        });
+        present.connections += 1;
+        if present.connections > 1 {
+            return false;
+        }
+        let after = entry.users.len();
+        self.announced(room, &mut entry, before, after)
     }
 
     /// Queues the `joined` frame (built from the room's members) and then every
     /// message published since `begin_join` with a `seq` after `last_seq`.
     /// False if the connection is no longer in the room or its queue is full.
+    ///
+    /// `joined` runs under the room's lock: it should only add the members to a frame
+    /// encoded beforehand.
     pub fn finish_join(
         &self,
         room: &str,
         conn: ConnId,
         last_seq: u64,
-        joined: impl FnOnce(&[UserRef]) -> Utf8Bytes,
+        joined: impl FnOnce(&Members) -> Utf8Bytes,
     ) -> bool {
         let Some(mut entry) = self.rooms.get_mut(room) else {
             return false;
         };
-        let users = entry.users();
+        let Some(joiner) = entry.members.get(&conn).map(|m| m.user.id.clone()) else {
+            return false;
+        };
+        let limit = if entry.users.len() <= self.presence_full_max {
+            usize::MAX
+        } else {
+            MEMBERS_SAMPLE.min(self.presence_full_max).max(1)
+        };
+        let members = entry.members(&joiner, limit);
         let Some(member) = entry.members.get_mut(&conn) else {
             return false;
         };
-        if !member.outbox.push(joined(&users)) {
+        if !member.outbox.push(joined(&members)) {
             return false;
         }
         let buffered =
@@ -138,15 +230,29 @@ impl Hub {
         true
     }
 
-    /// Removes a connection from a room: the user it was, and whether it was that
-    /// user's last connection there (`None` if it was not a member).
+    /// Removes a connection from a room: the user it was, and whether that user's
+    /// departure is to be announced (its last connection there, in a room small
+    /// enough); `None` if it was not a member.
     pub fn leave(&self, room: &str, conn: ConnId) -> Option<(UserRef, bool)> {
         let mut entry = self.rooms.get_mut(room)?;
         let member = entry.members.remove(&conn)?;
-        let last = !entry.has_user_besides(&member.user.id, conn);
+        let before = entry.users.len();
+        let last = match entry.users.get_mut(&member.user.id) {
+            Some(present) if present.connections > 1 => {
+                present.connections -= 1;
+                false
+            }
+            Some(_) => {
+                entry.users.remove(&member.user.id);
+                true
+            }
+            None => false,
+        };
+        let after = entry.users.len();
+        let announce = last && self.announced(room, &mut entry, before, after);
         drop(entry);
         self.rooms.remove_if(room, |_, r| r.members.is_empty());
-        Some((member.user, last))
+        Some((member.user, announce))
     }
 
     /// Hands an event to every member of the room on this node.
@@ -175,18 +281,47 @@ impl Hub {
                         delivered += usize::from(member.outbox.push(frame.clone()));
                     }
                 }
-                // The `joined` frame's member list supersedes presence seen while joining.
-                (RoomEvent::Ephemeral { .. }, MemberState::Joining(_)) => {}
+                (RoomEvent::Count { frame }, MemberState::Live { .. }) => {
+                    delivered += usize::from(member.outbox.push(frame.clone()));
+                }
+                // The `joined` frame's member list and count supersede presence and
+                // counts seen while joining.
+                (
+                    RoomEvent::Ephemeral { .. } | RoomEvent::Count { .. },
+                    MemberState::Joining(_),
+                ) => {}
             }
         }
         crate::stats::deliveries(delivered);
+    }
+
+    /// Every room whose count changed without being announced since the last call,
+    /// with its number of distinct users now (rooms that have emptied are left out).
+    pub fn take_counts(&self) -> Vec<(String, usize)> {
+        let due = mem::take(
+            &mut *self
+                .counts_due
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        due.into_iter()
+            .filter_map(|name| {
+                let mut room = self.rooms.get_mut(&name)?;
+                if !mem::replace(&mut room.count_changed, false) {
+                    return None;
+                }
+                let online = room.users.len();
+                drop(room);
+                Some((name, online))
+            })
+            .collect()
     }
 
     /// Every room with someone in it, with its number of distinct users.
     pub fn occupied_rooms(&self) -> Vec<(String, usize)> {
         self.rooms
             .iter()
-            .map(|r| (r.key().clone(), r.users().len()))
+            .map(|r| (r.key().clone(), r.users.len()))
             .collect()
     }
 }
@@ -222,6 +357,12 @@ mod tests {
         out
     }
 
+    /// A joined frame that shows the members it was built from: "online:name,name".
+    fn listing(members: &Members) -> Utf8Bytes {
+        let names: Vec<&str> = members.users.iter().map(|u| u.name.as_str()).collect();
+        format!("{}:{}", members.online, names.join(",")).into()
+    }
+
     #[test]
     fn messages_published_during_a_join_follow_the_joined_frame_without_duplicates() {
         let hub = Hub::new(16);
@@ -245,7 +386,7 @@ mod tests {
         assert!(hub.begin_join("r", 1, &user("a"), &a1));
         hub.finish_join("r", 1, 0, |_| "joined".into());
         assert!(hub.begin_join("r", 2, &user("b"), &b));
-        hub.finish_join("r", 2, 0, |users| format!("{}", users.len()).into());
+        hub.finish_join("r", 2, 0, listing);
         assert!(
             !hub.begin_join("r", 3, &user("a"), &a2),
             "second connection of a"
@@ -258,12 +399,71 @@ mod tests {
             },
         );
         assert_eq!(drain(&mut rx_a1), ["joined", "b-typing"]);
-        assert_eq!(drain(&mut rx_b), ["2"]);
+        assert_eq!(drain(&mut rx_b), ["2:a,b"]);
         assert_eq!(hub.occupied_rooms(), [("r".to_owned(), 2)]);
         assert_eq!(hub.leave("r", 1), Some((user("a"), false)));
         assert_eq!(hub.leave("r", 3), Some((user("a"), true)));
         assert_eq!(hub.leave("r", 3), None);
         assert_eq!(hub.leave("r", 2), Some((user("b"), true)));
         assert!(hub.occupied_rooms().is_empty());
+    }
+
+    #[test]
+    fn users_are_counted_once_whatever_their_connections_and_rejoins() {
+        let hub = Hub::new(16);
+        let (ob, _rx) = outbox();
+        hub.begin_join("r", 1, &user("a"), &ob);
+        hub.begin_join("r", 2, &user("a"), &ob);
+        hub.begin_join("r", 2, &user("a"), &ob);
+        hub.begin_join("r", 3, &user("b"), &ob);
+        assert_eq!(hub.occupied_rooms(), [("r".to_owned(), 2)]);
+        hub.leave("r", 1);
+        assert_eq!(hub.occupied_rooms(), [("r".to_owned(), 2)]);
+        hub.leave("r", 2);
+        assert_eq!(hub.occupied_rooms(), [("r".to_owned(), 1)]);
+        assert_eq!(hub.take_counts(), [], "nothing was counted in a small room");
+    }
+
+    #[test]
+    fn above_the_threshold_joins_and_leaves_are_counted_once_per_interval() {
+        let hub = Hub::new(16).with_presence_full_max(2);
+        let mut queues = Vec::new();
+        for (conn, name) in [(1, "a"), (2, "b")] {
+            let (ob, rx) = outbox();
+            assert!(
+                hub.begin_join("r", conn, &user(name), &ob),
+                "{name} announced"
+            );
+            hub.finish_join("r", conn, 0, |_| "joined".into());
+            queues.push(rx);
+        }
+        let (c, mut rx_c) = outbox();
+        let (d, _rx_d) = outbox();
+        assert!(!hub.begin_join("r", 3, &user("c"), &c), "c is counted");
+        assert!(!hub.begin_join("r", 4, &user("d"), &d), "d is counted");
+        hub.finish_join("r", 3, 0, listing);
+        let joined = drain(&mut rx_c);
+        let (online, names) = joined[0].split_once(':').unwrap();
+        assert_eq!(online, "4");
+        assert_eq!(names.split(',').count(), 2, "a sample: {names}");
+        assert!(
+            names.split(',').any(|n| n == "c"),
+            "with the joiner: {names}"
+        );
+
+        assert_eq!(
+            hub.take_counts(),
+            [("r".to_owned(), 4)],
+            "one count for both"
+        );
+        assert_eq!(hub.take_counts(), []);
+        assert_eq!(hub.leave("r", 4), Some((user("d"), false)), "from 4 to 3");
+        assert_eq!(hub.leave("r", 3), Some((user("c"), false)), "from 3 to 2");
+        assert_eq!(hub.take_counts(), [("r".to_owned(), 2)]);
+        assert_eq!(hub.leave("r", 2), Some((user("b"), true)), "from 2 to 1");
+        assert_eq!(hub.take_counts(), []);
+
+        hub.dispatch("r", &RoomEvent::Count { frame: "2".into() });
+        assert_eq!(drain(&mut queues[0]), ["joined", "2"]);
     }
 }

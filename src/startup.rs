@@ -120,6 +120,11 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tokio::spawn(Arc::clone(&self.state.security_log).run(self.state.shutdown.clone()));
+        tokio::spawn(crate::ws::occupancy::run(
+            Arc::clone(&self.state.hub),
+            std::time::Duration::from_millis(self.state.settings.limits.presence_count_ms),
+            self.state.shutdown.clone(),
+        ));
         server::serve(
             self.listener,
             self.router,
@@ -152,7 +157,10 @@ pub fn build_state(
     keys: JwtKeys,
     revocations: Revocations,
 ) -> AppState {
-    let hub = Arc::new(Hub::new(settings.limits.outbound_queue));
+    let hub = Arc::new(
+        Hub::new(settings.limits.outbound_queue)
+            .with_presence_full_max(settings.limits.presence_full_max),
+    );
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(Arc::clone(&store), Arc::clone(&hub)));
     AppState::new(
         settings,

@@ -5,7 +5,8 @@
 //! - `fanout`: N subscribers in one room, publishers at a fixed total rate R;
 //! - `rooms`: many small rooms, one publisher each;
 //! - `ingest`: acked durable sends per second (palisade only);
-//! - `idle`: C authenticated, joined connections; server memory per connection.
+//! - `idle`: C authenticated, joined connections; server memory per connection;
+//! - `big-room`: N members connect and join one room; time to all joined, per member.
 //!
 //! Latency is measured from each message's *scheduled* send time, so queueing in the
 //! sender is not hidden. Connections spread over source addresses 127.0.0.1–127.0.0.4 to
@@ -93,6 +94,11 @@ pub enum Scenario {
     Idle {
         #[arg(long, default_value_t = 10_000)]
         connections: usize,
+    },
+    /// Members connecting and joining one room: time until all have joined.
+    BigRoom {
+        #[arg(long, default_value_t = 1000)]
+        members: usize,
     },
 }
 

@@ -1,5 +1,7 @@
 //! The scenarios and their report.
 
+mod big_room;
+
 use crate::client::{self, Sink, Stream, body, now_micros, scheduled_time, send_frame};
 use crate::proc_stats::{cpu_seconds, rss_kib};
 use crate::{Args, Protocol, Scenario};
@@ -132,6 +134,7 @@ pub async fn run(args: &Args) -> Report {
             duration,
         } => ingest(args, connections, window, duration).await,
         Scenario::Idle { connections } => idle(args, connections).await,
+        Scenario::BigRoom { members } => big_room::run(args, members).await,
     };
     report.server = args.name.clone();
     report

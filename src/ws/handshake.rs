@@ -224,6 +224,7 @@ mod tests {
             last_seq: u64::MAX,
             messages: &messages,
             complete: false,
+            online: usize::MAX,
             members: &members,
         });
         assert!(

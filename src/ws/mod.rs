@@ -3,11 +3,13 @@
 //! - [`handshake`]: `GET /ws`, every check of the contract answered before the upgrade.
 //! - [`session`]: one task per connection reading client frames and acting on them.
 //! - [`writer`]: one task per connection draining its [`outbox::Outbox`] to the socket.
+//! - [`occupancy`]: the counts of rooms too big for per-user presence.
 //! - [`protocol`]: the frame types; [`close`]: the close codes; [`limits`]: caps and rates.
 
 pub mod close;
 pub mod handshake;
 pub mod limits;
+pub mod occupancy;
 pub mod outbox;
 pub mod protocol;
 pub mod registry;

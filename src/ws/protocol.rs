@@ -173,6 +173,9 @@ pub enum ServerFrame<'a> {
         last_seq: u64,
         messages: &'a [StoredMessage],
         complete: bool,
+        /// Distinct users in the room; `members` lists them all when it has as many.
+        online: usize,
+        /// Last, so [`joined_with_members`] can fill it in after the rest is encoded.
         members: &'a [UserRef],
     },
     Left {
@@ -203,6 +206,11 @@ pub enum ServerFrame<'a> {
         user: &'a UserRef,
         event: PresenceEvent,
     },
+    /// How many users a room above `--presence-full-max` has now.
+    Occupancy {
+        room: &'a str,
+        online: usize,
+    },
     Typing {
         room: &'a str,
         user: &'a UserRef,
@@ -220,6 +228,21 @@ pub enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
     },
+}
+
+/// What a `joined` frame encoded with `online: 0` and no `members` ends with.
+const JOINED_TAIL: &str = r#","online":0,"members":[]}"#;
+
+/// A `joined` frame encoded with `online: 0` and `members: &[]`, completed with the
+/// real ones: the costly part (the messages) is encoded outside the room's lock, and
+/// only this runs under it.
+pub fn joined_with_members(head: &str, online: usize, members: &[UserRef]) -> String {
+    let members = serde_json::to_string(members).unwrap_or_else(|_| "[]".to_owned());
+    let head = head.strip_suffix(JOINED_TAIL).unwrap_or_else(|| {
+        tracing::error!("a joined frame without its tail");
+        head.strip_suffix('}').unwrap_or(head)
+    });
+    format!(r#"{head},"online":{online},"members":{members}}}"#)
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -339,5 +362,25 @@ mod tests {
         })
         .unwrap();
         assert_eq!(presence["event"], "join");
+    }
+
+    #[test]
+    fn a_joined_frame_completed_with_its_members_is_the_frame_encoded_at_once() {
+        let members = [UserRef {
+            id: "u\"1".into(),
+            name: "al\u{e9}ice".into(),
+        }];
+        let joined = |online, members| ServerFrame::Joined {
+            id: Some(1),
+            room: "general",
+            last_seq: 3,
+            messages: &[],
+            complete: true,
+            online,
+            members,
+        };
+        let head = serde_json::to_string(&joined(0, &[])).unwrap();
+        let whole = serde_json::to_string(&joined(7, &members)).unwrap();
+        assert_eq!(joined_with_members(&head, 7, &members), whole);
     }
 }

@@ -16,6 +16,7 @@ use super::limits::{ConnectionSlot, FrameBudget, Spend};
 use super::outbox::{Closer, Outbox};
 use super::protocol::{
     AdvertisedLimits, ClientFrame, ErrorCode, HISTORY_DEFAULT, PresenceEvent, ServerFrame,
+    joined_with_members,
 };
 use super::writer;
 use crate::auth::Identity;
@@ -333,7 +334,7 @@ impl Session {
             None => ReplayFrom::Latest(limits.join_history),
         };
         let user = self.identity.user.clone();
-        let first = self
+        let announce = self
             .state
             .hub
             .begin_join(&room, self.conn, &user, &self.outbox);
@@ -353,19 +354,23 @@ impl Session {
             }
         };
         snapshot.keep_newest_affordable(|wanted| self.afford_reply(wanted));
+        // Encoded here, outside the room's lock; only the members are added under it.
+        let head = encode(&ServerFrame::Joined {
+            id,
+            room: &room,
+            last_seq: snapshot.last_seq,
+            messages: &snapshot.messages,
+            complete: snapshot.complete,
+            online: 0,
+            members: &[],
+        });
+        drop(snapshot.messages);
         self.state
             .hub
             .finish_join(&room, self.conn, snapshot.last_seq, |members| {
-                encode(&ServerFrame::Joined {
-                    id,
-                    room: &room,
-                    last_seq: snapshot.last_seq,
-                    messages: &snapshot.messages,
-                    complete: snapshot.complete,
-                    members,
-                })
+                joined_with_members(&head, members.online, &members.users).into()
             });
-        if first {
+        if announce {
             self.announce(&room, PresenceEvent::Join).await;
         }
     }

@@ -356,7 +356,8 @@ impl Client {
         }
     }
 
-    /// Reads until a frame of this `type`, skipping presence and typing frames only.
+    /// Reads until a frame of this `type`, skipping presence (and occupancy) and typing
+    /// frames only.
     pub async fn recv_type(&mut self, kind: &str) -> Value {
         loop {
             let frame = self.recv().await;
@@ -364,7 +365,7 @@ impl Client {
                 return frame;
             }
             assert!(
-                frame["type"] == "presence" || frame["type"] == "typing",
+                ["presence", "occupancy", "typing"].contains(&frame["type"].as_str().unwrap_or("")),
                 "expected {kind}, got {frame}"
             );
         }
@@ -432,7 +433,8 @@ impl Client {
                 return frame;
             }
             assert!(
-                ["presence", "typing", "message"].contains(&frame["type"].as_str().unwrap_or("")),
+                ["presence", "occupancy", "typing", "message"]
+                    .contains(&frame["type"].as_str().unwrap_or("")),
                 "expected {kind}, got {frame}"
             );
         }

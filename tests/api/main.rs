@@ -4,6 +4,7 @@
 mod abuse_limits;
 mod amplification;
 mod auth_failures;
+mod big_rooms;
 mod chat;
 mod configuration;
 mod disk_faults;
