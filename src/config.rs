@@ -343,6 +343,7 @@ impl Limits {
             handshake_failures_per_minute,
             handshake_failure_burst,
             security_log_window_secs,
+            presence_count_ms,
         );
         // A wait longer than a year is a typo, not a policy, and a clock reading plus
         // a duration near u64::MAX overflows (a panic at the first connection).
@@ -369,7 +370,7 @@ impl Limits {
             header_timeout_secs,
             write_stall_secs,
         );
-        at_most_a_year!(1000, close_grace_ms, hash_wait_ms);
+        at_most_a_year!(1000, close_grace_ms, hash_wait_ms, presence_count_ms);
         if self.heartbeat_secs > 0 && self.pong_timeout_secs <= self.heartbeat_secs {
             problems.push(format!(
                 "{} must be longer than {} (got {} and {}): a client that only answers pings would be closed",
