@@ -1292,22 +1292,17 @@ mod tests {
     fn development_without_a_secret_keeps_one_in_the_data_directory() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("db/p.db").display());
-        let first = Settings::from_cli(Cli::parse_from([
-            "palisade",
-            "--secrets-file",
-            "/nonexistent/Secrets.toml",
-            "--database-url",
-            &url,
-        ]))
-        .unwrap();
-        let again = Settings::from_cli(Cli::parse_from([
-            "palisade",
-            "--secrets-file",
-            "/nonexistent/Secrets.toml",
-            "--database-url",
-            &url,
-        ]))
-        .unwrap();
+        let load = || {
+            Settings::from_cli(Cli::parse_from([
+                "palisade",
+                "--secrets-file",
+                "/nonexistent/Secrets.toml",
+                "--database-url",
+                &url,
+            ]))
+            .unwrap()
+        };
+        let (first, again) = (load(), load());
         use secrecy::ExposeSecret;
         assert_eq!(
             first.jwt_secret.expose_secret(),

@@ -17,42 +17,42 @@ fn sqlite_url(dir: &std::path::Path) -> String {
     format!("sqlite://{}", dir.join("p.db").display())
 }
 
-#[tokio::test]
-async fn an_unknown_palisade_variable_is_warned_about_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::start_with_env(
-        &sqlite_url(dir.path()),
-        &NO_SECRETS_FILE,
-        &[("PALISADE_JWT_SECERT", Some(CANARY))],
-    )
-    .await;
-    server
-        .wait_for_log(|line| {
-            line.contains(
-                "the environment variable PALISADE_JWT_SECERT is ignored: did you mean PALISADE_JWT_SECRET?",
-            )
-        })
-        .await;
+/// Starts the real binary with these arguments and environment, waits for `warning` in
+/// its log, and checks that the log never shows the value given ([`CANARY`]).
+async fn the_start_warns(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, Option<&str>)],
+    warning: &str,
+) {
+    let mut server = ServerProcess::start_with_env(&sqlite_url(dir), args, env).await;
+    server.wait_for_log(|line| line.contains(warning)).await;
     assert!(!server.log_text().contains(CANARY), "{}", server.log_text());
     server.child.kill().await.unwrap();
 }
 
 #[tokio::test]
-async fn a_bare_jwt_secret_in_the_environment_is_named_with_the_variable_palisade_reads() {
+async fn an_unknown_palisade_variable_is_warned_about_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::start_with_env(
-        &sqlite_url(dir.path()),
+    the_start_warns(
+        dir.path(),
         &NO_SECRETS_FILE,
-        &[("JWT_SECRET", Some(CANARY))],
+        &[("PALISADE_JWT_SECERT", Some(CANARY))],
+        "the environment variable PALISADE_JWT_SECERT is ignored: did you mean PALISADE_JWT_SECRET?",
     )
     .await;
-    server
-        .wait_for_log(|line| {
-            line.contains("the environment variable JWT_SECRET is ignored: palisade reads PALISADE_JWT_SECRET")
-        })
-        .await;
-    assert!(!server.log_text().contains(CANARY), "{}", server.log_text());
-    server.child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bare_jwt_secret_in_the_environment_is_named_with_the_variable_palisade_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    the_start_warns(
+        dir.path(),
+        &NO_SECRETS_FILE,
+        &[("JWT_SECRET", Some(CANARY))],
+        "the environment variable JWT_SECRET is ignored: palisade reads PALISADE_JWT_SECRET",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -61,13 +61,13 @@ async fn a_misspelt_secrets_file_key_is_warned_about_at_start() {
     let secrets = dir.path().join("Secrets.toml");
     std::fs::write(&secrets, format!("JWT_SECERT = \"{CANARY}\"\n")).unwrap();
     let secrets = secrets.display().to_string();
-    let mut server =
-        ServerProcess::start_with_env(&sqlite_url(dir.path()), &["--secrets-file", &secrets], &[])
-            .await;
-    let expected = format!("the key JWT_SECERT in {secrets} is ignored: did you mean JWT_SECRET?");
-    server.wait_for_log(|line| line.contains(&expected)).await;
-    assert!(!server.log_text().contains(CANARY), "{}", server.log_text());
-    server.child.kill().await.unwrap();
+    the_start_warns(
+        dir.path(),
+        &["--secrets-file", &secrets],
+        &[],
+        &format!("the key JWT_SECERT in {secrets} is ignored: did you mean JWT_SECRET?"),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -122,6 +122,26 @@ impl Server {
     }
 }
 
+/// A server whose room `archive` holds `old` messages, and a page signed in as `reader`
+/// that has just joined it (the server must outlive the page).
+async fn reader_of_an_archive(browser: &Browser, old: usize) -> (Server, Client) {
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let server = Server::start_on("127.0.0.1:0".parse().unwrap(), url, dir, |s| {
+        s.limits.messages_per_sec = 10_000;
+        s.limits.message_burst = 10_000;
+    })
+    .await;
+    let mut bot = server.bot("archivist", "archive").await;
+    for i in 1..=old {
+        bot_says(&mut bot, "archive", &format!("old message {i}")).await;
+    }
+    let page = browser.page("reader").await;
+    sign_up(&page, &server, "reader").await;
+    join_room(&page, "archive").await;
+    (server, page)
+}
+
 /// Sends a message from a bot and waits for its ack.
 async fn bot_says<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, room: &str, body: &str)
 where
@@ -551,20 +571,7 @@ async fn older_messages_load_when_scrolling_up() {
     let Some(browser) = Browser::start("older_messages_load_when_scrolling_up").await else {
         return;
     };
-    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
-    let server = Server::start_on("127.0.0.1:0".parse().unwrap(), url, dir, |s| {
-        s.limits.messages_per_sec = 10_000;
-        s.limits.message_burst = 10_000;
-    })
-    .await;
-    let mut bot = server.bot("archivist", "archive").await;
-    for i in 1..=120 {
-        bot_says(&mut bot, "archive", &format!("old message {i}")).await;
-    }
-    let page = browser.page("reader").await;
-    sign_up(&page, &server, "reader").await;
-    join_room(&page, "archive").await;
+    let (_server, page) = reader_of_an_archive(&browser, 120).await;
     let count = "document.querySelectorAll('#messages li').length";
     until(&page, "the latest 50", &format!("{count} === 50")).await;
     for expected in [100, 120] {

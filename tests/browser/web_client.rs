@@ -1,7 +1,10 @@
 //! The web client explains itself: a refused origin, refused messages, reloads, form
 //! rules, room-bound typing, the room list and focus, the favicon, older history.
 
-use super::{Browser, Server, bot_says, count_of, join_room, say, screenshot, sign_up, until};
+use super::{
+    Browser, Server, bot_says, count_of, join_room, reader_of_an_archive, say, screenshot, sign_up,
+    until,
+};
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, Locator};
 use futures_util::SinkExt;
@@ -297,20 +300,7 @@ async fn older_history_loads_with_the_button() {
     let Some(browser) = Browser::start("older_history_loads_with_the_button").await else {
         return;
     };
-    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
-    let server = Server::start_on("127.0.0.1:0".parse().unwrap(), url, dir, |s| {
-        s.limits.messages_per_sec = 10_000;
-        s.limits.message_burst = 10_000;
-    })
-    .await;
-    let mut bot = server.bot("archivist", "archive").await;
-    for i in 1..=60 {
-        bot_says(&mut bot, "archive", &format!("old message {i}")).await;
-    }
-    let page = browser.page("reader").await;
-    sign_up(&page, &server, "reader").await;
-    join_room(&page, "archive").await;
+    let (_server, page) = reader_of_an_archive(&browser, 60).await;
     let count = "document.querySelectorAll('#messages li').length";
     until(
         &page,
