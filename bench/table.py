@@ -25,7 +25,7 @@ for r in rows:
         ratio = cost / node_cost[r["params"]]
     extra = r.get("extra") or {}
     note = ", ".join(f"{k} {v:.1f}" for k, v in extra.items())
-    # big-room: "deliveries/s" is members joined per second.
+    # big-room: "deliveries/s" is members joined per second; room-ingest: acks per second.
     per_second = "–" if r["scenario"] == "idle" else f"{r['per_second']:.0f}"
     delivered = "–" if r["scenario"] == "idle" else fmt(r["delivered_percent"])
     print(

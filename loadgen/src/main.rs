@@ -7,6 +7,7 @@
 //! - `ingest`: acked durable sends per second (palisade only);
 //! - `idle`: C authenticated, joined connections; server memory per connection;
 //! - `big-room`: N members connect and join one room; time to all joined, per member.
+//! - `room-ingest`: P publishers in ONE room; acked durable msg/s and ack latency.
 //!
 //! Latency is measured from each message's *scheduled* send time, so queueing in the
 //! sender is not hidden. Connections spread over source addresses 127.0.0.1–127.0.0.4 to
@@ -99,6 +100,21 @@ pub enum Scenario {
     BigRoom {
         #[arg(long, default_value_t = 1000)]
         members: usize,
+    },
+    /// Publishers in ONE room: acked durable sends per second and ack latency.
+    RoomIngest {
+        #[arg(long, default_value_t = 32)]
+        publishers: usize,
+        /// Messages per second, all publishers together; 0 = closed loop (see --window).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Closed loop: unacked sends per publisher.
+        #[arg(long, default_value_t = 8)]
+        window: usize,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value_t = 100)]
+        body_bytes: usize,
     },
 }
 

@@ -1,6 +1,7 @@
 //! The scenarios and their report.
 
 mod big_room;
+mod ingest;
 
 use crate::client::{self, Sink, Stream, body, now_micros, scheduled_time, send_frame};
 use crate::proc_stats::{cpu_seconds, rss_kib};
@@ -30,8 +31,8 @@ pub struct Report {
     seconds: f64,
     cpu_seconds: Option<f64>,
     latency_ms: Option<[f64; 3]>,
-    /// Scenario-specific figure: (label, value).
-    extra: Option<(&'static str, f64)>,
+    /// Scenario-specific figures: (label, value).
+    extra: Vec<(&'static str, f64)>,
 }
 
 impl Report {
@@ -65,9 +66,12 @@ impl Report {
         let cpu = self
             .cpu_us_per_delivery()
             .map_or("–".to_owned(), |us| format!("{us:.2}"));
-        let extra = self.extra.map_or(String::new(), |(label, value)| {
-            format!("{label} {value:.1}")
-        });
+        let extra = self
+            .extra
+            .iter()
+            .map(|(label, value)| format!("{label} {value:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         format!(
             "| {} | {} | {} | {:.0} | {:.2} | {} | {} | {} |",
             self.server,
@@ -95,7 +99,7 @@ impl Report {
             "server_cpu_seconds": self.cpu_seconds,
             "server_cpu_us_per_delivery": self.cpu_us_per_delivery(),
             "latency_ms": self.latency_ms.map(|[a, b, c]| serde_json::json!({"p50": a, "p99": b, "p999": c})),
-            "extra": self.extra.map(|(label, value)| serde_json::json!({label: value})),
+            "extra": (!self.extra.is_empty()).then(|| self.extra.iter().map(|(label, value)| (label.to_string(), serde_json::json!(value))).collect::<serde_json::Map<_, _>>()),
         })
         .to_string()
     }
@@ -135,6 +139,13 @@ pub async fn run(args: &Args) -> Report {
         } => ingest(args, connections, window, duration).await,
         Scenario::Idle { connections } => idle(args, connections).await,
         Scenario::BigRoom { members } => big_room::run(args, members).await,
+        Scenario::RoomIngest {
+            publishers,
+            rate,
+            window,
+            duration,
+            body_bytes,
+        } => ingest::run(args, publishers, rate, window, duration, body_bytes).await,
     };
     report.server = args.name.clone();
     report
@@ -387,7 +398,7 @@ async fn idle(args: &Args, connections: usize) -> Report {
     Report {
         scenario: "idle".into(),
         params: format!("{connections} joined conns"),
-        extra: Some(("KiB/conn", per_connection)),
+        extra: vec![("KiB/conn", per_connection)],
         ..Report::default()
     }
 }

@@ -91,7 +91,7 @@ pub async fn run(args: &Args, members: usize) -> Report {
         delivered: members as u64,
         seconds,
         cpu_seconds: cpu_before.zip(cpu_after).map(|(a, b)| b - a),
-        extra: Some(("ms/member", seconds * 1000.0 / members as f64)),
+        extra: vec![("ms/member", seconds * 1000.0 / members as f64)],
         ..Report::default()
     }
 }
