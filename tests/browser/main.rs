@@ -80,6 +80,23 @@ impl Server {
         }
     }
 
+    /// Stops the server and waits until `page` shows it offline. Returns what
+    /// [`Server::start_on`] needs to start it again on the same address and data.
+    async fn stop_seen_by(
+        self,
+        page: &Client,
+    ) -> (SocketAddr, String, std::sync::Arc<tempfile::TempDir>) {
+        self.shutdown.trigger();
+        self.task.await.unwrap().unwrap();
+        until(
+            page,
+            "offline",
+            "!document.querySelector('#conn-state.online')",
+        )
+        .await;
+        (self.addr, self.database_url, self._dir)
+    }
+
     fn url(&self) -> String {
         format!("http://{}/", self.addr)
     }
@@ -460,24 +477,10 @@ async fn after_a_server_restart_both_pages_recover_with_every_missed_message_onc
     .await;
 
     // The server goes away; Alice writes while it is down.
-    server.shutdown.trigger();
     let server = {
-        let Server {
-            task,
-            addr,
-            database_url,
-            _dir,
-            ..
-        } = server;
-        task.await.unwrap().unwrap();
-        until(
-            &alice,
-            "offline",
-            "!document.querySelector('#conn-state.online')",
-        )
-        .await;
+        let (addr, database_url, dir) = server.stop_seen_by(&alice).await;
         say(&alice, "written while down").await;
-        Server::start_on(addr, database_url, _dir, |_| {}).await
+        Server::start_on(addr, database_url, dir, |_| {}).await
     };
     // Someone else speaks as soon as it is back, before the pages reconnect.
     let mut carol = server.bot("carol", "ops").await;

@@ -144,21 +144,7 @@ async fn a_refused_message_is_marked_failed_and_later_ones_still_send() {
 
     // While the server is down, Alice writes within the limits she was told; it comes
     // back with an operator's lower ones, and refuses the first two.
-    server.shutdown.trigger();
-    let Server {
-        task,
-        addr,
-        database_url,
-        _dir,
-        ..
-    } = server;
-    task.await.unwrap().unwrap();
-    until(
-        &page,
-        "offline",
-        "!document.querySelector('#conn-state.online')",
-    )
-    .await;
+    let (addr, database_url, dir) = server.stop_seen_by(&page).await;
     let too_long = "x".repeat(300);
     // Too many bytes for the new frame limit: the server would close the socket on it.
     let too_big = "é".repeat(1500);
@@ -170,7 +156,7 @@ async fn a_refused_message_is_marked_failed_and_later_ones_still_send() {
         compose(&page, body).await;
         press_enter_in_composer(&page).await;
     }
-    let _server = Server::start_on(addr, database_url, _dir, |s| {
+    let _server = Server::start_on(addr, database_url, dir, |s| {
         s.limits.max_body_chars = 100;
         s.limits.max_message_bytes = palisade::config::frame_bytes_for_body(100);
     })
