@@ -18,15 +18,17 @@
 //! - [`ws`]: handshake checks, the session loop, the writer, frames, close codes, limits.
 //! - [`hub`]: rooms and members on this node; fans events out to bounded outboxes.
 //! - [`broker`]: stores and publishes a message as one step (in memory for one node).
-//! - [`store`]: durable accounts and history (SQLite by default).
+//! - [`store`]: durable accounts and history (SQLite by default); group-commits sends
+//!   and announces each committed message, in `seq` order, to the broker's hook.
 //! - [`origin`], [`client_ip`]: who is asking, from where.
 //! - [`security_log`]: throttles repeated security events ("N more like this").
 //! - [`stats`]: Prometheus metrics served at `/metrics`.
 //! - [`model`]: data and value rules shared by all of the above.
 //!
-//! A message's path: the session validates a `send`, the broker stores it (the store
-//! gives it its `seq`) and hands it to the hub, the hub queues the once-serialised frame
-//! in every member's outbox, and each connection's writer flushes its queue.
+//! A message's path: the session validates a `send`, the broker gives it to the store,
+//! the store commits it with others (giving it its `seq`) and calls the broker's hook,
+//! which hands it to the hub; the hub queues the once-serialised frame in every member's
+//! outbox, the sender gets its ack, and each connection's writer flushes its queue.
 #![forbid(unsafe_code)]
 
 pub mod auth;

@@ -1,61 +1,48 @@
-//! The single-process broker: store, then hand to the local hub.
+//! The single-process broker: store, and let the store's commit hand the message to
+//! the local hub.
 //!
-//! A per-room lock spans the store write and the hand-off, so messages of a room reach
-//! the hub in exactly the order of their `seq`. Rooms do not wait for each other. Only
-//! a message the store committed is handed on: nobody sees one that was not stored.
+//! A room's order is the store's commit order: the store calls the hook given with each
+//! append right after the commit, one message at a time in `seq` order, and the hook
+//! queues the message in every member's outbox there and then. So the broker keeps no
+//! lock per room: many sends of one room can wait for the same commit (one fsync for
+//! all of them), and still reach the hub in exactly the order of their `seq`. Only a
+//! message the store committed is handed on: nobody sees one that was not stored, and a
+//! message is handed on even if its sender stopped waiting for the ack meanwhile.
 
 use super::{Broker, BrokerError, encode};
 use crate::hub::{Hub, RoomEvent};
+use crate::model::StoredMessage;
 use crate::store::{Appended, NewMessage, Store};
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
-use dashmap::DashMap;
 use std::sync::Arc;
-use tokio::sync::Mutex;
 
 pub struct MemoryBroker {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
-    sequencers: DashMap<String, Arc<Mutex<()>>>,
 }
 
 impl MemoryBroker {
     pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>) -> Self {
-        Self {
-            store,
-            hub,
-            sequencers: DashMap::new(),
-        }
+        Self { store, hub }
     }
 }
 
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn publish_message(&self, message: NewMessage) -> Result<Appended, BrokerError> {
-        let room = message.room.clone();
-        let sequencer = self.sequencers.entry(room.clone()).or_default().clone();
-        let result = {
-            let _turn = sequencer.lock().await;
-            let started = std::time::Instant::now();
-            let appended = self.store.append(message).await;
-            crate::stats::store_write(started.elapsed());
-            if let Ok(appended) = &appended
-                && !appended.duplicate
-            {
-                let event = RoomEvent::Message {
-                    seq: appended.message.seq,
-                    frame: encode(&appended.message),
-                };
-                self.hub.dispatch(&room, &event);
-            }
-            appended
-        };
-        drop(sequencer);
-        // Forget the lock of a quiet room; entry() and this check share the shard lock,
-        // so a lock someone else holds or waits on is never removed.
-        self.sequencers
-            .remove_if(&room, |_, lock| Arc::strong_count(lock) == 1);
-        Ok(result?)
+        let hub = Arc::clone(&self.hub);
+        let deliver = Box::new(move |stored: &StoredMessage| {
+            let event = RoomEvent::Message {
+                seq: stored.seq,
+                frame: encode(stored),
+            };
+            hub.dispatch(&stored.room, &event);
+        });
+        let started = std::time::Instant::now();
+        let appended = self.store.append(message, deliver).await;
+        crate::stats::store_write(started.elapsed());
+        Ok(appended?)
     }
 
     async fn publish_ephemeral(&self, room: &str, about: &str, frame: Utf8Bytes) {
@@ -77,21 +64,22 @@ impl Broker for MemoryBroker {
 mod tests {
     use super::*;
     use crate::model::{StoredMessage, UserRef};
-    use crate::store::{ReplayFrom, RoomSnapshot, StoreError, UserRecord};
+    use crate::store::{OnCommit, ReplayFrom, RoomSnapshot, StoreError, UserRecord};
     use crate::ws::outbox::{Closer, OutboundBudget, Outbox, OutboxQueue};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
-    /// A store whose first append is slow: without the per-room lock, the second
-    /// message would reach the hub first. With `refuse`, every append fails.
+    /// A store that commits each append at once, in call order, as the real one commits
+    /// in queue order, but answers the first caller only a second later (a caller can be
+    /// woken late, or have stopped waiting). With `refuse`, every append fails.
     #[derive(Default)]
-    struct SlowFirstStore {
+    struct SlowFirstAnswer {
         next_seq: AtomicU64,
         refuse: bool,
     }
 
     #[async_trait]
-    impl Store for SlowFirstStore {
+    impl Store for SlowFirstAnswer {
         async fn create_user(&self, _: &str, _: &str, _: &str) -> Result<UserRecord, StoreError> {
             unimplemented!()
         }
@@ -101,23 +89,29 @@ mod tests {
         async fn find_user_by_id(&self, _: &str) -> Result<Option<UserRecord>, StoreError> {
             unimplemented!()
         }
-        async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
+        async fn append(
+            &self,
+            message: NewMessage,
+            on_commit: OnCommit,
+        ) -> Result<Appended, StoreError> {
             if self.refuse {
                 return Err(StoreError::Unwritable("database or disk is full".into()));
             }
             let seq = self.next_seq.fetch_add(1, Ordering::SeqCst) + 1;
+            let stored = StoredMessage {
+                room: message.room,
+                seq,
+                from: message.from,
+                body: message.body,
+                ts: message.ts,
+                nonce: message.nonce,
+            };
+            on_commit(&stored);
             if seq == 1 {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Ok(Appended {
-                message: StoredMessage {
-                    room: message.room,
-                    seq,
-                    from: message.from,
-                    body: message.body,
-                    ts: message.ts,
-                    nonce: message.nonce,
-                },
+                message: stored,
                 duplicate: false,
             })
         }
@@ -180,10 +174,11 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn messages_of_a_room_reach_the_hub_in_seq_order_even_when_stores_finish_out_of_order() {
+    async fn messages_of_a_room_reach_the_hub_in_seq_order_even_when_senders_are_answered_out_of_order()
+     {
         let hub = Arc::new(Hub::new(16));
         let broker = Arc::new(MemoryBroker::new(
-            Arc::new(SlowFirstStore::default()),
+            Arc::new(SlowFirstAnswer::default()),
             Arc::clone(&hub),
         ));
         let mut queue = member_of_r(&hub);
@@ -212,9 +207,9 @@ mod tests {
     #[tokio::test]
     async fn a_message_the_store_refused_reaches_no_one() {
         let hub = Arc::new(Hub::new(16));
-        let store = SlowFirstStore {
+        let store = SlowFirstAnswer {
             refuse: true,
-            ..SlowFirstStore::default()
+            ..SlowFirstAnswer::default()
         };
         let broker = MemoryBroker::new(Arc::new(store), Arc::clone(&hub));
         let mut queue = member_of_r(&hub);
@@ -231,6 +226,35 @@ mod tests {
         assert!(
             queue.try_recv().is_none(),
             "nothing but the join was queued"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_committed_message_reaches_the_hub_even_if_its_sender_stops_waiting() {
+        let hub = Arc::new(Hub::new(16));
+        let broker = MemoryBroker::new(Arc::new(SlowFirstAnswer::default()), Arc::clone(&hub));
+        let mut queue = member_of_r(&hub);
+
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(10),
+            broker.publish_message(draft("left")),
+        )
+        .await;
+        assert!(
+            gave_up.is_err(),
+            "the sender stopped waiting before its answer"
+        );
+
+        assert_eq!(
+            queue.try_recv().map(|f| f.as_str().to_owned()).as_deref(),
+            Some("joined")
+        );
+        let delivered = queue.try_recv().map(|f| f.as_str().to_owned());
+        assert!(
+            delivered
+                .as_deref()
+                .is_some_and(|f| f.contains("\"seq\":1")),
+            "{delivered:?}"
         );
     }
 }

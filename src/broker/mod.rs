@@ -2,8 +2,14 @@
 //!
 //! As in centrifuge, storing a message and publishing it happen together behind this
 //! trait, so the order of `seq` in the store is the order in which hubs see messages.
+//! A broker gets that order from the store rather than making it: it publishes from the
+//! hook the store calls after each commit, in commit order (see [`Store::append`]), so
+//! sends to one room share commits instead of waiting for each other's.
 //! The embedded [`memory::MemoryBroker`] serves one process; a Redis broker for cluster
-//! mode implements the same trait, and the session code does not change.
+//! mode implements the same trait (publishing from the same hook), and the session code
+//! does not change.
+//!
+//! [`Store::append`]: crate::store::Store::append
 
 pub mod memory;
 

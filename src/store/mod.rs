@@ -5,6 +5,13 @@
 //! mode implements the same trait. The store assigns each room's `seq` atomically with
 //! the insert, and a call that returns `Ok` has committed.
 //!
+//! The store is also where a room's order is decided, so it is the one to announce it:
+//! [`Store::append`] takes an [`OnCommit`] hook that it calls with the stored message
+//! right after the commit, in commit order (for one room, `seq` order), before it
+//! answers. Whoever fans messages out (the hub of this node, or later a Redis publisher)
+//! hangs off that hook, so nothing needs a lock per room to put messages back in order,
+//! and a caller that stops waiting (its client went away) cannot lose a delivery.
+//!
 //! A write that fails is reported as [`StoreError::Unwritable`]: the caller says so to
 //! its client, who may retry; a disk that was full or read-only serves writes again
 //! without a restart once the cause is gone.
@@ -72,6 +79,10 @@ pub struct NewMessage {
     pub nonce: Option<String>,
     pub ts: i64,
 }
+
+/// What [`Store::append`] calls with the message once it is committed; see there.
+/// It runs on the store's writing path, so it must be quick and must not block.
+pub type OnCommit = Box<dyn FnOnce(&StoredMessage) + Send>;
 
 /// The outcome of [`Store::append`].
 #[derive(Clone, Debug)]
@@ -169,7 +180,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a message with the room's next `seq`, or returns the earlier message when
     /// the same user already sent this nonce in this room. Returns after commit.
-    async fn append(&self, message: NewMessage) -> Result<Appended, StoreError>;
+    ///
+    /// `on_commit` is called with the stored message once it is durable and before this
+    /// returns, even if the caller has stopped waiting by then. Hooks are called one at a
+    /// time in commit order, so those of one room see its `seq`s in increasing order, each
+    /// once. It is not called for a repeated nonce (that message was announced when it was
+    /// first stored) nor when the write fails: then nothing was stored.
+    async fn append(
+        &self,
+        message: NewMessage,
+        on_commit: OnCommit,
+    ) -> Result<Appended, StoreError>;
 
     /// The room's last `seq` and the messages a join asked for, read in one snapshot.
     async fn snapshot(&self, room: &str, from: ReplayFrom) -> Result<RoomSnapshot, StoreError>;

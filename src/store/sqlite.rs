@@ -7,14 +7,19 @@
 //!
 //! Appends are group-committed: one task takes every append waiting (up to 256) and
 //! writes them in one transaction, so concurrent senders share one fsync instead of
-//! queueing for one each. Each caller still gets its own answer after the commit.
+//! queueing for one each, whether they write to many rooms or to one hot room. That task
+//! is the only writer of messages and gives `seq`s in the order of its queue, so right
+//! after each commit it calls the batch's commit hooks in that order (each room's
+//! messages in `seq` order), and only then answers each caller.
 //!
 //! A write that fails (full or read-only disk, I/O error) closes the writer connection
 //! instead of reusing it (see [`Writer`]), and is reported as
 //! [`StoreError::Unwritable`]; the outcome of the latest write also answers `/readyz`.
 //! Opening refuses a file SQLite finds damaged, and every opening error names the file.
 
-use super::{Appended, NewMessage, ReplayFrom, RoomSnapshot, Store, StoreError, UserRecord};
+use super::{
+    Appended, NewMessage, OnCommit, ReplayFrom, RoomSnapshot, Store, StoreError, UserRecord,
+};
 use crate::model::{Role, StoredMessage, UserRef};
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
@@ -37,6 +42,7 @@ pub struct SqliteStore {
 
 struct AppendRequest {
     message: NewMessage,
+    on_commit: OnCommit,
     reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
@@ -484,10 +490,18 @@ impl Store for SqliteStore {
         Ok(row.map(to_user))
     }
 
-    async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
+    async fn append(
+        &self,
+        message: NewMessage,
+        on_commit: OnCommit,
+    ) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.appends
-            .send(AppendRequest { message, reply })
+            .send(AppendRequest {
+                message,
+                on_commit,
+                reply,
+            })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -724,21 +738,34 @@ async fn group_commit(writer: Writer, mut requests: mpsc::Receiver<AppendRequest
                 Err(_) => break,
             }
         }
-        match append_batch(&writer, &batch).await {
+        // The messages apart from their hooks and replies: only the messages are
+        // borrowed across the write's awaits, so a hook need not be `Sync`.
+        let (messages, waiting): (Vec<_>, Vec<_>) = batch
+            .drain(..)
+            .map(|request| (request.message, (request.on_commit, request.reply)))
+            .unzip();
+        match append_batch(&writer, &messages).await {
             Ok(results) => {
-                for (request, result) in batch.drain(..).zip(results) {
-                    let _ = request.reply.send(Ok(result));
+                // In queue order, which is seq order within each room: the hook hands
+                // the message on before its sender hears it is stored, so the sender
+                // sees its own message before the ack, as every other member sees it.
+                for ((on_commit, reply), result) in waiting.into_iter().zip(results) {
+                    if !result.duplicate {
+                        on_commit(&result.message);
+                    }
+                    let _ = reply.send(Ok(result));
                 }
             }
             Err(error) => {
-                // Nothing of the batch was committed: every sender gets an error to retry.
-                tracing::debug!(%error, messages = batch.len(), "cannot store messages");
-                for request in batch.drain(..) {
+                // Nothing of the batch was committed: every sender gets an error to retry,
+                // and no hook is called (dropping them announces nothing).
+                tracing::debug!(%error, messages = waiting.len(), "cannot store messages");
+                for (_, reply) in waiting {
                     let copy = match &error {
                         StoreError::Unwritable(detail) => StoreError::Unwritable(detail.clone()),
                         other => StoreError::WriteFailed(other.to_string()),
                     };
-                    let _ = request.reply.send(Err(copy));
+                    let _ = reply.send(Err(copy));
                 }
             }
         }
@@ -770,10 +797,7 @@ async fn disable_in(
     tx.commit().await
 }
 
-async fn append_batch(
-    writer: &Writer,
-    batch: &[AppendRequest],
-) -> Result<Vec<Appended>, StoreError> {
+async fn append_batch(writer: &Writer, batch: &[NewMessage]) -> Result<Vec<Appended>, StoreError> {
     let mut lent = writer.lend().await?;
     let written = write_batch(&mut lent, batch).await;
     lent.settle_if_written(written, |appended| appended.iter().any(|a| !a.duplicate))
@@ -782,12 +806,12 @@ async fn append_batch(
 
 async fn write_batch(
     conn: &mut SqliteConnection,
-    batch: &[AppendRequest],
+    batch: &[NewMessage],
 ) -> Result<Vec<Appended>, sqlx::Error> {
     let mut tx = conn.begin().await?;
     let mut results = Vec::with_capacity(batch.len());
-    for request in batch {
-        results.push(append_in(&mut tx, &request.message).await?);
+    for message in batch {
+        results.push(append_in(&mut tx, message).await?);
     }
     tx.commit().await?;
     Ok(results)
@@ -802,6 +826,22 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("nested/t.db").display());
         let store = SqliteStore::open(&url).await.unwrap();
         (dir, store)
+    }
+
+    /// For appends whose delivery a test does not look at.
+    fn no_hook() -> OnCommit {
+        Box::new(|_| {})
+    }
+
+    /// A hook that notes (room, seq) of each message it hears, in the order it hears them.
+    fn recorder(heard: &Arc<std::sync::Mutex<Vec<(String, u64)>>>) -> OnCommit {
+        let heard = Arc::clone(heard);
+        Box::new(move |message| {
+            heard
+                .lock()
+                .unwrap()
+                .push((message.room.clone(), message.seq));
+        })
     }
 
     fn draft(room: &str, body: &str, nonce: Option<&str>) -> NewMessage {
@@ -820,9 +860,18 @@ mod tests {
     #[tokio::test]
     async fn seq_counts_from_one_per_room() {
         let (_dir, store) = store().await;
-        let a1 = store.append(draft("a", "1", None)).await.unwrap();
-        let a2 = store.append(draft("a", "2", None)).await.unwrap();
-        let b1 = store.append(draft("b", "1", None)).await.unwrap();
+        let a1 = store
+            .append(draft("a", "1", None), no_hook())
+            .await
+            .unwrap();
+        let a2 = store
+            .append(draft("a", "2", None), no_hook())
+            .await
+            .unwrap();
+        let b1 = store
+            .append(draft("b", "1", None), no_hook())
+            .await
+            .unwrap();
         assert_eq!((a1.message.seq, a2.message.seq, b1.message.seq), (1, 2, 1));
     }
 
@@ -830,15 +879,17 @@ mod tests {
     async fn concurrent_appends_are_batched_without_gaps_or_double_nonces() {
         let (_dir, store) = store().await;
         let store = std::sync::Arc::new(store);
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for i in 0..200 {
             let store = std::sync::Arc::clone(&store);
+            let hook = recorder(&heard);
             tasks.push(tokio::spawn(async move {
                 // Every room gets 20 messages; "dup" nonces repeat within each room.
                 let room = format!("r{}", i % 10);
                 let nonce = (i % 20 == 0).then_some("dup");
                 store
-                    .append(draft(&room, &i.to_string(), nonce))
+                    .append(draft(&room, &i.to_string(), nonce), hook)
                     .await
                     .unwrap()
             }));
@@ -865,6 +916,17 @@ mod tests {
                 "room {room}"
             );
             assert_eq!(stored.messages.len() as u64, stored.last_seq);
+            let announced: Vec<u64> = heard
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(r, _)| *r == room)
+                .map(|(_, seq)| *seq)
+                .collect();
+            assert_eq!(
+                announced, seqs,
+                "the hooks of room {room} hear every stored seq once, in order"
+            );
         }
         // Every i % 20 == 0 lands in room r0: ten sends with one nonce, one stored.
         let firsts = appended
@@ -874,12 +936,129 @@ mod tests {
         assert_eq!(firsts.count(), 10);
     }
 
+    /// Counts the transactions the writer connection commits from now on.
+    async fn count_commits(store: &SqliteStore) -> Arc<std::sync::atomic::AtomicU64> {
+        let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = Arc::clone(&commits);
+        let mut lent = store.writer.lend().await.unwrap();
+        lent.lock_handle().await.unwrap().set_commit_hook(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            true
+        });
+        lent.settle(Ok(())).unwrap();
+        commits
+    }
+
+    /// Queues every message before a committer looks at its queue, as when they all
+    /// arrive while the previous batch is being written; their answers, in queue order.
+    async fn arrive_together(
+        store: &SqliteStore,
+        messages: Vec<NewMessage>,
+        heard: &Arc<std::sync::Mutex<Vec<(String, u64)>>>,
+    ) -> Vec<Result<Appended, StoreError>> {
+        let (requests, queue) = mpsc::channel(messages.len());
+        let mut answers = Vec::new();
+        for message in messages {
+            let (reply, answer) = oneshot::channel();
+            let on_commit = recorder(heard);
+            requests
+                .try_send(AppendRequest {
+                    message,
+                    on_commit,
+                    reply,
+                })
+                .unwrap();
+            answers.push(answer);
+        }
+        drop(requests);
+        group_commit(store.writer.clone(), queue).await;
+        let mut results = Vec::new();
+        for answer in answers {
+            results.push(answer.await.unwrap());
+        }
+        results
+    }
+
+    fn nonced(i: usize) -> NewMessage {
+        draft("hot", &i.to_string(), Some(&format!("n{i}")))
+    }
+
+    #[tokio::test]
+    async fn a_hot_room_commits_many_messages_per_batch() {
+        let (_dir, store) = store().await;
+        let commits = count_commits(&store).await;
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        // 32 sends to one room, and a resend of the sixth within the same batch.
+        let mut messages: Vec<_> = (0..32).map(nonced).collect();
+        messages.push(nonced(5));
+
+        let results = arrive_together(&store, messages, &heard).await;
+
+        assert_eq!(
+            commits.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one transaction (one fsync) for the room's whole batch"
+        );
+        let answers: Vec<(u64, bool)> = results
+            .into_iter()
+            .map(|r| r.map(|a| (a.message.seq, a.duplicate)).unwrap())
+            .collect();
+        let mut expected: Vec<(u64, bool)> = (1..=32).map(|seq| (seq, false)).collect();
+        expected.push((6, true));
+        assert_eq!(
+            answers, expected,
+            "seq in queue order; the resend is the sixth"
+        );
+        let heard = heard.lock().unwrap().clone();
+        assert_eq!(
+            heard,
+            (1..=32)
+                .map(|seq| ("hot".to_owned(), seq))
+                .collect::<Vec<_>>(),
+            "each stored message announced once, in seq order; the resend not again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_announces_nothing_and_every_sender_may_retry() {
+        let (_dir, store) = store().await;
+        // The next write meets a database it cannot write to, as on a read-only disk.
+        let mut lent = store.writer.lend().await.unwrap();
+        let done = sqlx::query("PRAGMA query_only = ON")
+            .execute(&mut *lent)
+            .await
+            .map(drop);
+        lent.settle(done).unwrap();
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+
+        let failed = arrive_together(&store, (0..5).map(nonced).collect(), &heard).await;
+        for answer in &failed {
+            assert!(
+                matches!(answer, Err(error) if error.is_unavailable()),
+                "{answer:?}"
+            );
+        }
+        assert!(heard.lock().unwrap().is_empty(), "nothing was announced");
+
+        // The failed connection was closed: the same sends again are stored, once each.
+        let retried = arrive_together(&store, (0..5).map(nonced).collect(), &heard).await;
+        let seqs: Vec<u64> = retried
+            .into_iter()
+            .map(|r| r.map(|a| a.message.seq).unwrap())
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        assert_eq!(heard.lock().unwrap().len(), 5);
+    }
+
     #[tokio::test]
     async fn a_repeated_nonce_returns_the_first_message() {
         let (_dir, store) = store().await;
-        let first = store.append(draft("a", "hi", Some("n1"))).await.unwrap();
+        let first = store
+            .append(draft("a", "hi", Some("n1")), no_hook())
+            .await
+            .unwrap();
         let again = store
-            .append(draft("a", "hi again", Some("n1")))
+            .append(draft("a", "hi again", Some("n1")), no_hook())
             .await
             .unwrap();
         assert!(again.duplicate);
@@ -894,7 +1073,7 @@ mod tests {
         let (_dir, store) = store().await;
         for i in 1..=10 {
             store
-                .append(draft("a", &i.to_string(), None))
+                .append(draft("a", &i.to_string(), None), no_hook())
                 .await
                 .unwrap();
         }
@@ -997,7 +1176,10 @@ mod tests {
         drop(abandoned);
         assert_eq!(store.writer.health.fresh(), None, "nothing was learnt");
         store.check_writable().await.unwrap();
-        store.append(draft("a", "after", None)).await.unwrap();
+        store
+            .append(draft("a", "after", None), no_hook())
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -1007,7 +1189,10 @@ mod tests {
         let store = SqliteStore::open_with(&url, Duration::from_secs(3600))
             .await
             .unwrap();
-        store.append(draft("a", "1", None)).await.unwrap();
+        store
+            .append(draft("a", "1", None), no_hook())
+            .await
+            .unwrap();
         store.check_writable().await.unwrap();
         assert_eq!(probes_so_far(&store).await, 0);
     }

@@ -617,7 +617,7 @@ async fn a_database_with_one_damaged_page_is_refused_at_start_though_it_opens() 
             nonce: None,
             ts: 0,
         };
-        store.append(message).await.unwrap();
+        store.append(message, Box::new(|_| {})).await.unwrap();
     }
     drop(store);
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
