@@ -24,6 +24,11 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 )
                 .ok()?
                 .set_buckets_for_metric(
+                    Matcher::Full("palisade_store_batch_messages".to_owned()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+                )
+                .ok()?
+                .set_buckets_for_metric(
                     Matcher::Full("palisade_writer_batch_frames".to_owned()),
                     &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
                 )
@@ -105,6 +110,11 @@ fn describe_all() {
     );
     let _registered = histogram!("palisade_store_write_seconds");
     describe_histogram!(
+        "palisade_store_batch_messages",
+        "Messages committed in one transaction (sharing one fsync) by the group commit."
+    );
+    let _registered = histogram!("palisade_store_batch_messages");
+    describe_histogram!(
         "palisade_writer_batch_frames",
         "Frames a connection's writer took from its queue in one batch."
     );
@@ -174,6 +184,11 @@ pub fn rate_limited() {
 
 pub fn store_write(elapsed: Duration) {
     histogram!("palisade_store_write_seconds").record(elapsed.as_secs_f64());
+}
+
+/// One committed batch: how many appends shared its fsync (one sample per commit).
+pub fn store_batch(messages: usize) {
+    histogram!("palisade_store_batch_messages").record(messages as f64);
 }
 
 /// A connection closed at accept because too many HTTP connections (not upgraded) were open.

@@ -746,6 +746,7 @@ async fn group_commit(writer: Writer, mut requests: mpsc::Receiver<AppendRequest
             .unzip();
         match append_batch(&writer, &messages).await {
             Ok(results) => {
+                crate::stats::store_batch(results.len());
                 // In queue order, which is seq order within each room: the hook hands
                 // the message on before its sender hears it is stored, so the sender
                 // sees its own message before the ack, as every other member sees it.

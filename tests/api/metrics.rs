@@ -24,6 +24,7 @@ async fn metrics_count_connections_rejections_frames_and_deliveries() {
         "palisade_frames_out_total",
         "palisade_deliveries_total",
         "palisade_store_write_seconds_bucket",
+        "palisade_store_batch_messages_bucket",
         "palisade_outbound_queued_bytes",
     ] {
         assert!(text.contains(metric), "{metric} missing from:\n{text}");
@@ -73,6 +74,7 @@ async fn the_first_scrape_of_a_fresh_server_lists_every_metric_with_help_and_typ
         ("palisade_deliveries_total", "counter"),
         ("palisade_rate_limited_total", "counter"),
         ("palisade_store_write_seconds", "histogram"),
+        ("palisade_store_batch_messages", "histogram"),
         ("palisade_writer_batch_frames", "histogram"),
     ] {
         assert!(
