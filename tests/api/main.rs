@@ -15,6 +15,7 @@ mod frame_size;
 mod handshake;
 pub(crate) mod hardening;
 mod helpers;
+mod hot_rooms;
 mod http_api;
 mod lifecycle;
 mod metrics;
