@@ -18,11 +18,12 @@
 //! [`Hub::take_counts`] hands out, once per interval, the rooms whose count changed, so a
 //! member of a big room gets at most one count per interval however many join.
 
+pub mod outbox;
+
 use crate::model::UserRef;
-use crate::ws::close::CloseCode;
-use crate::ws::outbox::Outbox;
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
+use outbox::{CloseReason, Outbox};
 use std::collections::HashMap;
 use std::mem;
 use std::sync::Mutex;
@@ -267,7 +268,7 @@ impl Hub {
                     if buffered.len() < self.join_buffer {
                         buffered.push((*seq, frame.clone()));
                     } else {
-                        member.outbox.closer().close(CloseCode::SlowConsumer);
+                        member.outbox.closer().close(CloseReason::SlowConsumer);
                     }
                 }
                 (RoomEvent::Message { seq, frame }, MemberState::Live { through }) => {
@@ -328,8 +329,8 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
+    use super::outbox::{Closer, OutboundBudget, OutboxQueue};
     use super::*;
-    use crate::ws::outbox::{Closer, OutboundBudget, OutboxQueue};
 
     fn user(id: &str) -> UserRef {
         UserRef {

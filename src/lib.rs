@@ -16,7 +16,9 @@
 //! - [`auth`]: JWTs, single-use tickets, accounts (Argon2id).
 //! - [`http`]: the HTTP routes, one module per resource.
 //! - [`ws`]: handshake checks, the session loop, the writer, frames, close codes, limits.
-//! - [`hub`]: rooms and members on this node; fans events out to bounded outboxes.
+//! - [`hub`]: rooms and members on this node; fans events out to bounded outboxes
+//!   ([`hub::outbox`]), which close a connection for a [`hub::outbox::CloseReason`] that
+//!   `ws` maps to a close code.
 //! - [`broker`]: stores and publishes a message as one step (in memory for one node).
 //! - [`store`]: durable accounts and history (SQLite by default).
 //! - [`origin`], [`client_ip`]: who is asking, from where.

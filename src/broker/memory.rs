@@ -76,9 +76,9 @@ impl Broker for MemoryBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::outbox::{Closer, OutboundBudget, Outbox, OutboxQueue};
     use crate::model::{StoredMessage, UserRef};
     use crate::store::{ReplayFrom, RoomSnapshot, StoreError, UserRecord};
-    use crate::ws::outbox::{Closer, OutboundBudget, Outbox, OutboxQueue};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 

@@ -13,7 +13,6 @@
 
 use super::close::{self, CloseCode};
 use super::limits::{ConnectionSlot, FrameBudget, Spend};
-use super::outbox::{Closer, Outbox};
 use super::protocol::{
     AdvertisedLimits, ClientFrame, ErrorCode, HISTORY_DEFAULT, PresenceEvent, ServerFrame,
     joined_with_members,
@@ -22,6 +21,7 @@ use super::writer;
 use crate::auth::Identity;
 use crate::broker::{BrokerError, encode};
 use crate::hub::ConnId;
+use crate::hub::outbox::{CloseReason, Closer, Outbox};
 use crate::model::{now_millis, now_secs};
 use crate::state::AppState;
 use crate::store::{NewMessage, ReplayFrom, keep_newest_affordable};
@@ -112,7 +112,7 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
     drop(registration);
     session.leave_all().await;
     session.log_close();
-    crate::stats::connection_closed(session.closer.code().code());
+    crate::stats::connection_closed(CloseCode::from(session.closer.reason()).code());
     let grace = session.state.settings.limits.close_grace();
     close_socket(writer, stream, grace).await;
     // Only now is the socket gone: its place is free for the client's next attempt.
@@ -185,25 +185,25 @@ impl Session {
             tokio::select! {
                 biased;
                 () = closer.closed() => break,
-                () = shutdown.triggered() => self.closer.close(CloseCode::GoingAway),
-                () = sleep_until(expiry) => self.closer.close(CloseCode::TokenExpired),
-                () = sleep_until(last_heard + silence_limit) => self.closer.close(CloseCode::HeartbeatTimeout),
+                () = shutdown.triggered() => self.closer.close(CloseReason::ServerShutdown),
+                () = sleep_until(expiry) => self.closer.close(CloseReason::TokenExpired),
+                () = sleep_until(last_heard + silence_limit) => self.closer.close(CloseReason::HeartbeatTimeout),
                 next = stream.next() => {
                     last_heard = Instant::now();
                     match next {
-                        None => self.closer.close(CloseCode::Normal),
+                        None => self.closer.close(CloseReason::Normal),
                         Some(Err(error)) => {
-                            let (code, cause) = close::for_transport_error(&error);
+                            let (reason, cause) = close::for_transport_error(&error);
                             self.cause = Some(cause);
-                            self.closer.close(code);
+                            self.closer.close(reason);
                         }
                         Some(Ok(Message::Text(text))) => {
                             self.on_text(text).await;
                             expiry = self.expiry();
                         }
-                        Some(Ok(Message::Binary(_))) => self.closer.close(CloseCode::Unsupported),
+                        Some(Ok(Message::Binary(_))) => self.closer.close(CloseReason::Unsupported),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => self.on_control(),
-                        Some(Ok(Message::Close(_))) => self.closer.close(CloseCode::Normal),
+                        Some(Ok(Message::Close(_))) => self.closer.close(CloseReason::Normal),
                     }
                 }
             }
@@ -211,9 +211,10 @@ impl Session {
     }
 
     fn log_close(&self) {
-        let code = self.closer.code();
-        match code {
-            CloseCode::Normal | CloseCode::GoingAway => {
+        let reason = self.closer.reason();
+        let code = CloseCode::from(reason);
+        match reason {
+            CloseReason::Normal | CloseReason::ServerShutdown => {
                 tracing::debug!(ip = %self.ip, user = %self.identity.user.id, code = code.code(), "session closed");
             }
             _ => {
@@ -229,7 +230,7 @@ impl Session {
         if let Spend::Refused { abusive, .. } = self.budget.spend() {
             crate::stats::rate_limited();
             if abusive {
-                self.closer.close(CloseCode::PolicyViolation);
+                self.closer.close(CloseReason::RateAbuse);
             }
         }
     }
@@ -240,7 +241,7 @@ impl Session {
             Ok(frame) => frame,
             Err(error) => {
                 tracing::debug!(category = ?error.classify(), "unparseable client frame");
-                self.closer.close(CloseCode::InvalidPayload);
+                self.closer.close(CloseReason::InvalidPayload);
                 return;
             }
         };
@@ -258,7 +259,7 @@ impl Session {
                 retry_after_ms: Some(retry_after_ms),
             });
             if abusive {
-                self.closer.close(CloseCode::PolicyViolation);
+                self.closer.close(CloseReason::RateAbuse);
             }
             return;
         }

@@ -10,7 +10,7 @@
 //! before it (except for a slow consumer, whose queue is the problem).
 
 use super::close::{self, CloseCode};
-use super::outbox::{Closer, OutboxQueue};
+use crate::hub::outbox::{CloseReason, Closer, OutboxQueue};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
@@ -79,11 +79,12 @@ pub async fn run(
             }
         }
     }
-    let code = closer.code();
-    if code == CloseCode::SlowConsumer {
+    let reason = closer.reason();
+    if reason == CloseReason::SlowConsumer {
         // Its queue is the problem: not sent, and its memory given back now.
         queue.discard();
     }
+    let code = CloseCode::from(reason);
     let farewell = async {
         while let Some(frame) = queue.try_recv() {
             sink.feed(Message::Text(frame)).await?;

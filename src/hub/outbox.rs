@@ -1,30 +1,90 @@
 //! A connection's bounded outbound queue and its close signal.
 //!
+//! It lives beside the hub, not in the WebSocket layer, because the hub is what fills it:
+//! the hub, the broker and admin actions queue frames and close connections through it
+//! without knowing the transport. A close carries a [`CloseReason`]; the transport
+//! (`ws::close`) decides which close code and text the client sees.
+//!
 //! Everything a client receives (replies, broadcasts, presence) goes through one
 //! [`Outbox`], drained by the connection's writer task ([`OutboxQueue`]), so frames
 //! leave in the order they were queued. The queue is bounded twice, in frames and in
 //! bytes (a few large `joined` frames must not add up to megabytes per client): a client
 //! that does not read fills it, and the push that finds it full closes the connection
-//! with 4008 instead of buffering without limit.
+//! as a slow consumer (4008 on the wire) instead of buffering without limit.
 //!
 //! Per-connection bounds alone let many slow readers together hold
 //! (connections x `--outbound-queue-bytes`), so every queue also counts its bytes into one
 //! [`OutboundBudget`] for the whole server: once the total passes the budget, a push to a
-//! queue holding more than [`SLOW_SHARE`] closes that connection with 4008, and past the
-//! budget's ceiling (a quarter over it) so does one holding more than [`KEEPING_UP`]: a
-//! reader that keeps up, with a few small frames waiting, is not the one to close.
+//! queue holding more than [`SLOW_SHARE`] closes that connection as a slow consumer, and
+//! past the budget's ceiling (a quarter over it) so does one holding more than
+//! [`KEEPING_UP`]: a reader that keeps up, with a few small frames waiting, is not the
+//! one to close.
 //! A frame counts until the writer has written it, not merely taken it, so a writer stuck
 //! on a client that does not read still holds a queue; a reader that keeps up has an
 //! empty one, and an empty queue always takes the next frame.
 
-use super::close::CloseCode;
 use axum::extract::ws::Utf8Bytes;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc};
 
-/// Tells a connection to close, with the first code given.
+/// Why a connection closes, as the core sees it: a cause, not a number. The transport
+/// turns it into what its clients understand (`ws::close` maps each to the WebSocket
+/// close code and reason text of `docs/protocol.md`), so the hub, the outbox and an
+/// admin action can close a connection without knowing how it is carried.
+///
+/// One list for every cause, the transport's own (a broken frame, a binary message)
+/// included: a connection has one [`Closer`], and the first cause given wins whoever
+/// gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client said goodbye or went away: nobody is at fault.
+    Normal,
+    /// The server is shutting down or draining.
+    ServerShutdown,
+    /// The client broke the transport's own protocol (framing, masking...).
+    ProtocolError,
+    /// The client sent a kind of data the protocol does not carry (binary).
+    Unsupported,
+    /// A frame that is not a valid client frame: not UTF-8, not JSON, unknown fields.
+    InvalidPayload,
+    /// The client kept sending while out of rate budget.
+    RateAbuse,
+    /// A frame or message over the size limit.
+    TooBig,
+    /// Something failed on the server's side.
+    Internal,
+    /// The token expired and was not refreshed.
+    TokenExpired,
+    /// Nothing heard from the client within the heartbeat timeout.
+    HeartbeatTimeout,
+    /// An admin revoked or disabled the user.
+    Revoked,
+    /// The client does not take what is sent to it fast enough: its queue (or the
+    /// server's share of queued bytes) overflowed, or writes to it stalled.
+    SlowConsumer,
+}
+
+impl CloseReason {
+    /// Every reason, for tables and tests that must cover them all.
+    pub const ALL: [CloseReason; 12] = [
+        CloseReason::Normal,
+        CloseReason::ServerShutdown,
+        CloseReason::ProtocolError,
+        CloseReason::Unsupported,
+        CloseReason::InvalidPayload,
+        CloseReason::RateAbuse,
+        CloseReason::TooBig,
+        CloseReason::Internal,
+        CloseReason::TokenExpired,
+        CloseReason::HeartbeatTimeout,
+        CloseReason::Revoked,
+        CloseReason::SlowConsumer,
+    ];
+}
+
+/// Tells a connection to close, with the first reason given.
 ///
 /// Built on `Notify` rather than a cancellation token: the writer polls it once per
 /// frame, and a token's check takes a lock where this is one atomic load.
@@ -33,7 +93,7 @@ pub struct Closer(Arc<CloserInner>);
 
 #[derive(Debug, Default)]
 struct CloserInner {
-    code: OnceLock<CloseCode>,
+    reason: OnceLock<CloseReason>,
     notify: Notify,
 }
 
@@ -42,14 +102,14 @@ impl Closer {
         Self::default()
     }
 
-    pub fn close(&self, code: CloseCode) {
-        if self.0.code.set(code).is_ok() {
+    pub fn close(&self, reason: CloseReason) {
+        if self.0.reason.set(reason).is_ok() {
             self.0.notify.notify_waiters();
         }
     }
 
     pub fn is_closed(&self) -> bool {
-        self.0.code.get().is_some()
+        self.0.reason.get().is_some()
     }
 
     /// Resolves when the connection must close.
@@ -66,9 +126,9 @@ impl Closer {
         }
     }
 
-    /// The code to close with (1000 if none was given yet).
-    pub fn code(&self) -> CloseCode {
-        self.0.code.get().copied().unwrap_or(CloseCode::Normal)
+    /// The reason to close with ([`CloseReason::Normal`] if none was given yet).
+    pub fn reason(&self) -> CloseReason {
+        self.0.reason.get().copied().unwrap_or(CloseReason::Normal)
     }
 }
 
@@ -214,12 +274,12 @@ impl Outbox {
         )
     }
 
-    /// Queues a frame; false (and the connection closing with 4008) if the queue is full
-    /// or holds more than its share of a server whose queues are over budget.
+    /// Queues a frame; false (and the connection closing as a slow consumer) if the queue
+    /// is full or holds more than its share of a server whose queues are over budget.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
         let len = frame.len();
         if !self.queued.admit(len, self.max_bytes) {
-            self.closer.close(CloseCode::SlowConsumer);
+            self.closer.close(CloseReason::SlowConsumer);
             return false;
         }
         match self.tx.try_send(frame) {
@@ -227,7 +287,7 @@ impl Outbox {
             Err(error) => {
                 self.queued.sub(len);
                 if let TrySendError::Full(_) = error {
-                    self.closer.close(CloseCode::SlowConsumer);
+                    self.closer.close(CloseReason::SlowConsumer);
                 }
                 false
             }
@@ -297,7 +357,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_closes_the_connection_with_4008() {
+    fn a_full_queue_closes_the_connection_as_a_slow_consumer() {
         let closer = Closer::new();
         let (outbox, _queue) = Outbox::new(2, 1 << 20, closer.clone(), &unbounded());
         assert!(outbox.push("a".into()));
@@ -305,7 +365,7 @@ mod tests {
         assert!(!closer.is_closed());
         assert!(!outbox.push("c".into()));
         assert!(closer.is_closed());
-        assert_eq!(closer.code(), CloseCode::SlowConsumer);
+        assert_eq!(closer.reason(), CloseReason::SlowConsumer);
     }
 
     #[test]
@@ -325,7 +385,7 @@ mod tests {
         queue.try_recv();
         queue.try_recv();
         assert!(!outbox.push("1".into()));
-        assert_eq!(closer.code(), CloseCode::SlowConsumer);
+        assert_eq!(closer.reason(), CloseReason::SlowConsumer);
     }
 
     #[test]
@@ -366,7 +426,7 @@ mod tests {
         assert!(small.push("live".into()), "within budget");
         // Over budget: the queue past its share goes, the small one still gets frames.
         assert!(!big.push(chunk()));
-        assert_eq!(big_closer.code(), CloseCode::SlowConsumer);
+        assert_eq!(big_closer.reason(), CloseReason::SlowConsumer);
         assert!(small.push("live".into()));
         // An empty queue takes a frame whatever the total: its reader keeps up.
         small_queue.try_recv();
@@ -382,21 +442,21 @@ mod tests {
         assert!(third.push("b".into()));
         assert!(!closer.is_closed());
         assert!(!third.push("x".repeat(KEEPING_UP).into()));
-        assert_eq!(closer.code(), CloseCode::SlowConsumer);
+        assert_eq!(closer.reason(), CloseReason::SlowConsumer);
     }
 
     #[tokio::test]
-    async fn the_first_close_code_wins_and_wakes_a_waiter() {
+    async fn the_first_close_reason_wins_and_wakes_a_waiter() {
         let closer = Closer::new();
         let waiter = tokio::spawn({
             let closer = closer.clone();
             async move { closer.closed().await }
         });
         tokio::task::yield_now().await;
-        closer.close(CloseCode::TooBig);
-        closer.close(CloseCode::Normal);
+        closer.close(CloseReason::TooBig);
+        closer.close(CloseReason::Normal);
         waiter.await.unwrap();
-        assert_eq!(closer.code(), CloseCode::TooBig);
+        assert_eq!(closer.reason(), CloseReason::TooBig);
         // A wait that starts after the close returns at once.
         closer.closed().await;
     }
