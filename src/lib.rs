@@ -18,7 +18,7 @@
 //! - [`ws`]: handshake checks, the session loop, the writer, frames, close codes, limits.
 //! - [`hub`]: rooms and members on this node; fans events out to bounded outboxes
 //!   ([`hub::outbox`]), which close a connection for a [`hub::outbox::CloseReason`] that
-//!   `ws` maps to a close code.
+//!   `ws` maps to a close code. A [`hub::Frame`] is a server frame serialised once.
 //! - [`broker`]: stores and publishes a message as one step (in memory for one node).
 //! - [`store`]: durable accounts and history (SQLite by default).
 //! - [`origin`], [`client_ip`]: who is asking, from where.

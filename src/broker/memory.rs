@@ -5,10 +5,9 @@
 //! a message the store committed is handed on: nobody sees one that was not stored.
 
 use super::{Broker, BrokerError, encode};
-use crate::hub::{Hub, RoomEvent};
+use crate::hub::{Frame, Hub, RoomEvent};
 use crate::store::{Appended, NewMessage, Store};
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -58,7 +57,7 @@ impl Broker for MemoryBroker {
         Ok(result?)
     }
 
-    async fn publish_ephemeral(&self, room: &str, about: &str, frame: Utf8Bytes) {
+    async fn publish_ephemeral(&self, room: &str, about: &str, frame: Frame) {
         self.hub.dispatch(
             room,
             &RoomEvent::Ephemeral {

@@ -7,9 +7,9 @@
 
 pub mod memory;
 
+use crate::hub::Frame;
 use crate::store::{Appended, NewMessage, StoreError};
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -26,21 +26,19 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Delivers a presence or typing frame to the room's members, except those of the
     /// user it is about. Not stored; best effort.
-    async fn publish_ephemeral(&self, room: &str, about: &str, frame: Utf8Bytes);
+    async fn publish_ephemeral(&self, room: &str, about: &str, frame: Frame);
 
     /// Answers when the broker does (for `/readyz`).
     async fn ping(&self) -> Result<(), BrokerError>;
 }
 
 /// Serialises a frame once; the result is shared by every recipient.
-pub fn encode(frame: &impl serde::Serialize) -> Utf8Bytes {
+pub fn encode(frame: &impl serde::Serialize) -> Frame {
     match serde_json::to_string(frame) {
-        Ok(text) => Utf8Bytes::from(text),
+        Ok(text) => Frame::from(text),
         Err(error) => {
             tracing::error!(%error, "cannot serialise a frame");
-            Utf8Bytes::from_static(
-                r#"{"type":"error","code":"internal","message":"internal error"}"#,
-            )
+            Frame::from_static(r#"{"type":"error","code":"internal","message":"internal error"}"#)
         }
     }
 }

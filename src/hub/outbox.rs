@@ -23,7 +23,7 @@
 //! on a client that does not read still holds a queue; a reader that keeps up has an
 //! empty one, and an empty queue always takes the next frame.
 
-use axum::extract::ws::Utf8Bytes;
+use super::Frame;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc::error::TrySendError;
@@ -224,7 +224,7 @@ impl Drop for Queued {
 
 #[derive(Clone, Debug)]
 pub struct Outbox {
-    tx: mpsc::Sender<Utf8Bytes>,
+    tx: mpsc::Sender<Frame>,
     closer: Closer,
     queued: Arc<Queued>,
     urgent: Arc<AtomicBool>,
@@ -233,7 +233,7 @@ pub struct Outbox {
 
 /// The writer's end of an [`Outbox`].
 pub struct OutboxQueue {
-    rx: mpsc::Receiver<Utf8Bytes>,
+    rx: mpsc::Receiver<Frame>,
     queued: Arc<Queued>,
     urgent: Arc<AtomicBool>,
     /// Bytes taken by the writer and not yet written: they still count as queued, so a
@@ -276,7 +276,7 @@ impl Outbox {
 
     /// Queues a frame; false (and the connection closing as a slow consumer) if the queue
     /// is full or holds more than its share of a server whose queues are over budget.
-    pub fn push(&self, frame: Utf8Bytes) -> bool {
+    pub fn push(&self, frame: Frame) -> bool {
         let len = frame.len();
         if !self.queued.admit(len, self.max_bytes) {
             self.closer.close(CloseReason::SlowConsumer);
@@ -296,7 +296,7 @@ impl Outbox {
 
     /// Queues a reply to the client's own request: the writer sends it without waiting
     /// to gather more, so request and answer stay snappy on a busy connection.
-    pub fn push_reply(&self, frame: Utf8Bytes) -> bool {
+    pub fn push_reply(&self, frame: Frame) -> bool {
         self.urgent.store(true, Ordering::Release);
         self.push(frame)
     }
@@ -308,7 +308,7 @@ impl Outbox {
 
 impl OutboxQueue {
     /// The next frame, waiting for one; `None` once every [`Outbox`] is gone.
-    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
+    pub async fn recv(&mut self) -> Option<Frame> {
         let frame = self.rx.recv().await?;
         self.taken += frame.len();
         Some(frame)
@@ -320,7 +320,7 @@ impl OutboxQueue {
     }
 
     /// The next frame if one is queued already.
-    pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
+    pub fn try_recv(&mut self) -> Option<Frame> {
         let frame = self.rx.try_recv().ok()?;
         self.taken += frame.len();
         Some(frame)
@@ -420,7 +420,7 @@ mod tests {
         let big_closer = Closer::new();
         let (big, _big_queue) = Outbox::new(100, usize::MAX, big_closer.clone(), &budget);
         let (small, mut small_queue) = Outbox::new(100, usize::MAX, Closer::new(), &budget);
-        let chunk = || Utf8Bytes::from("x".repeat(SLOW_SHARE / 2));
+        let chunk = || Frame::from("x".repeat(SLOW_SHARE / 2));
         assert!(big.push(chunk()));
         assert!(big.push(chunk()));
         assert!(small.push("live".into()), "within budget");

@@ -369,7 +369,7 @@ impl Session {
         self.state
             .hub
             .finish_join(&room, self.conn, snapshot.last_seq, |members| {
-                joined_with_members(&head, members.online, &members.users).into()
+                joined_with_members(head.as_str(), members.online, &members.users).into()
             });
         if announce {
             self.announce(&room, PresenceEvent::Join).await;

@@ -10,6 +10,7 @@
 //! before it (except for a slow consumer, whose queue is the problem).
 
 use super::close::{self, CloseCode};
+use crate::hub::Frame;
 use crate::hub::outbox::{CloseReason, Closer, OutboxQueue};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
@@ -87,7 +88,7 @@ pub async fn run(
     let code = CloseCode::from(reason);
     let farewell = async {
         while let Some(frame) = queue.try_recv() {
-            sink.feed(Message::Text(frame)).await?;
+            sink.feed(Message::Text(frame.into_text())).await?;
         }
         sink.send(Message::Close(Some(CloseFrame {
             code: code.code(),
@@ -102,10 +103,10 @@ pub async fn run(
 async fn write_batch(
     sink: &mut Sink,
     queue: &mut OutboxQueue,
-    first: Utf8Bytes,
+    first: Frame,
     linger_until: Option<Instant>,
 ) -> Result<(), axum::Error> {
-    sink.feed(Message::Text(first)).await?;
+    sink.feed(Message::Text(first.into_text())).await?;
     let mut frames = 1;
     // A queued reply to the client's own request ends the wait at once.
     let linger_until = linger_until.filter(|_| !queue.take_urgent());
@@ -119,7 +120,7 @@ async fn write_batch(
             },
             (None, None) => break,
         };
-        sink.feed(Message::Text(frame)).await?;
+        sink.feed(Message::Text(frame.into_text())).await?;
         frames += 1;
     }
     sink.flush().await?;
