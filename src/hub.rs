@@ -6,8 +6,9 @@
 //! are shared by every recipient.
 //!
 //! The hub, the outboxes ([`outbox`]) and [`Frame`] are the core the transports sit on:
-//! nothing here names WebSocket types or close codes, so a broker between nodes can feed
-//! a hub the same way the WebSocket sessions do.
+//! nothing here names WebSocket types or close codes, and sessions join and leave
+//! through the broker ([`Broker::subscribe`]), which calls the hub, so a broker between
+//! nodes can follow which rooms this node needs.
 //!
 //! Joining is two-step so a member never sees a gap or a duplicate: [`Hub::begin_join`]
 //! registers the connection and buffers what is published meanwhile, the session reads a
@@ -21,6 +22,8 @@
 //! `presence_full_max` users before and after it. Beyond that it is only counted, and
 //! [`Hub::take_counts`] hands out, once per interval, the rooms whose count changed, so a
 //! member of a big room gets at most one count per interval however many join.
+//!
+//! [`Broker::subscribe`]: crate::broker::Broker::subscribe
 
 mod frame;
 pub mod outbox;

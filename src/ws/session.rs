@@ -334,24 +334,26 @@ impl Session {
             },
             None => ReplayFrom::Latest(limits.join_history),
         };
-        let user = self.identity.user.clone();
-        let announce = self
+        // Subscribed before the snapshot is read, so nothing published in between is
+        // missed; `go_live` drops what the snapshot already holds.
+        let subscribed = self
             .state
-            .hub
-            .begin_join(&room, self.conn, &user, &self.outbox);
+            .broker
+            .subscribe(&room, self.conn, &self.identity.user, &self.outbox)
+            .await;
+        let announce = match subscribed {
+            Ok(announce) => announce,
+            Err(error) => {
+                tracing::error!(%error, room = %room, "cannot subscribe to the room for a join");
+                return self.abandon_join(id, &room).await;
+            }
+        };
         self.rooms.insert(room.clone());
         let mut snapshot = match self.state.store.snapshot(&room, from).await {
             Ok(snapshot) => snapshot,
             Err(error) => {
                 tracing::error!(%error, room = %room, "cannot read the room for a join");
-                self.error(
-                    id,
-                    ErrorCode::Internal,
-                    "could not join the room, try again",
-                );
-                self.rooms.remove(&room);
-                self.leave_hub(&room).await;
-                return;
+                return self.abandon_join(id, &room).await;
             }
         };
         snapshot.keep_newest_affordable(|wanted| self.afford_reply(wanted));
@@ -367,8 +369,8 @@ impl Session {
         });
         drop(snapshot.messages);
         self.state
-            .hub
-            .finish_join(&room, self.conn, snapshot.last_seq, |members| {
+            .broker
+            .go_live(&room, self.conn, snapshot.last_seq, &|members| {
                 joined_with_members(head.as_str(), members.online, &members.users).into()
             });
         if announce {
@@ -376,23 +378,35 @@ impl Session {
         }
     }
 
+    /// A join that failed half-way: the client may retry, and the connection is no
+    /// longer in the room (its user's departure announced if that was their last).
+    async fn abandon_join(&mut self, id: Option<u32>, room: &str) {
+        self.error(
+            id,
+            ErrorCode::Internal,
+            "could not join the room, try again",
+        );
+        self.rooms.remove(room);
+        self.leave_room(room).await;
+    }
+
     async fn leave(&mut self, id: Option<u32>, room: String) {
         if self.joined_room(id, &room).is_err() {
             return;
         }
         self.rooms.remove(&room);
-        self.leave_hub(&room).await;
+        self.leave_room(&room).await;
         self.push(&ServerFrame::Left { id, room: &room });
     }
 
     async fn leave_all(&mut self) {
         for room in std::mem::take(&mut self.rooms) {
-            self.leave_hub(&room).await;
+            self.leave_room(&room).await;
         }
     }
 
-    async fn leave_hub(&self, room: &str) {
-        if let Some((_, true)) = self.state.hub.leave(room, self.conn) {
+    async fn leave_room(&self, room: &str) {
+        if self.state.broker.unsubscribe(room, self.conn).await {
             self.announce(room, PresenceEvent::Leave).await;
         }
     }
