@@ -25,6 +25,7 @@
 //! - [`origin`], [`client_ip`]: who is asking, from where.
 //! - [`security_log`]: throttles repeated security events ("N more like this").
 //! - [`stats`]: Prometheus metrics served at `/metrics`.
+//! - [`load`]: how busy the server is; writers gather frames only while it is.
 //! - [`model`]: data and value rules shared by all of the above.
 //!
 //! A message's path: the session validates a `send`, the broker stores it (the store
@@ -48,6 +49,7 @@ pub mod dev_secret;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod load;
 pub mod model;
 pub mod origin;
 pub mod security_log;

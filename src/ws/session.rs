@@ -79,6 +79,10 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
             closer.clone(),
             Duration::from_secs(limits.heartbeat_secs.max(1)),
             limits.close_grace(),
+            writer::Coalescing {
+                linger: limits.coalesce(),
+                load: std::sync::Arc::clone(&state.load),
+            },
         ));
         let budget = FrameBudget::new(
             limits.messages_per_sec,
