@@ -98,7 +98,11 @@ mod tests {
         assert_eq!(busy_share(ms(25), ms(50), 2), 0.25);
         assert_eq!(busy_share(ms(100), ms(50), 2), 1.0);
         assert_eq!(busy_share(ms(0), ms(50), 4), 0.0);
-        assert_eq!(busy_share(ms(10), ms(0), 2), 0.0, "no time passed: not busy");
+        assert_eq!(
+            busy_share(ms(10), ms(0), 2),
+            0.0,
+            "no time passed: not busy"
+        );
         assert_eq!(busy_share(ms(10), ms(20), 0), 0.5, "no workers read as one");
     }
 
