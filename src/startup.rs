@@ -162,7 +162,7 @@ pub fn build_state(
         Hub::new(settings.limits.outbound_queue)
             .with_presence_full_max(settings.limits.presence_full_max),
     );
-    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(Arc::clone(&store), Arc::clone(&hub)));
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(store.clone(), Arc::clone(&hub)));
     AppState::new(
         settings,
         store,

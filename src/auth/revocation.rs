@@ -11,6 +11,7 @@
 //! revocation is void too: a revoked user can sign in again from the next second on.
 
 use super::Identity;
+use crate::store::{Ban, Revocation};
 use dashmap::DashMap;
 
 #[derive(Default)]
@@ -20,18 +21,19 @@ pub struct Revocations {
 }
 
 impl Revocations {
-    pub fn new(entries: impl IntoIterator<Item = (String, i64)>) -> Self {
+    /// The revocations the store kept.
+    pub fn new(entries: impl IntoIterator<Item = Revocation>) -> Self {
         let revocations = Self::default();
-        for (user, at) in entries {
-            revocations.record(&user, at);
+        for Revocation { user_id, at } in entries {
+            revocations.record(&user_id, at);
         }
         revocations
     }
 
-    /// Adds the accounts disabled in the store (user id, disabled at).
-    pub fn with_disabled(self, entries: impl IntoIterator<Item = (String, i64)>) -> Self {
-        for (user, at) in entries {
-            self.disable(&user, at);
+    /// Adds the accounts disabled in the store.
+    pub fn with_disabled(self, bans: impl IntoIterator<Item = Ban>) -> Self {
+        for Ban { user_id, at } in bans {
+            self.disable(&user_id, at);
         }
         self
     }
@@ -85,7 +87,10 @@ mod tests {
 
     #[test]
     fn tokens_up_to_the_moment_are_void_and_later_ones_are_not() {
-        let revocations = Revocations::new([("u".to_owned(), 100)]);
+        let revocations = Revocations::new([Revocation {
+            user_id: "u".to_owned(),
+            at: 100,
+        }]);
         assert!(revocations.is_revoked(&issued_at(99)));
         assert!(revocations.is_revoked(&issued_at(100)));
         assert!(!revocations.is_revoked(&issued_at(101)));
@@ -98,7 +103,10 @@ mod tests {
 
     #[test]
     fn disabling_bans_until_enabled_and_voids_the_tokens_held_before() {
-        let revocations = Revocations::default().with_disabled([("u".to_owned(), 100)]);
+        let revocations = Revocations::default().with_disabled([Ban {
+            user_id: "u".to_owned(),
+            at: 100,
+        }]);
         assert!(revocations.is_disabled("u") && !revocations.is_disabled("v"));
         assert!(revocations.is_revoked(&issued_at(100)));
         assert!(revocations.enable("u"));

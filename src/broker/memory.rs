@@ -13,17 +13,18 @@ use super::{Broker, BrokerError, encode};
 use crate::hub::outbox::Outbox;
 use crate::hub::{ConnId, Frame, Hub, Members, RoomEvent};
 use crate::model::{StoredMessage, UserRef};
-use crate::store::{Appended, NewMessage, Store};
+use crate::store::{Appended, MessageLog, NewMessage};
 use async_trait::async_trait;
 use std::sync::Arc;
 
 pub struct MemoryBroker {
-    store: Arc<dyn Store>,
+    store: Arc<dyn MessageLog>,
     hub: Arc<Hub>,
 }
 
 impl MemoryBroker {
-    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>) -> Self {
+    /// A broker over the message log (the only part of the store it uses).
+    pub fn new(store: Arc<dyn MessageLog>, hub: Arc<Hub>) -> Self {
         Self { store, hub }
     }
 }
@@ -89,7 +90,7 @@ impl Broker for MemoryBroker {
 mod tests {
     use super::*;
     use crate::hub::outbox::{Closer, OutboundBudget, Outbox, OutboxQueue};
-    use crate::store::{OnCommit, ReplayFrom, RoomSnapshot, StoreError, UserRecord};
+    use crate::store::{OnCommit, ReplayFrom, RoomSnapshot, RoomSummary, StoreError};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
@@ -103,16 +104,7 @@ mod tests {
     }
 
     #[async_trait]
-    impl Store for SlowFirstAnswer {
-        async fn create_user(&self, _: &str, _: &str, _: &str) -> Result<UserRecord, StoreError> {
-            unimplemented!()
-        }
-        async fn find_user_by_name(&self, _: &str) -> Result<Option<UserRecord>, StoreError> {
-            unimplemented!()
-        }
-        async fn find_user_by_id(&self, _: &str) -> Result<Option<UserRecord>, StoreError> {
-            unimplemented!()
-        }
+    impl MessageLog for SlowFirstAnswer {
         async fn append(
             &self,
             message: NewMessage,
@@ -140,34 +132,13 @@ mod tests {
             })
         }
         async fn snapshot(&self, _: &str, _: ReplayFrom) -> Result<RoomSnapshot, StoreError> {
-            unimplemented!()
+            unimplemented!("the broker does not read snapshots")
         }
         async fn before(&self, _: &str, _: u64, _: u32) -> Result<Vec<StoredMessage>, StoreError> {
-            unimplemented!()
+            unimplemented!("the broker does not read history")
         }
-        async fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError> {
-            unimplemented!()
-        }
-        async fn revoke(&self, _: &str, _: i64) -> Result<(), StoreError> {
-            unimplemented!()
-        }
-        async fn revocations(&self) -> Result<Vec<(String, i64)>, StoreError> {
-            unimplemented!()
-        }
-        async fn disable(&self, _: &str, _: i64) -> Result<(), StoreError> {
-            unimplemented!()
-        }
-        async fn enable(&self, _: &str) -> Result<bool, StoreError> {
-            unimplemented!()
-        }
-        async fn disabled_users(&self) -> Result<Vec<(String, i64)>, StoreError> {
-            unimplemented!()
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn check_writable(&self) -> Result<(), StoreError> {
-            Ok(())
+        async fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError> {
+            unimplemented!("the broker does not list rooms")
         }
     }
 

@@ -6,6 +6,7 @@
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::RoomSummary;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -33,7 +34,7 @@ async fn list(
     Authenticated(identity): Authenticated,
 ) -> Result<Json<Rooms>, ApiError> {
     let mut rooms: BTreeMap<String, RoomInfo> = BTreeMap::new();
-    for (name, last_seq) in state.store.rooms().await.map_err(ApiError::internal)? {
+    for RoomSummary { name, last_seq } in state.store.rooms().await.map_err(ApiError::internal)? {
         rooms.insert(
             name.clone(),
             RoomInfo {

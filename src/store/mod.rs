@@ -1,12 +1,15 @@
 //! Durable state: accounts and message history.
 //!
-//! The [`Store`] trait is the seam between the chat logic and the database. The
-//! embedded default is SQLite ([`sqlite::SqliteStore`]); a PostgreSQL store for cluster
-//! mode implements the same trait. The store assigns each room's `seq` atomically with
+//! The [`Store`] trait is the seam between the chat logic and the database, in three
+//! parts that need not live together: [`Accounts`] (and bans), the [`MessageLog`] of
+//! every room, and the [`RevocationLog`]. Each user of the store asks for the part it
+//! needs (the broker holds only a `MessageLog`), so a store for cluster mode can put
+//! them where each fits. The embedded default is SQLite ([`sqlite::SqliteStore`]); a
+//! PostgreSQL store for cluster mode implements the same traits. The store assigns each room's `seq` atomically with
 //! the insert, and a call that returns `Ok` has committed.
 //!
 //! The store is also where a room's order is decided, so it is the one to announce it:
-//! [`Store::append`] takes an [`OnCommit`] hook that it calls with the stored message
+//! [`MessageLog::append`] takes an [`OnCommit`] hook that it calls with the stored message
 //! right after the commit, in commit order (for one room, `seq` order), before it
 //! answers. Whoever fans messages out (the hub of this node, or later a Redis publisher)
 //! hangs off that hook, so nothing needs a lock per room to put messages back in order,
@@ -68,6 +71,27 @@ pub struct UserRecord {
     pub user: UserRef,
     pub password_hash: String,
     pub role: Role,
+}
+
+/// A room that has messages, as `/api/rooms` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomSummary {
+    pub name: String,
+    pub last_seq: u64,
+}
+
+/// The user's tokens issued at or before `at` (Unix seconds) are void.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub user_id: String,
+    pub at: i64,
+}
+
+/// The user may not sign in or connect since `at` (Unix seconds), until the ban is lifted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ban {
+    pub user_id: String,
+    pub at: i64,
 }
 
 /// A message to store; the store gives it its `seq`.
@@ -162,8 +186,9 @@ fn encoded_len(message: &StoredMessage) -> usize {
     counter.0
 }
 
+/// Accounts and bans: who may sign in.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Accounts: Send + Sync {
     /// Creates an account; [`StoreError::UsernameTaken`] if the name exists in any case.
     async fn create_user(
         &self,
@@ -178,6 +203,20 @@ pub trait Store: Send + Sync + 'static {
     /// Finds an account by id (a palisade token's `sub`).
     async fn find_user_by_id(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
 
+    /// Bans the user from `at` on and revokes their tokens issued up to then. The
+    /// revocation is written first, so a failure half way leaves the tokens void.
+    async fn disable(&self, user_id: &str, at: i64) -> Result<(), StoreError>;
+
+    /// Lifts a ban; whether there was one. Revocations stay.
+    async fn enable(&self, user_id: &str) -> Result<bool, StoreError>;
+
+    /// Every disabled user.
+    async fn disabled_users(&self) -> Result<Vec<Ban>, StoreError>;
+}
+
+/// Every room's messages: the only part of the store the broker needs.
+#[async_trait]
+pub trait MessageLog: Send + Sync {
     /// Stores a message with the room's next `seq`, or returns the earlier message when
     /// the same user already sent this nonce in this room. Returns after commit.
     ///
@@ -204,24 +243,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<StoredMessage>, StoreError>;
 
     /// Every room with at least one message, with its last `seq`.
-    async fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    async fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError>;
+}
 
+/// Revoked tokens, kept across restarts.
+#[async_trait]
+pub trait RevocationLog: Send + Sync {
     /// Records that the user's tokens issued at or before `at` (Unix seconds) are void.
     async fn revoke(&self, user_id: &str, at: i64) -> Result<(), StoreError>;
 
-    /// Every recorded revocation: (user id, revoked at).
-    async fn revocations(&self) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Every recorded revocation.
+    async fn revocations(&self) -> Result<Vec<Revocation>, StoreError>;
+}
 
-    /// Bans the user from `at` on and revokes their tokens issued up to then. The
-    /// revocation is written first, so a failure half way leaves the tokens void.
-    async fn disable(&self, user_id: &str, at: i64) -> Result<(), StoreError>;
-
-    /// Lifts a ban; whether there was one. Revocations stay.
-    async fn enable(&self, user_id: &str) -> Result<bool, StoreError>;
-
-    /// Every disabled user: (user id, disabled at).
-    async fn disabled_users(&self) -> Result<Vec<(String, i64)>, StoreError>;
-
+/// Everything palisade keeps durably, and the health of the database behind it.
+#[async_trait]
+pub trait Store: Accounts + MessageLog + RevocationLog + 'static {
     /// Answers when the database does (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -18,7 +18,8 @@
 //! Opening refuses a file SQLite finds damaged, and every opening error names the file.
 
 use super::{
-    Appended, NewMessage, OnCommit, ReplayFrom, RoomSnapshot, Store, StoreError, UserRecord,
+    Accounts, Appended, Ban, MessageLog, NewMessage, OnCommit, ReplayFrom, Revocation,
+    RevocationLog, RoomSnapshot, RoomSummary, Store, StoreError, UserRecord,
 };
 use crate::model::{Role, StoredMessage, UserRef};
 use async_trait::async_trait;
@@ -438,7 +439,7 @@ impl WriteHealth {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Accounts for SqliteStore {
     async fn create_user(
         &self,
         id: &str,
@@ -490,6 +491,38 @@ impl Store for SqliteStore {
         Ok(row.map(to_user))
     }
 
+    async fn disable(&self, user_id: &str, at: i64) -> Result<(), StoreError> {
+        // The ban and the revocation of the tokens held so far commit together.
+        let mut lent = self.writer.lend().await?;
+        let written = disable_in(&mut lent, user_id, at).await;
+        lent.settle(written).map_err(write_error)
+    }
+
+    async fn enable(&self, user_id: &str) -> Result<bool, StoreError> {
+        let mut lent = self.writer.lend().await?;
+        let deleted = sqlx::query("DELETE FROM disabled_users WHERE user_id = ?1")
+            .bind(user_id)
+            .execute(&mut *lent)
+            .await;
+        lent.settle_if_written(deleted, |done| done.rows_affected() > 0)
+            .map(|done| done.rows_affected() > 0)
+            .map_err(write_error)
+    }
+
+    async fn disabled_users(&self) -> Result<Vec<Ban>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT user_id, disabled_at FROM disabled_users")
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(user_id, at)| Ban { user_id, at })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl MessageLog for SqliteStore {
     async fn append(
         &self,
         message: NewMessage,
@@ -574,17 +607,23 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(|row| to_message(room, row)).collect())
     }
 
-    async fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT name, last_seq FROM rooms ORDER BY name LIMIT 10000")
                 .fetch_all(&self.reader)
                 .await?;
         Ok(rows
             .into_iter()
-            .map(|(name, seq)| (name, u64::try_from(seq).unwrap_or(0)))
+            .map(|(name, seq)| RoomSummary {
+                name,
+                last_seq: u64::try_from(seq).unwrap_or(0),
+            })
             .collect())
     }
+}
 
+#[async_trait]
+impl RevocationLog for SqliteStore {
     async fn revoke(&self, user_id: &str, at: i64) -> Result<(), StoreError> {
         self.writer
             .execute(
@@ -598,40 +637,20 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn revocations(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(
+    async fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT user_id, revoked_at FROM revocations")
                 .fetch_all(&self.reader)
-                .await?,
-        )
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(user_id, at)| Revocation { user_id, at })
+            .collect())
     }
+}
 
-    async fn disable(&self, user_id: &str, at: i64) -> Result<(), StoreError> {
-        // The ban and the revocation of the tokens held so far commit together.
-        let mut lent = self.writer.lend().await?;
-        let written = disable_in(&mut lent, user_id, at).await;
-        lent.settle(written).map_err(write_error)
-    }
-
-    async fn enable(&self, user_id: &str) -> Result<bool, StoreError> {
-        let mut lent = self.writer.lend().await?;
-        let deleted = sqlx::query("DELETE FROM disabled_users WHERE user_id = ?1")
-            .bind(user_id)
-            .execute(&mut *lent)
-            .await;
-        lent.settle_if_written(deleted, |done| done.rows_affected() > 0)
-            .map(|done| done.rows_affected() > 0)
-            .map_err(write_error)
-    }
-
-    async fn disabled_users(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT user_id, disabled_at FROM disabled_users")
-                .fetch_all(&self.reader)
-                .await?,
-        )
-    }
-
+#[async_trait]
+impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
@@ -1136,8 +1155,20 @@ mod tests {
         store.revoke("u1", 50).await.unwrap();
         store.revoke("u2", 7).await.unwrap();
         let mut all = store.revocations().await.unwrap();
-        all.sort();
-        assert_eq!(all, [("u1".to_owned(), 100), ("u2".to_owned(), 7)]);
+        all.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        assert_eq!(
+            all,
+            [
+                Revocation {
+                    user_id: "u1".to_owned(),
+                    at: 100
+                },
+                Revocation {
+                    user_id: "u2".to_owned(),
+                    at: 7
+                }
+            ]
+        );
     }
 
     async fn probes_so_far(store: &SqliteStore) -> i64 {
@@ -1234,13 +1265,28 @@ mod tests {
         store.disable("u1", 200).await.unwrap();
         assert_eq!(
             store.disabled_users().await.unwrap(),
-            [("u1".to_owned(), 100)]
+            [Ban {
+                user_id: "u1".to_owned(),
+                at: 100
+            }]
         );
-        assert_eq!(store.revocations().await.unwrap(), [("u1".to_owned(), 200)]);
+        assert_eq!(
+            store.revocations().await.unwrap(),
+            [Revocation {
+                user_id: "u1".to_owned(),
+                at: 200
+            }]
+        );
         assert!(store.enable("u1").await.unwrap());
         assert!(!store.enable("u1").await.unwrap());
         assert!(store.disabled_users().await.unwrap().is_empty());
-        assert_eq!(store.revocations().await.unwrap(), [("u1".to_owned(), 200)]);
+        assert_eq!(
+            store.revocations().await.unwrap(),
+            [Revocation {
+                user_id: "u1".to_owned(),
+                at: 200
+            }]
+        );
     }
 
     #[tokio::test]

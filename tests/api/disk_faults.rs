@@ -597,7 +597,7 @@ async fn a_truncated_database_file_is_refused_at_start_with_one_line_naming_it()
 #[tokio::test]
 async fn a_database_with_one_damaged_page_is_refused_at_start_though_it_opens() {
     use palisade::model::UserRef;
-    use palisade::store::{NewMessage, Store, sqlite::SqliteStore};
+    use palisade::store::{MessageLog, NewMessage, sqlite::SqliteStore};
     use std::io::{Seek, SeekFrom};
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("palisade.db");
