@@ -97,7 +97,7 @@ loadgen palisade palisade 9000 ingest --connections 16 --window 32 --duration "$
 stop
 
 # ONE room, 32 publishers: acked durable msg/s, open loop at fixed rates, then closed loop.
-for rate in ${ROOM_INGEST_RATES:-500 1000 2000 0}; do
+for rate in ${ROOM_INGEST_RATES:-1000 2000 5000 0}; do
     palisade "room-ingest-$rate"
     loadgen palisade palisade 9000 room-ingest --publishers 32 --rate "$rate" --window 8 --duration "$DURATION"
     stop
