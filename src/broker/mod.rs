@@ -3,7 +3,7 @@
 //! As in centrifuge, storing a message and publishing it happen together behind this
 //! trait, so the order of `seq` in the store is the order in which hubs see messages.
 //! A broker gets that order from the store rather than making it: it publishes from the
-//! hook the store calls after each commit, in commit order (see [`Store::append`]), so
+//! hook the store calls after each commit, in commit order (see [`MessageLog::append`]), so
 //! sends to one room share commits instead of waiting for each other's.
 //! The embedded [`memory::MemoryBroker`] serves one process; a Redis broker for cluster
 //! mode implements the same trait (publishing from the same hook), and the session code
@@ -14,7 +14,7 @@
 //! receive a room's messages before this node's first member of it reads its snapshot,
 //! and can stop receiving them when the last one leaves, without sessions knowing.
 //!
-//! [`Store::append`]: crate::store::Store::append
+//! [`MessageLog::append`]: crate::store::MessageLog::append
 
 pub mod memory;
 

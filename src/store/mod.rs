@@ -104,11 +104,11 @@ pub struct NewMessage {
     pub ts: i64,
 }
 
-/// What [`Store::append`] calls with the message once it is committed; see there.
+/// What [`MessageLog::append`] calls with the message once it is committed; see there.
 /// It runs on the store's writing path, so it must be quick and must not block.
 pub type OnCommit = Box<dyn FnOnce(&StoredMessage) + Send>;
 
-/// The outcome of [`Store::append`].
+/// The outcome of [`MessageLog::append`].
 #[derive(Clone, Debug)]
 pub struct Appended {
     /// The stored message: for a duplicate nonce, the first one.
