@@ -242,11 +242,9 @@ pub fn authenticate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Settings;
 
     fn authenticator() -> Authenticator {
-        let keys = JwtKeys::new(&Settings::development()).unwrap();
-        Authenticator::new(keys, Revocations::default())
+        Authenticator::new(jwt::random_keys(), Revocations::default())
     }
 
     fn bob() -> UserRef {
