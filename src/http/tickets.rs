@@ -6,9 +6,9 @@
 //! learns that its page's origin is not allowed (`403 origin_forbidden`) instead of
 //! retrying a handshake that can never succeed.
 
-use crate::auth::Authenticated;
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
+use crate::http::caller::Authenticated;
 use crate::http::per_ip_rate;
 use crate::origin::for_log;
 use crate::state::AppState;

@@ -141,7 +141,7 @@ pub async fn upgrade(
 
 /// `401`, or `429` once this client's failed-credentials budget is spent.
 fn credentials_refused(state: &AppState, ip: IpAddr, reason: CredentialRejection) -> Response {
-    let error = refuse_credentials(state, ip, reason);
+    let error = refuse_credentials(reason, || state.auth_failures.check(ip));
     refused(state, ip, None, reason.as_str(), error.code());
     error.into_response()
 }
