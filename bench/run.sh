@@ -137,6 +137,13 @@ for load in ${LIGHT_LOADS:-20:poisson 50:poisson 50:even}; do
     stop
 done
 
+# Memory after registering 2000 accounts (an Argon2id hash each), and after 10 s idle. The
+# register limits (10 a minute per address, 600 for the server) are raised like the others.
+palisade register --auth-per-minute 1000000 --auth-burst 1000000 \
+    --auth-global-per-minute 1000000 --auth-global-burst 1000000
+loadgen palisade palisade 9000 register --accounts "${ACCOUNTS:-2000}" --concurrency 2 --idle 10
+stop
+
 python3 bench/table.py "$JSON" | tee "$RESULTS/table.md"
 
 # The chart needs matplotlib: installed into a virtualenv of the bench's own.

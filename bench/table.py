@@ -31,7 +31,8 @@ for r in rows:
     if r["scenario"] == "light-load" and r is not peer and latency and peer and peer.get("latency_ms"):
         notes.append(f"p50 vs node-ws {latency['p50'] - peer['latency_ms']['p50']:+.2f} ms")
     note = ", ".join(notes)
-    # big-room: "deliveries/s" is members joined per second; room-ingest: acks per second.
+    # big-room: "deliveries/s" is members joined per second; room-ingest: acks per second;
+    # register: accounts created per second (and CPU µs per account, latency per request).
     per_second = "–" if r["scenario"] == "idle" else f"{r['per_second']:.0f}"
     delivered = "–" if r["scenario"] == "idle" else fmt(r["delivered_percent"])
     print(

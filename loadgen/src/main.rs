@@ -9,6 +9,7 @@
 //! - `big-room`: N members connect and join one room; time to all joined, per member.
 //! - `room-ingest`: P publishers in ONE room; acked durable msg/s and ack latency.
 //! - `light-load`: a room of N members at a low rate; delivery latency and server CPU %.
+//! - `register`: N accounts through `POST /api/register`; server memory and CPU per account.
 //!
 //! Latency is measured from each message's *scheduled* send time, so queueing in the
 //! sender is not hidden. Connections spread over source addresses 127.0.0.1–127.0.0.4 to
@@ -139,6 +140,17 @@ pub enum Scenario {
         arrivals: Arrivals,
         #[arg(long, default_value_t = 30)]
         duration: u64,
+    },
+    /// Accounts registered through the HTTP API: server memory and CPU per account.
+    Register {
+        #[arg(long, default_value_t = 2000)]
+        accounts: usize,
+        /// Registrations in flight at once.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+        /// Seconds to wait, idle, before reading the server's memory a last time.
+        #[arg(long, default_value_t = 10)]
+        idle: u64,
     },
 }
 

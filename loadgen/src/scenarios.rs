@@ -3,6 +3,7 @@
 mod big_room;
 mod ingest;
 mod light_load;
+mod register;
 
 use crate::client::{self, Sink, Stream, body, now_micros, scheduled_time, send_frame};
 use crate::proc_stats::{cpu_seconds, rss_kib};
@@ -229,6 +230,11 @@ pub async fn run(args: &Args) -> Report {
             };
             light_load::run(args, &load).await
         }
+        Scenario::Register {
+            accounts,
+            concurrency,
+            idle,
+        } => register::run(args, accounts, concurrency, idle).await,
     };
     report.server = args.name.clone();
     report
