@@ -2,8 +2,13 @@
 //!
 //! The hub knows which connections are in which room and hands each room event to every
 //! member's [`Outbox`]. It never touches the network or the database: the broker calls
-//! [`Hub::dispatch`] with frames already serialised once, and the same bytes are shared
-//! by every recipient.
+//! [`Hub::dispatch`] with frames already serialised once ([`Frame`]), and the same bytes
+//! are shared by every recipient.
+//!
+//! The hub, the outboxes ([`outbox`]) and [`Frame`] are the core the transports sit on:
+//! nothing here names WebSocket types or close codes, and sessions join and leave
+//! through the broker ([`Broker::subscribe`]), which calls the hub, so a broker between
+//! nodes can follow which rooms this node needs.
 //!
 //! Joining is two-step so a member never sees a gap or a duplicate: [`Hub::begin_join`]
 //! registers the connection and buffers what is published meanwhile, the session reads a
@@ -17,12 +22,17 @@
 //! `presence_full_max` users before and after it. Beyond that it is only counted, and
 //! [`Hub::take_counts`] hands out, once per interval, the rooms whose count changed, so a
 //! member of a big room gets at most one count per interval however many join.
+//!
+//! [`Broker::subscribe`]: crate::broker::Broker::subscribe
+
+mod frame;
+pub mod outbox;
+
+pub use frame::Frame;
 
 use crate::model::UserRef;
-use crate::ws::close::CloseCode;
-use crate::ws::outbox::Outbox;
-use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
+use outbox::{CloseReason, Outbox};
 use std::collections::HashMap;
 use std::mem;
 use std::sync::Mutex;
@@ -40,11 +50,11 @@ pub const DEFAULT_PRESENCE_FULL_MAX: usize = 1000;
 #[derive(Clone, Debug)]
 pub enum RoomEvent {
     /// A stored message: to every member, once, in `seq` order.
-    Message { seq: u64, frame: Utf8Bytes },
+    Message { seq: u64, frame: Frame },
     /// Presence or typing: to every member except the user it is about.
-    Ephemeral { about: String, frame: Utf8Bytes },
+    Ephemeral { about: String, frame: Frame },
     /// The number of users in the room: to every member that has joined.
-    Count { frame: Utf8Bytes },
+    Count { frame: Frame },
 }
 
 /// Who is in a room when a `joined` frame is built.
@@ -57,7 +67,7 @@ pub struct Members {
 
 enum MemberState {
     /// Between `begin_join` and `finish_join`: messages wait here.
-    Joining(Vec<(u64, Utf8Bytes)>),
+    Joining(Vec<(u64, Frame)>),
     /// Receiving live; `through` is the last `seq` queued to it.
     Live { through: u64 },
 }
@@ -192,7 +202,7 @@ impl Hub {
         room: &str,
         conn: ConnId,
         last_seq: u64,
-        joined: impl FnOnce(&Members) -> Utf8Bytes,
+        joined: impl FnOnce(&Members) -> Frame,
     ) -> bool {
         let Some(mut entry) = self.rooms.get_mut(room) else {
             return false;
@@ -267,7 +277,7 @@ impl Hub {
                     if buffered.len() < self.join_buffer {
                         buffered.push((*seq, frame.clone()));
                     } else {
-                        member.outbox.closer().close(CloseCode::SlowConsumer);
+                        member.outbox.closer().close(CloseReason::SlowConsumer);
                     }
                 }
                 (RoomEvent::Message { seq, frame }, MemberState::Live { through }) => {
@@ -328,8 +338,8 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
+    use super::outbox::{Closer, OutboundBudget, OutboxQueue};
     use super::*;
-    use crate::ws::outbox::{Closer, OutboundBudget, OutboxQueue};
 
     fn user(id: &str) -> UserRef {
         UserRef {
@@ -358,7 +368,7 @@ mod tests {
     }
 
     /// A joined frame that shows the members it was built from: "online:name,name".
-    fn listing(members: &Members) -> Utf8Bytes {
+    fn listing(members: &Members) -> Frame {
         let names: Vec<&str> = members.users.iter().map(|u| u.name.as_str()).collect();
         format!("{}:{}", members.online, names.join(",")).into()
     }

@@ -18,17 +18,28 @@
 //! - [`http`]: the HTTP routes, one module per resource; [`http::caller`] is the
 //!   signed-in caller, where authentication meets the server's state.
 //! - [`ws`]: handshake checks, the session loop, the writer, frames, close codes, limits.
-//! - [`hub`]: rooms and members on this node; fans events out to bounded outboxes.
-//! - [`broker`]: stores and publishes a message as one step (in memory for one node).
+//! - [`hub`]: rooms and members on this node; fans events out to bounded outboxes
+//!   ([`hub::outbox`]), which close a connection for a [`hub::outbox::CloseReason`] that
+//!   `ws` maps to a close code. A [`hub::Frame`] is a server frame serialised once.
+//! - [`broker`]: stores and publishes a message as one step (in memory for one node), and
+//!   subscribes and unsubscribes this node's connections to rooms.
 //! - [`store`]: durable accounts and history (SQLite by default).
 //! - [`origin`], [`client_ip`]: who is asking, from where.
 //! - [`security_log`]: throttles repeated security events ("N more like this").
 //! - [`stats`]: Prometheus metrics served at `/metrics`.
+//! - [`load`]: how busy the server is; writers gather frames only while it is.
 //! - [`model`]: data and value rules shared by all of the above.
 //!
 //! A message's path: the session validates a `send`, the broker stores it (the store
 //! gives it its `seq`) and hands it to the hub, the hub queues the once-serialised frame
-//! in every member's outbox, and each connection's writer flushes its queue.
+//! in every member's outbox, and each connection's writer flushes its queue. A join goes
+//! the same way round: the session subscribes through the broker, which registers it in
+//! the hub (and, across nodes, would subscribe the node to the room), reads the room's
+//! snapshot, then the broker has the hub queue `joined` and what was published meanwhile.
+//!
+//! The layers: `ws` and `http` are the transport and know the core; the core (`hub`,
+//! its outboxes and frames, `broker`, `store`) knows neither, so nothing in it names a
+//! WebSocket type or close code.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -40,6 +51,7 @@ pub mod dev_secret;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod load;
 pub mod model;
 pub mod origin;
 pub mod security_log;

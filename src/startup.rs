@@ -120,6 +120,7 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tokio::spawn(Arc::clone(&self.state.security_log).run(self.state.shutdown.clone()));
+        tokio::spawn(Arc::clone(&self.state.load).run(self.state.shutdown.clone()));
         tokio::spawn(crate::ws::occupancy::run(
             Arc::clone(&self.state.hub),
             std::time::Duration::from_millis(self.state.settings.limits.presence_count_ms),

@@ -6,12 +6,13 @@ use crate::auth::tickets::TicketStore;
 use crate::broker::Broker;
 use crate::client_ip::PerIpLimiter;
 use crate::config::Settings;
+use crate::hub::outbox::OutboundBudget;
 use crate::hub::{ConnId, Hub};
+use crate::load::ServerLoad;
 use crate::security_log::SecurityLog;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::ws::limits::{ConnectionCaps, ReplyAllowance};
-use crate::ws::outbox::OutboundBudget;
 use crate::ws::registry::LiveConnections;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -36,6 +37,8 @@ pub struct Inner {
     pub replies: ReplyAllowance,
     /// Bytes in every connection's outbound queue together, and their bound.
     pub outbound: Arc<OutboundBudget>,
+    /// Whether the server is busy: writers gather frames only then.
+    pub load: Arc<ServerLoad>,
     pub connections: Arc<LiveConnections>,
     /// Register and login attempts per client IP.
     pub auth_limiter: PerIpLimiter,
@@ -75,6 +78,7 @@ impl AppState {
             .with_ipv6_prefix(v6_prefix),
         );
         let outbound = OutboundBudget::new(limits.outbound_total_bytes);
+        let load = ServerLoad::new(limits.coalesce_busy_percent);
         let tickets = TicketStore::new(std::time::Duration::from_secs(limits.ticket_ttl_secs));
         let auth_limiter = PerIpLimiter::new(
             quota_per_minute(limits.auth_per_minute, limits.auth_burst),
@@ -125,6 +129,7 @@ impl AppState {
             caps,
             replies,
             outbound,
+            load,
             connections: Arc::new(LiveConnections::default()),
             auth_limiter,
             auth_global_limiter,

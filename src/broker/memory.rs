@@ -5,10 +5,11 @@
 //! a message the store committed is handed on: nobody sees one that was not stored.
 
 use super::{Broker, BrokerError, encode};
-use crate::hub::{Hub, RoomEvent};
+use crate::hub::outbox::Outbox;
+use crate::hub::{ConnId, Frame, Hub, Members, RoomEvent};
+use crate::model::UserRef;
 use crate::store::{Appended, NewMessage, Store};
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -58,7 +59,7 @@ impl Broker for MemoryBroker {
         Ok(result?)
     }
 
-    async fn publish_ephemeral(&self, room: &str, about: &str, frame: Utf8Bytes) {
+    async fn publish_ephemeral(&self, room: &str, about: &str, frame: Frame) {
         self.hub.dispatch(
             room,
             &RoomEvent::Ephemeral {
@@ -71,14 +72,39 @@ impl Broker for MemoryBroker {
     async fn ping(&self) -> Result<(), BrokerError> {
         Ok(())
     }
+
+    // One node: joining and leaving are the hub's alone.
+    async fn subscribe(
+        &self,
+        room: &str,
+        conn: ConnId,
+        user: &UserRef,
+        outbox: &Outbox,
+    ) -> Result<bool, BrokerError> {
+        Ok(self.hub.begin_join(room, conn, user, outbox))
+    }
+
+    fn go_live(
+        &self,
+        room: &str,
+        conn: ConnId,
+        last_seq: u64,
+        joined: &dyn Fn(&Members) -> Frame,
+    ) -> bool {
+        self.hub.finish_join(room, conn, last_seq, joined)
+    }
+
+    async fn unsubscribe(&self, room: &str, conn: ConnId) -> bool {
+        matches!(self.hub.leave(room, conn), Some((_, true)))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{StoredMessage, UserRef};
+    use crate::hub::outbox::{Closer, OutboundBudget, Outbox, OutboxQueue};
+    use crate::model::StoredMessage;
     use crate::store::{ReplayFrom, RoomSnapshot, StoreError, UserRecord};
-    use crate::ws::outbox::{Closer, OutboundBudget, Outbox, OutboxQueue};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
@@ -166,16 +192,31 @@ mod tests {
         }
     }
 
-    /// Puts one member in room `r`: the queue its frames arrive in.
-    fn member_of_r(hub: &Hub) -> OutboxQueue {
-        let (outbox, queue) =
-            Outbox::new(16, 1 << 20, Closer::new(), &OutboundBudget::new(usize::MAX));
-        let member = UserRef {
-            id: "m".into(),
-            name: "m".into(),
-        };
-        hub.begin_join("r", 1, &member, &outbox);
-        hub.finish_join("r", 1, 0, |_| "joined".into());
+    fn outbox() -> (Outbox, OutboxQueue) {
+        Outbox::new(16, 1 << 20, Closer::new(), &OutboundBudget::new(usize::MAX))
+    }
+
+    fn user(id: &str) -> UserRef {
+        UserRef {
+            id: id.into(),
+            name: id.into(),
+        }
+    }
+
+    fn drain(queue: &mut OutboxQueue) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(frame) = queue.try_recv() {
+            out.push(frame.as_str().to_owned());
+        }
+        out
+    }
+
+    /// Puts one member in room `r` through the broker: the queue its frames arrive in.
+    async fn member_of_r(broker: &MemoryBroker) -> OutboxQueue {
+        let (outbox, queue) = outbox();
+        let joined = broker.subscribe("r", 1, &user("m"), &outbox).await;
+        assert!(matches!(joined, Ok(true)), "the first member is announced");
+        broker.go_live("r", 1, 0, &|_| "joined".into());
         queue
     }
 
@@ -186,7 +227,7 @@ mod tests {
             Arc::new(SlowFirstStore::default()),
             Arc::clone(&hub),
         ));
-        let mut queue = member_of_r(&hub);
+        let mut queue = member_of_r(&broker).await;
 
         let first = tokio::spawn({
             let broker = Arc::clone(&broker);
@@ -197,10 +238,7 @@ mod tests {
         let first = first.await.unwrap().unwrap();
         assert_eq!((first.message.seq, second.message.seq), (1, 2));
 
-        let mut delivered = Vec::new();
-        while let Some(frame) = queue.try_recv() {
-            delivered.push(frame.as_str().to_owned());
-        }
+        let delivered = drain(&mut queue);
         assert_eq!(
             delivered.len(),
             3,
@@ -217,7 +255,7 @@ mod tests {
             ..SlowFirstStore::default()
         };
         let broker = MemoryBroker::new(Arc::new(store), Arc::clone(&hub));
-        let mut queue = member_of_r(&hub);
+        let mut queue = member_of_r(&broker).await;
 
         let refused = broker.publish_message(draft("lost")).await;
         assert!(matches!(
@@ -232,5 +270,33 @@ mod tests {
             queue.try_recv().is_none(),
             "nothing but the join was queued"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn joining_through_the_broker_is_gap_free_and_unsubscribing_stops_delivery() {
+        let hub = Arc::new(Hub::new(16));
+        let broker = MemoryBroker::new(Arc::new(SlowFirstStore::default()), Arc::clone(&hub));
+        let mut member = member_of_r(&broker).await;
+        let (outbox, mut joiner) = outbox();
+        let announce = broker.subscribe("r", 2, &user("j"), &outbox).await;
+        assert!(matches!(announce, Ok(true)));
+        let first = broker.publish_message(draft("one")).await.unwrap();
+        let second = broker.publish_message(draft("two")).await.unwrap();
+        assert!(joiner.try_recv().is_none(), "held back until it goes live");
+        // The snapshot held the first message already.
+        assert!(broker.go_live("r", 2, first.message.seq, &|_| "joined".into()));
+        let got = drain(&mut joiner);
+        assert_eq!(got.len(), 2, "joined, then the second only: {got:?}");
+        assert_eq!(got[0], "joined");
+        assert!(got[1].contains(&format!("\"seq\":{}", second.message.seq)));
+
+        assert!(
+            broker.unsubscribe("r", 2).await,
+            "its user's last connection"
+        );
+        assert!(!broker.unsubscribe("r", 2).await, "not a member any more");
+        broker.publish_message(draft("three")).await.unwrap();
+        assert!(joiner.try_recv().is_none(), "nothing after unsubscribing");
+        assert_eq!(drain(&mut member).len(), 4, "joined and all three messages");
     }
 }

@@ -4,12 +4,19 @@
 //! trait, so the order of `seq` in the store is the order in which hubs see messages.
 //! The embedded [`memory::MemoryBroker`] serves one process; a Redis broker for cluster
 //! mode implements the same trait, and the session code does not change.
+//!
+//! Joining and leaving a room go through the broker too ([`Broker::subscribe`],
+//! [`Broker::unsubscribe`]), not straight to the hub: a broker between nodes has to
+//! receive a room's messages before this node's first member of it reads its snapshot,
+//! and can stop receiving them when the last one leaves, without sessions knowing.
 
 pub mod memory;
 
+use crate::hub::outbox::Outbox;
+use crate::hub::{ConnId, Frame, Members};
+use crate::model::UserRef;
 use crate::store::{Appended, NewMessage, StoreError};
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -26,21 +33,55 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Delivers a presence or typing frame to the room's members, except those of the
     /// user it is about. Not stored; best effort.
-    async fn publish_ephemeral(&self, room: &str, about: &str, frame: Utf8Bytes);
+    async fn publish_ephemeral(&self, room: &str, about: &str, frame: Frame);
+
+    /// Makes a connection a member of a room on this node, first step of a join: from
+    /// when this returns, every message published to the room reaches the connection,
+    /// held back until [`Broker::go_live`]. A broker between nodes subscribes the node
+    /// to the room first when this is the room's first member here. True when the
+    /// user's arrival is to be announced (see [`crate::hub::Hub::begin_join`]).
+    ///
+    /// A join is gap-free in three steps: `subscribe`, read a snapshot of the room from
+    /// the store, then `go_live` with the snapshot's last `seq`. Whatever was published
+    /// meanwhile and is not in the snapshot follows the `joined` frame, each `seq` once.
+    /// After an error the caller unsubscribes the connection, as after any join that
+    /// fails half-way.
+    async fn subscribe(
+        &self,
+        room: &str,
+        conn: ConnId,
+        user: &UserRef,
+        outbox: &Outbox,
+    ) -> Result<bool, BrokerError>;
+
+    /// Last step of a join: queues the `joined` frame (`joined` adds the room's members
+    /// to a frame encoded beforehand; it runs under the room's lock) and then what was
+    /// held back with a `seq` after `last_seq`. False if the connection is no longer in
+    /// the room or its queue is full. Local to this node whatever the broker.
+    fn go_live(
+        &self,
+        room: &str,
+        conn: ConnId,
+        last_seq: u64,
+        joined: &dyn Fn(&Members) -> Frame,
+    ) -> bool;
+
+    /// Removes a connection from a room on this node (nothing if it was not a member);
+    /// a broker between nodes unsubscribes the node when it was the room's last member
+    /// here. True when the user's departure is to be announced.
+    async fn unsubscribe(&self, room: &str, conn: ConnId) -> bool;
 
     /// Answers when the broker does (for `/readyz`).
     async fn ping(&self) -> Result<(), BrokerError>;
 }
 
 /// Serialises a frame once; the result is shared by every recipient.
-pub fn encode(frame: &impl serde::Serialize) -> Utf8Bytes {
+pub fn encode(frame: &impl serde::Serialize) -> Frame {
     match serde_json::to_string(frame) {
-        Ok(text) => Utf8Bytes::from(text),
+        Ok(text) => Frame::from(text),
         Err(error) => {
             tracing::error!(%error, "cannot serialise a frame");
-            Utf8Bytes::from_static(
-                r#"{"type":"error","code":"internal","message":"internal error"}"#,
-            )
+            Frame::from_static(r#"{"type":"error","code":"internal","message":"internal error"}"#)
         }
     }
 }

@@ -17,9 +17,9 @@
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::http::caller::{Authenticated, current_role};
+use crate::hub::outbox::CloseReason;
 use crate::model::{Role, now_secs};
 use crate::state::AppState;
-use crate::ws::close::CloseCode;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -78,7 +78,7 @@ async fn revoke(
         .await
         .map_err(ApiError::store)?;
     state.auth.revocations().record(&user_id, at);
-    let closed = state.connections.close_user(&user_id, CloseCode::Revoked);
+    let closed = state.connections.close_user(&user_id, CloseReason::Revoked);
     tracing::warn!(target: "security", event = "user_revoked", admin = %caller.user.id, user = %user_id, closed);
     Ok(Json(
         json!({"user_id": user_id, "revoked_at": at, "closed_connections": closed}),
@@ -104,7 +104,7 @@ async fn disable(
         .await
         .map_err(ApiError::store)?;
     state.auth.revocations().disable(&user_id, at);
-    let closed = state.connections.close_user(&user_id, CloseCode::Revoked);
+    let closed = state.connections.close_user(&user_id, CloseReason::Revoked);
     tracing::warn!(target: "security", event = "user_disabled", admin = %caller.user.id, user = %user_id, closed);
     Ok(Json(json!({
         "user_id": user_id,

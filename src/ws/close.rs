@@ -1,10 +1,15 @@
 //! WebSocket close codes of the protocol (`docs/protocol.md`), each with the reason text
-//! sent along, and which code a transport error from the socket closes with.
+//! sent along: what each of the core's [`CloseReason`]s becomes on the wire, and which
+//! reason a transport error from the socket closes with.
+//!
+//! The codes and texts are a contract with clients; the core only names causes, so a
+//! transport other than this one can carry the same closes in its own terms.
 
+use crate::hub::outbox::CloseReason;
 use std::io;
 use tungstenite::error::ProtocolError;
 
-/// Why the server closes a connection.
+/// How the server closes a WebSocket: the code and text a client sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseCode {
     /// 1000: normal close.
@@ -89,9 +94,29 @@ impl CloseCode {
     }
 }
 
-/// What a socket error means for the connection: the code to close with and a short
+impl From<CloseReason> for CloseCode {
+    /// Exhaustive, so a new reason cannot reach clients without a code chosen for it.
+    fn from(reason: CloseReason) -> Self {
+        match reason {
+            CloseReason::Normal => CloseCode::Normal,
+            CloseReason::ServerShutdown => CloseCode::GoingAway,
+            CloseReason::ProtocolError => CloseCode::ProtocolError,
+            CloseReason::Unsupported => CloseCode::Unsupported,
+            CloseReason::InvalidPayload => CloseCode::InvalidPayload,
+            CloseReason::RateAbuse => CloseCode::PolicyViolation,
+            CloseReason::TooBig => CloseCode::TooBig,
+            CloseReason::Internal => CloseCode::Internal,
+            CloseReason::TokenExpired => CloseCode::TokenExpired,
+            CloseReason::HeartbeatTimeout => CloseCode::HeartbeatTimeout,
+            CloseReason::Revoked => CloseCode::Revoked,
+            CloseReason::SlowConsumer => CloseCode::SlowConsumer,
+        }
+    }
+}
+
+/// What a socket error means for the connection: the reason to close with and a short
 /// cause for the log.
-pub fn for_transport_error(error: &axum::Error) -> (CloseCode, &'static str) {
+pub fn for_transport_error(error: &axum::Error) -> (CloseReason, &'static str) {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = source {
         if let Some(error) = current.downcast_ref::<tungstenite::Error>() {
@@ -99,26 +124,26 @@ pub fn for_transport_error(error: &axum::Error) -> (CloseCode, &'static str) {
         }
         source = current.source();
     }
-    (CloseCode::Normal, "connection_error")
+    (CloseReason::Normal, "connection_error")
 }
 
-fn for_tungstenite_error(error: &tungstenite::Error) -> (CloseCode, &'static str) {
+fn for_tungstenite_error(error: &tungstenite::Error) -> (CloseReason, &'static str) {
     use tungstenite::Error;
     match error {
-        Error::Capacity(_) => (CloseCode::TooBig, "too_big"),
-        Error::Utf8(_) => (CloseCode::InvalidPayload, "invalid_utf8"),
+        Error::Capacity(_) => (CloseReason::TooBig, "too_big"),
+        Error::Utf8(_) => (CloseReason::InvalidPayload, "invalid_utf8"),
         // The peer just went away: nobody is left to tell.
         Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-            (CloseCode::Normal, "reset")
+            (CloseReason::Normal, "reset")
         }
-        Error::Protocol(_) => (CloseCode::ProtocolError, "protocol_violation"),
+        Error::Protocol(_) => (CloseReason::ProtocolError, "protocol_violation"),
         // tungstenite keeps at most one pending pong: what fills its buffer is our own
         // frames to a client that does not read them, a slow consumer.
-        Error::WriteBufferFull(_) => (CloseCode::SlowConsumer, "write_buffer_full"),
+        Error::WriteBufferFull(_) => (CloseReason::SlowConsumer, "write_buffer_full"),
         Error::Io(io) if io.kind() == io::ErrorKind::TimedOut => {
-            (CloseCode::SlowConsumer, "write_stalled")
+            (CloseReason::SlowConsumer, "write_stalled")
         }
-        _ => (CloseCode::Normal, "connection_error"),
+        _ => (CloseReason::Normal, "connection_error"),
     }
 }
 
@@ -127,8 +152,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_close_reason_goes_out_with_its_documented_code_and_text() {
+        // docs/protocol.md, "Close codes": a contract with clients, checked row by row.
+        let documented = [
+            (CloseReason::Normal, 1000, "bye"),
+            (CloseReason::ServerShutdown, 1001, "server shutting down"),
+            (CloseReason::ProtocolError, 1002, "protocol error"),
+            (
+                CloseReason::Unsupported,
+                1003,
+                "binary frames are not supported",
+            ),
+            (CloseReason::InvalidPayload, 1007, "invalid frame"),
+            (CloseReason::RateAbuse, 1008, "rate limit abuse"),
+            (CloseReason::TooBig, 1009, "frame too large"),
+            (CloseReason::Internal, 1011, "internal error"),
+            (CloseReason::TokenExpired, 4001, "token expired"),
+            (CloseReason::HeartbeatTimeout, 4002, "heartbeat timeout"),
+            (CloseReason::Revoked, 4003, "access revoked"),
+            (CloseReason::SlowConsumer, 4008, "slow consumer"),
+        ];
+        assert_eq!(documented.len(), CloseReason::ALL.len(), "every reason");
+        for (reason, code, text) in documented {
+            let close = CloseCode::from(reason);
+            assert_eq!((close.code(), close.reason()), (code, text), "{reason:?}");
+            assert!(text.len() <= 123, "fits a close frame: {reason:?}");
+        }
+        let mut codes: Vec<u16> = CloseCode::ALL.iter().map(|c| c.code()).collect();
+        let mut mapped: Vec<u16> = CloseReason::ALL
+            .iter()
+            .map(|&r| CloseCode::from(r).code())
+            .collect();
+        codes.sort_unstable();
+        mapped.sort_unstable();
+        assert_eq!(
+            mapped, codes,
+            "every code the metrics list is one a reason sends"
+        );
+    }
+
+    #[test]
     fn transport_errors_map_to_the_contract_codes() {
-        let code = |error| for_transport_error(&axum::Error::new(error)).0.code();
+        let code = |error| {
+            let (reason, _) = for_transport_error(&axum::Error::new(error));
+            CloseCode::from(reason).code()
+        };
         assert_eq!(code(tungstenite::Error::Utf8("x".into())), 1007);
         assert_eq!(
             code(tungstenite::Error::Protocol(

@@ -2,15 +2,20 @@
 //!
 //! - [`handshake`]: `GET /ws`, every check of the contract answered before the upgrade.
 //! - [`session`]: one task per connection reading client frames and acting on them.
-//! - [`writer`]: one task per connection draining its [`outbox::Outbox`] to the socket.
+//! - [`writer`]: one task per connection draining its [`Outbox`] to the socket.
 //! - [`occupancy`]: the counts of rooms too big for per-user presence.
 //! - [`protocol`]: the frame types; [`close`]: the close codes; [`limits`]: caps and rates.
+//!
+//! The outbound queue, its close signal and the serialised frame are the core's
+//! ([`crate::hub`]): the hub and the broker fill queues without knowing this layer, and
+//! this layer turns what they hold into WebSocket messages and close codes.
+//!
+//! [`Outbox`]: crate::hub::outbox::Outbox
 
 pub mod close;
 pub mod handshake;
 pub mod limits;
 pub mod occupancy;
-pub mod outbox;
 pub mod protocol;
 pub mod registry;
 pub mod session;

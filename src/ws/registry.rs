@@ -1,8 +1,7 @@
 //! The live connections of each user, so an admin's revocation can close them all.
 
-use super::close::CloseCode;
-use super::outbox::Closer;
 use crate::hub::ConnId;
+use crate::hub::outbox::{CloseReason, Closer};
 use dashmap::DashMap;
 use std::sync::Arc;
 
@@ -31,11 +30,11 @@ impl LiveConnections {
         }
     }
 
-    /// Closes every connection of the user with `code`; how many there were.
-    pub fn close_user(&self, user: &str, code: CloseCode) -> usize {
+    /// Closes every connection of the user for `reason`; how many there were.
+    pub fn close_user(&self, user: &str, reason: CloseReason) -> usize {
         self.by_user.get(user).map_or(0, |connections| {
             for (_, closer) in connections.iter() {
-                closer.close(code);
+                closer.close(reason);
             }
             connections.len()
         })
@@ -67,9 +66,9 @@ mod tests {
         let r2 = registry.register("a", 2, a2.clone());
         let _r3 = registry.register("b", 3, b.clone());
         drop(r2);
-        assert_eq!(registry.close_user("a", CloseCode::Revoked), 1);
-        assert_eq!(a1.code(), CloseCode::Revoked);
+        assert_eq!(registry.close_user("a", CloseReason::Revoked), 1);
+        assert_eq!(a1.reason(), CloseReason::Revoked);
         assert!(!a2.is_closed() && !b.is_closed());
-        assert_eq!(registry.close_user("nobody", CloseCode::Revoked), 0);
+        assert_eq!(registry.close_user("nobody", CloseReason::Revoked), 0);
     }
 }

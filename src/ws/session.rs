@@ -13,7 +13,6 @@
 
 use super::close::{self, CloseCode};
 use super::limits::{ConnectionSlot, FrameBudget, Spend};
-use super::outbox::{Closer, Outbox};
 use super::protocol::{
     AdvertisedLimits, ClientFrame, ErrorCode, HISTORY_DEFAULT, PresenceEvent, ServerFrame,
     joined_with_members,
@@ -22,6 +21,7 @@ use super::writer;
 use crate::auth::Identity;
 use crate::broker::{BrokerError, encode};
 use crate::hub::ConnId;
+use crate::hub::outbox::{CloseReason, Closer, Outbox};
 use crate::model::{now_millis, now_secs};
 use crate::state::AppState;
 use crate::store::{NewMessage, ReplayFrom, keep_newest_affordable};
@@ -79,6 +79,10 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
             closer.clone(),
             Duration::from_secs(limits.heartbeat_secs.max(1)),
             limits.close_grace(),
+            writer::Coalescing {
+                linger: limits.coalesce(),
+                load: std::sync::Arc::clone(&state.load),
+            },
         ));
         let budget = FrameBudget::new(
             limits.messages_per_sec,
@@ -112,7 +116,7 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
     drop(registration);
     session.leave_all().await;
     session.log_close();
-    crate::stats::connection_closed(session.closer.code().code());
+    crate::stats::connection_closed(CloseCode::from(session.closer.reason()).code());
     let grace = session.state.settings.limits.close_grace();
     close_socket(writer, stream, grace).await;
     // Only now is the socket gone: its place is free for the client's next attempt.
@@ -185,25 +189,25 @@ impl Session {
             tokio::select! {
                 biased;
                 () = closer.closed() => break,
-                () = shutdown.triggered() => self.closer.close(CloseCode::GoingAway),
-                () = sleep_until(expiry) => self.closer.close(CloseCode::TokenExpired),
-                () = sleep_until(last_heard + silence_limit) => self.closer.close(CloseCode::HeartbeatTimeout),
+                () = shutdown.triggered() => self.closer.close(CloseReason::ServerShutdown),
+                () = sleep_until(expiry) => self.closer.close(CloseReason::TokenExpired),
+                () = sleep_until(last_heard + silence_limit) => self.closer.close(CloseReason::HeartbeatTimeout),
                 next = stream.next() => {
                     last_heard = Instant::now();
                     match next {
-                        None => self.closer.close(CloseCode::Normal),
+                        None => self.closer.close(CloseReason::Normal),
                         Some(Err(error)) => {
-                            let (code, cause) = close::for_transport_error(&error);
+                            let (reason, cause) = close::for_transport_error(&error);
                             self.cause = Some(cause);
-                            self.closer.close(code);
+                            self.closer.close(reason);
                         }
                         Some(Ok(Message::Text(text))) => {
                             self.on_text(text).await;
                             expiry = self.expiry();
                         }
-                        Some(Ok(Message::Binary(_))) => self.closer.close(CloseCode::Unsupported),
+                        Some(Ok(Message::Binary(_))) => self.closer.close(CloseReason::Unsupported),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => self.on_control(),
-                        Some(Ok(Message::Close(_))) => self.closer.close(CloseCode::Normal),
+                        Some(Ok(Message::Close(_))) => self.closer.close(CloseReason::Normal),
                     }
                 }
             }
@@ -211,9 +215,10 @@ impl Session {
     }
 
     fn log_close(&self) {
-        let code = self.closer.code();
-        match code {
-            CloseCode::Normal | CloseCode::GoingAway => {
+        let reason = self.closer.reason();
+        let code = CloseCode::from(reason);
+        match reason {
+            CloseReason::Normal | CloseReason::ServerShutdown => {
                 tracing::debug!(ip = %self.ip, user = %self.identity.user.id, code = code.code(), "session closed");
             }
             _ => {
@@ -229,7 +234,7 @@ impl Session {
         if let Spend::Refused { abusive, .. } = self.budget.spend() {
             crate::stats::rate_limited();
             if abusive {
-                self.closer.close(CloseCode::PolicyViolation);
+                self.closer.close(CloseReason::RateAbuse);
             }
         }
     }
@@ -240,7 +245,7 @@ impl Session {
             Ok(frame) => frame,
             Err(error) => {
                 tracing::debug!(category = ?error.classify(), "unparseable client frame");
-                self.closer.close(CloseCode::InvalidPayload);
+                self.closer.close(CloseReason::InvalidPayload);
                 return;
             }
         };
@@ -258,7 +263,7 @@ impl Session {
                 retry_after_ms: Some(retry_after_ms),
             });
             if abusive {
-                self.closer.close(CloseCode::PolicyViolation);
+                self.closer.close(CloseReason::RateAbuse);
             }
             return;
         }
@@ -333,24 +338,26 @@ impl Session {
             },
             None => ReplayFrom::Latest(limits.join_history),
         };
-        let user = self.identity.user.clone();
-        let announce = self
+        // Subscribed before the snapshot is read, so nothing published in between is
+        // missed; `go_live` drops what the snapshot already holds.
+        let subscribed = self
             .state
-            .hub
-            .begin_join(&room, self.conn, &user, &self.outbox);
+            .broker
+            .subscribe(&room, self.conn, &self.identity.user, &self.outbox)
+            .await;
+        let announce = match subscribed {
+            Ok(announce) => announce,
+            Err(error) => {
+                tracing::error!(%error, room = %room, "cannot subscribe to the room for a join");
+                return self.abandon_join(id, &room).await;
+            }
+        };
         self.rooms.insert(room.clone());
         let mut snapshot = match self.state.store.snapshot(&room, from).await {
             Ok(snapshot) => snapshot,
             Err(error) => {
                 tracing::error!(%error, room = %room, "cannot read the room for a join");
-                self.error(
-                    id,
-                    ErrorCode::Internal,
-                    "could not join the room, try again",
-                );
-                self.rooms.remove(&room);
-                self.leave_hub(&room).await;
-                return;
+                return self.abandon_join(id, &room).await;
             }
         };
         snapshot.keep_newest_affordable(|wanted| self.afford_reply(wanted));
@@ -366,13 +373,25 @@ impl Session {
         });
         drop(snapshot.messages);
         self.state
-            .hub
-            .finish_join(&room, self.conn, snapshot.last_seq, |members| {
-                joined_with_members(&head, members.online, &members.users).into()
+            .broker
+            .go_live(&room, self.conn, snapshot.last_seq, &|members| {
+                joined_with_members(head.as_str(), members.online, &members.users).into()
             });
         if announce {
             self.announce(&room, PresenceEvent::Join).await;
         }
+    }
+
+    /// A join that failed half-way: the client may retry, and the connection is no
+    /// longer in the room (its user's departure announced if that was their last).
+    async fn abandon_join(&mut self, id: Option<u32>, room: &str) {
+        self.error(
+            id,
+            ErrorCode::Internal,
+            "could not join the room, try again",
+        );
+        self.rooms.remove(room);
+        self.leave_room(room).await;
     }
 
     async fn leave(&mut self, id: Option<u32>, room: String) {
@@ -380,18 +399,18 @@ impl Session {
             return;
         }
         self.rooms.remove(&room);
-        self.leave_hub(&room).await;
+        self.leave_room(&room).await;
         self.push(&ServerFrame::Left { id, room: &room });
     }
 
     async fn leave_all(&mut self) {
         for room in std::mem::take(&mut self.rooms) {
-            self.leave_hub(&room).await;
+            self.leave_room(&room).await;
         }
     }
 
-    async fn leave_hub(&self, room: &str) {
-        if let Some((_, true)) = self.state.hub.leave(room, self.conn) {
+    async fn leave_room(&self, room: &str) {
+        if self.state.broker.unsubscribe(room, self.conn).await {
             self.announce(room, PresenceEvent::Leave).await;
         }
     }

@@ -1,30 +1,97 @@
 //! A connection's bounded outbound queue and its close signal.
 //!
+//! It lives beside the hub, not in the WebSocket layer, because the hub is what fills it:
+//! the hub, the broker and admin actions queue frames and close connections through it
+//! without knowing the transport. A close carries a [`CloseReason`]; the transport
+//! (`ws::close`) decides which close code and text the client sees.
+//!
 //! Everything a client receives (replies, broadcasts, presence) goes through one
 //! [`Outbox`], drained by the connection's writer task ([`OutboxQueue`]), so frames
 //! leave in the order they were queued. The queue is bounded twice, in frames and in
 //! bytes (a few large `joined` frames must not add up to megabytes per client): a client
 //! that does not read fills it, and the push that finds it full closes the connection
-//! with 4008 instead of buffering without limit.
+//! as a slow consumer (4008 on the wire) instead of buffering without limit.
 //!
 //! Per-connection bounds alone let many slow readers together hold
 //! (connections x `--outbound-queue-bytes`), so every queue also counts its bytes into one
 //! [`OutboundBudget`] for the whole server: once the total passes the budget, a push to a
-//! queue holding more than [`SLOW_SHARE`] closes that connection with 4008, and past the
-//! budget's ceiling (a quarter over it) so does one holding more than [`KEEPING_UP`]: a
-//! reader that keeps up, with a few small frames waiting, is not the one to close.
+//! queue holding more than [`SLOW_SHARE`] closes that connection as a slow consumer, and
+//! past the budget's ceiling (a quarter over it) so does one holding more than
+//! [`KEEPING_UP`]: a reader that keeps up, with a few small frames waiting, is not the
+//! one to close.
 //! A frame counts until the writer has written it, not merely taken it, so a writer stuck
 //! on a client that does not read still holds a queue; a reader that keeps up has an
 //! empty one, and an empty queue always takes the next frame.
+//!
+//! The queue is a plain `VecDeque` behind a mutex (held for a push or a pop, never
+//! across an await) rather than a channel: a channel keeps every block a burst made it
+//! allocate for as long as the connection lives, which made a joined idle connection
+//! cost kilobytes; this one gives its storage back whenever the writer has emptied it,
+//! so an idle connection's queue holds no memory at all, and a push is one short lock
+//! and one wake-up.
 
-use super::close::CloseCode;
-use axum::extract::ws::Utf8Bytes;
+use super::Frame;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{Notify, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use tokio::sync::Notify;
 
-/// Tells a connection to close, with the first code given.
+/// Why a connection closes, as the core sees it: a cause, not a number. The transport
+/// turns it into what its clients understand (`ws::close` maps each to the WebSocket
+/// close code and reason text of `docs/protocol.md`), so the hub, the outbox and an
+/// admin action can close a connection without knowing how it is carried.
+///
+/// One list for every cause, the transport's own (a broken frame, a binary message)
+/// included: a connection has one [`Closer`], and the first cause given wins whoever
+/// gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client said goodbye or went away: nobody is at fault.
+    Normal,
+    /// The server is shutting down or draining.
+    ServerShutdown,
+    /// The client broke the transport's own protocol (framing, masking...).
+    ProtocolError,
+    /// The client sent a kind of data the protocol does not carry (binary).
+    Unsupported,
+    /// A frame that is not a valid client frame: not UTF-8, not JSON, unknown fields.
+    InvalidPayload,
+    /// The client kept sending while out of rate budget.
+    RateAbuse,
+    /// A frame or message over the size limit.
+    TooBig,
+    /// Something failed on the server's side.
+    Internal,
+    /// The token expired and was not refreshed.
+    TokenExpired,
+    /// Nothing heard from the client within the heartbeat timeout.
+    HeartbeatTimeout,
+    /// An admin revoked or disabled the user.
+    Revoked,
+    /// The client does not take what is sent to it fast enough: its queue (or the
+    /// server's share of queued bytes) overflowed, or writes to it stalled.
+    SlowConsumer,
+}
+
+impl CloseReason {
+    /// Every reason, for tables and tests that must cover them all.
+    pub const ALL: [CloseReason; 12] = [
+        CloseReason::Normal,
+        CloseReason::ServerShutdown,
+        CloseReason::ProtocolError,
+        CloseReason::Unsupported,
+        CloseReason::InvalidPayload,
+        CloseReason::RateAbuse,
+        CloseReason::TooBig,
+        CloseReason::Internal,
+        CloseReason::TokenExpired,
+        CloseReason::HeartbeatTimeout,
+        CloseReason::Revoked,
+        CloseReason::SlowConsumer,
+    ];
+}
+
+/// Tells a connection to close, with the first reason given.
 ///
 /// Built on `Notify` rather than a cancellation token: the writer polls it once per
 /// frame, and a token's check takes a lock where this is one atomic load.
@@ -33,7 +100,7 @@ pub struct Closer(Arc<CloserInner>);
 
 #[derive(Debug, Default)]
 struct CloserInner {
-    code: OnceLock<CloseCode>,
+    reason: OnceLock<CloseReason>,
     notify: Notify,
 }
 
@@ -42,14 +109,14 @@ impl Closer {
         Self::default()
     }
 
-    pub fn close(&self, code: CloseCode) {
-        if self.0.code.set(code).is_ok() {
+    pub fn close(&self, reason: CloseReason) {
+        if self.0.reason.set(reason).is_ok() {
             self.0.notify.notify_waiters();
         }
     }
 
     pub fn is_closed(&self) -> bool {
-        self.0.code.get().is_some()
+        self.0.reason.get().is_some()
     }
 
     /// Resolves when the connection must close.
@@ -66,9 +133,9 @@ impl Closer {
         }
     }
 
-    /// The code to close with (1000 if none was given yet).
-    pub fn code(&self) -> CloseCode {
-        self.0.code.get().copied().unwrap_or(CloseCode::Normal)
+    /// The reason to close with ([`CloseReason::Normal`] if none was given yet).
+    pub fn reason(&self) -> CloseReason {
+        self.0.reason.get().copied().unwrap_or(CloseReason::Normal)
     }
 }
 
@@ -162,20 +229,64 @@ impl Drop for Queued {
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct Outbox {
-    tx: mpsc::Sender<Utf8Bytes>,
-    closer: Closer,
-    queued: Arc<Queued>,
-    urgent: Arc<AtomicBool>,
+/// What an [`Outbox`] and its [`OutboxQueue`] share.
+#[derive(Debug)]
+struct Shared {
+    frames: Mutex<Frames>,
+    /// Wakes the writer: a frame was queued, or the last outbox went.
+    ready: Notify,
+    /// A reply to the client's own request is waiting (see [`Outbox::push_reply`]).
+    urgent: AtomicBool,
+    /// Live [`Outbox`] handles; at zero the writer's queue ends once drained.
+    outboxes: AtomicUsize,
+    queued: Queued,
+    max_frames: usize,
     max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Frames {
+    queue: VecDeque<Frame>,
+    /// False once the writer discarded the queue: pushes are refused from then on.
+    closed: bool,
+}
+
+impl Shared {
+    fn frames(&self) -> std::sync::MutexGuard<'_, Frames> {
+        // A panic while holding this lock leaves a queue that is still consistent (one
+        // push or pop either happened or not): keep using it rather than panic again.
+        self.frames.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The producers' end of a connection's queue: the session and every room it is in.
+#[derive(Debug)]
+pub struct Outbox {
+    shared: Arc<Shared>,
+    closer: Closer,
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        self.shared.outboxes.fetch_add(1, Ordering::Relaxed);
+        Self {
+            shared: Arc::clone(&self.shared),
+            closer: self.closer.clone(),
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if self.shared.outboxes.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.ready.notify_one();
+        }
+    }
 }
 
 /// The writer's end of an [`Outbox`].
 pub struct OutboxQueue {
-    rx: mpsc::Receiver<Utf8Bytes>,
-    queued: Arc<Queued>,
-    urgent: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     /// Bytes taken by the writer and not yet written: they still count as queued, so a
     /// writer stuck on a client that does not read never looks like an empty queue.
     taken: usize,
@@ -190,44 +301,54 @@ impl Outbox {
         closer: Closer,
         budget: &Arc<OutboundBudget>,
     ) -> (Self, OutboxQueue) {
-        let (tx, rx) = mpsc::channel(max_frames.max(1));
-        let queued = Arc::new(Queued {
-            bytes: AtomicUsize::new(0),
-            budget: Arc::clone(budget),
-        });
-        let urgent = Arc::new(AtomicBool::new(false));
-        let outbox = Self {
-            tx,
-            closer,
-            queued: Arc::clone(&queued),
-            urgent: Arc::clone(&urgent),
-            max_bytes,
-        };
-        (
-            outbox,
-            OutboxQueue {
-                rx,
-                queued,
-                urgent,
-                taken: 0,
+        let shared = Arc::new(Shared {
+            frames: Mutex::default(),
+            ready: Notify::new(),
+            urgent: AtomicBool::new(false),
+            outboxes: AtomicUsize::new(1),
+            queued: Queued {
+                bytes: AtomicUsize::new(0),
+                budget: Arc::clone(budget),
             },
-        )
+            max_frames: max_frames.max(1),
+            max_bytes,
+        });
+        let queue = OutboxQueue {
+            shared: Arc::clone(&shared),
+            taken: 0,
+        };
+        (Self { shared, closer }, queue)
     }
 
-    /// Queues a frame; false (and the connection closing with 4008) if the queue is full
-    /// or holds more than its share of a server whose queues are over budget.
-    pub fn push(&self, frame: Utf8Bytes) -> bool {
+    /// Queues a frame; false (and the connection closing as a slow consumer) if the queue
+    /// is full or holds more than its share of a server whose queues are over budget.
+    pub fn push(&self, frame: Frame) -> bool {
+        let shared = &self.shared;
         let len = frame.len();
-        if !self.queued.admit(len, self.max_bytes) {
-            self.closer.close(CloseCode::SlowConsumer);
+        if !shared.queued.admit(len, shared.max_bytes) {
+            self.closer.close(CloseReason::SlowConsumer);
             return false;
         }
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(error) => {
-                self.queued.sub(len);
-                if let TrySendError::Full(_) = error {
-                    self.closer.close(CloseCode::SlowConsumer);
+        let refused = {
+            let mut frames = shared.frames();
+            if frames.closed {
+                Some(false)
+            } else if frames.queue.len() >= shared.max_frames {
+                Some(true)
+            } else {
+                frames.queue.push_back(frame);
+                None
+            }
+        };
+        match refused {
+            None => {
+                shared.ready.notify_one();
+                true
+            }
+            Some(full) => {
+                shared.queued.sub(len);
+                if full {
+                    self.closer.close(CloseReason::SlowConsumer);
                 }
                 false
             }
@@ -236,8 +357,8 @@ impl Outbox {
 
     /// Queues a reply to the client's own request: the writer sends it without waiting
     /// to gather more, so request and answer stay snappy on a busy connection.
-    pub fn push_reply(&self, frame: Utf8Bytes) -> bool {
-        self.urgent.store(true, Ordering::Release);
+    pub fn push_reply(&self, frame: Frame) -> bool {
+        self.shared.urgent.store(true, Ordering::Release);
         self.push(frame)
     }
 
@@ -247,36 +368,63 @@ impl Outbox {
 }
 
 impl OutboxQueue {
-    /// The next frame, waiting for one; `None` once every [`Outbox`] is gone.
-    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
-        let frame = self.rx.recv().await?;
-        self.taken += frame.len();
-        Some(frame)
+    /// The next frame, waiting for one; `None` once every [`Outbox`] is gone and the
+    /// queue is drained, or once it was discarded.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        loop {
+            // A wake-up that comes between the check and the wait is kept as a permit
+            // (`notify_one`, one writer), so none is lost.
+            match self.pop() {
+                Ok(frame) => return frame,
+                Err(()) => self.shared.ready.notified().await,
+            }
+        }
     }
 
     /// Whether a reply was queued since the last call (and clears the mark).
     pub fn take_urgent(&self) -> bool {
-        self.urgent.swap(false, Ordering::AcqRel)
+        self.shared.urgent.swap(false, Ordering::AcqRel)
     }
 
     /// The next frame if one is queued already.
-    pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
-        let frame = self.rx.try_recv().ok()?;
-        self.taken += frame.len();
-        Some(frame)
+    pub fn try_recv(&mut self) -> Option<Frame> {
+        self.pop().ok().flatten()
+    }
+
+    /// `Ok(Some)`: a frame; `Ok(None)`: the queue has ended; `Err`: empty for now.
+    fn pop(&mut self) -> Result<Option<Frame>, ()> {
+        let mut frames = self.shared.frames();
+        if let Some(frame) = frames.queue.pop_front() {
+            self.taken += frame.len();
+            return Ok(Some(frame));
+        }
+        if frames.closed || self.shared.outboxes.load(Ordering::Acquire) == 0 {
+            return Ok(None);
+        }
+        Err(())
     }
 
     /// The frames taken so far have left (or been dropped): their bytes stop counting.
-    /// Once per batch, so the shared count costs one update per batch, not per frame.
+    /// Once per batch, so the shared count costs one update per batch, not per frame;
+    /// an emptied queue gives its storage back, so an idle connection holds none.
     pub fn written(&mut self) {
-        self.queued.sub(std::mem::take(&mut self.taken));
+        self.shared.queued.sub(std::mem::take(&mut self.taken));
+        let mut frames = self.shared.frames();
+        if frames.queue.is_empty() && frames.queue.capacity() > 0 {
+            frames.queue = VecDeque::new();
+        }
     }
 
     /// Drops every queued frame and refuses new ones, giving their bytes back to the
     /// server's budget now rather than when the session ends, seconds later.
     pub fn discard(&mut self) {
-        self.rx.close();
-        while self.try_recv().is_some() {}
+        let dropped = {
+            let mut frames = self.shared.frames();
+            frames.closed = true;
+            std::mem::take(&mut frames.queue)
+        };
+        self.taken += dropped.iter().map(Frame::len).sum::<usize>();
+        drop(dropped);
         self.written();
     }
 }
@@ -297,7 +445,52 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_closes_the_connection_with_4008() {
+    fn an_emptied_queue_gives_its_storage_back_so_an_idle_connection_holds_none() {
+        let (outbox, mut queue) = Outbox::new(256, 1 << 20, Closer::new(), &unbounded());
+        let capacity = |queue: &OutboxQueue| queue.shared.frames().queue.capacity();
+        assert_eq!(
+            capacity(&queue),
+            0,
+            "nothing allocated before the first frame"
+        );
+        for _ in 0..100 {
+            assert!(outbox.push("presence".into()));
+        }
+        assert!(capacity(&queue) >= 100);
+        while queue.try_recv().is_some() {}
+        queue.written();
+        assert_eq!(capacity(&queue), 0, "a burst leaves nothing behind");
+    }
+
+    #[tokio::test]
+    async fn the_writer_is_woken_by_a_push_and_ends_after_the_last_outbox_goes() {
+        let (outbox, mut queue) = Outbox::new(4, 1 << 20, Closer::new(), &unbounded());
+        let writer = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(frame) = queue.recv().await {
+                got.push(frame.as_str().to_owned());
+            }
+            got
+        });
+        let room_copy = outbox.clone();
+        tokio::task::yield_now().await;
+        assert!(outbox.push("one".into()));
+        drop(outbox);
+        assert!(room_copy.push("two".into()), "a copy keeps the queue open");
+        drop(room_copy);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), writer)
+            .await
+            .expect("the writer ends once no outbox is left")
+            .expect("the writer does not panic");
+        assert_eq!(
+            got,
+            ["one", "two"],
+            "what was queued before the end is delivered"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_closes_the_connection_as_a_slow_consumer() {
         let closer = Closer::new();
         let (outbox, _queue) = Outbox::new(2, 1 << 20, closer.clone(), &unbounded());
         assert!(outbox.push("a".into()));
@@ -305,7 +498,7 @@ mod tests {
         assert!(!closer.is_closed());
         assert!(!outbox.push("c".into()));
         assert!(closer.is_closed());
-        assert_eq!(closer.code(), CloseCode::SlowConsumer);
+        assert_eq!(closer.reason(), CloseReason::SlowConsumer);
     }
 
     #[test]
@@ -325,7 +518,7 @@ mod tests {
         queue.try_recv();
         queue.try_recv();
         assert!(!outbox.push("1".into()));
-        assert_eq!(closer.code(), CloseCode::SlowConsumer);
+        assert_eq!(closer.reason(), CloseReason::SlowConsumer);
     }
 
     #[test]
@@ -360,13 +553,13 @@ mod tests {
         let big_closer = Closer::new();
         let (big, _big_queue) = Outbox::new(100, usize::MAX, big_closer.clone(), &budget);
         let (small, mut small_queue) = Outbox::new(100, usize::MAX, Closer::new(), &budget);
-        let chunk = || Utf8Bytes::from("x".repeat(SLOW_SHARE / 2));
+        let chunk = || Frame::from("x".repeat(SLOW_SHARE / 2));
         assert!(big.push(chunk()));
         assert!(big.push(chunk()));
         assert!(small.push("live".into()), "within budget");
         // Over budget: the queue past its share goes, the small one still gets frames.
         assert!(!big.push(chunk()));
-        assert_eq!(big_closer.code(), CloseCode::SlowConsumer);
+        assert_eq!(big_closer.reason(), CloseReason::SlowConsumer);
         assert!(small.push("live".into()));
         // An empty queue takes a frame whatever the total: its reader keeps up.
         small_queue.try_recv();
@@ -382,21 +575,21 @@ mod tests {
         assert!(third.push("b".into()));
         assert!(!closer.is_closed());
         assert!(!third.push("x".repeat(KEEPING_UP).into()));
-        assert_eq!(closer.code(), CloseCode::SlowConsumer);
+        assert_eq!(closer.reason(), CloseReason::SlowConsumer);
     }
 
     #[tokio::test]
-    async fn the_first_close_code_wins_and_wakes_a_waiter() {
+    async fn the_first_close_reason_wins_and_wakes_a_waiter() {
         let closer = Closer::new();
         let waiter = tokio::spawn({
             let closer = closer.clone();
             async move { closer.closed().await }
         });
         tokio::task::yield_now().await;
-        closer.close(CloseCode::TooBig);
-        closer.close(CloseCode::Normal);
+        closer.close(CloseReason::TooBig);
+        closer.close(CloseReason::Normal);
         waiter.await.unwrap();
-        assert_eq!(closer.code(), CloseCode::TooBig);
+        assert_eq!(closer.reason(), CloseReason::TooBig);
         // A wait that starts after the close returns at once.
         closer.closed().await;
     }
