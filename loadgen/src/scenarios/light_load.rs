@@ -3,14 +3,15 @@
 //!
 //! The fan-out scenarios measure cost under load, where palisade's writer trades a few
 //! milliseconds of latency for fewer, larger TCP packets (a connection that flushed in
-//! the last 40 ms gathers frames for up to 14 ms after that flush). This one asks what
-//! that trade costs when there is no load to save: the p50/p99/p999 of send → receive
-//! for every member, with the server's CPU % to show the load really is light, run
-//! against the Node `ws` peer in the same `bench/run.sh` for comparison.
+//! the last 40 ms gathers frames for up to `--coalesce-ms` after that flush, while the
+//! server is busy). This one asks what a message costs in latency when there is no load
+//! to save: the p50/p99/p999 of send → receive for every member, with the server's CPU %
+//! to show the load really is light, run against the Node `ws` peer in the same
+//! `bench/run.sh` for comparison.
 //!
 //! Sends arrive at random by default (`--arrivals poisson`), as people chat: a fixed
-//! schedule at 50 msg/s leaves 20 ms between messages, longer than the linger, so it
-//! would never show the short gaps where gathering frames costs latency.
+//! schedule at 50 msg/s leaves 20 ms between messages, longer than the 14 ms of
+//! gathering, so it would never show the short gaps where gathering costs latency.
 
 use super::{Load, Report, broadcast};
 use crate::Args;
