@@ -55,12 +55,14 @@ loadgen() { # name protocol port scenario args...
         --server-pid "$SERVER_PID" --json "$JSON" "$@" >/dev/null
 }
 
-palisade() {
+palisade() { # database-name extra-flags...
+    local db=$1
+    shift
     start palisade 9000 env PALISADE_JWT_SECRET=$SECRET RUST_LOG=warn target/release/palisade \
-        --listen 127.0.0.1:9000 --database-url "sqlite://$WORK/palisade-$1.db" \
+        --listen 127.0.0.1:9000 --database-url "sqlite://$WORK/palisade-$db.db" \
         --messages-per-sec 1000000 --message-burst 1000000 --outbound-queue 4096 --outbound-queue-bytes 4194304 \
         --max-connections-per-ip 100000 --max-connections-per-user 100000 --max-connections 100000 \
-        --max-pending-connections-per-ip 100000 --max-pending-connections 100000
+        --max-pending-connections-per-ip 100000 --max-pending-connections 100000 "$@"
 }
 
 # How cost grows with the number of subscribers (palisade and Node; 200 msg/s).
@@ -119,6 +121,28 @@ for members in ${BIG_ROOM_MEMBERS:-1000 5000 10000}; do
     loadgen palisade palisade 9000 big-room --members "$members"
     stop
 done
+
+# Light load: one room of 100 members at a low rate, sends at random times (Poisson) and,
+# at 50 msg/s, on an even schedule too: delivery latency on a mostly idle server, palisade
+# against Node ws. Longer runs than the fan-out's: few messages a second.
+for load in ${LIGHT_LOADS:-20:poisson 50:poisson 50:even}; do
+    rate=${load%:*} arrivals=${load#*:}
+    palisade "light-$rate-$arrivals"
+    loadgen palisade palisade 9000 light-load --members 100 --rate "$rate" --arrivals "$arrivals" \
+        --duration "${LIGHT_DURATION:-30}"
+    stop
+    start node-ws 9002 node bench/node-ws/server.js 127.0.0.1:9002
+    loadgen node-ws raw 9002 light-load --members 100 --rate "$rate" --arrivals "$arrivals" \
+        --duration "${LIGHT_DURATION:-30}"
+    stop
+done
+
+# Memory after registering 2000 accounts (an Argon2id hash each), and after 10 s idle. The
+# register limits (10 a minute per address, 600 for the server) are raised like the others.
+palisade register --auth-per-minute 1000000 --auth-burst 1000000 \
+    --auth-global-per-minute 1000000 --auth-global-burst 1000000
+loadgen palisade palisade 9000 register --accounts "${ACCOUNTS:-2000}" --concurrency 2 --idle 10
+stop
 
 python3 bench/table.py "$JSON" | tee "$RESULTS/table.md"
 

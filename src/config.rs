@@ -5,7 +5,7 @@
 //! in-memory fan-out, 127.0.0.1:8000 and every limit of the wire contract. Production
 //! mode refuses to start unless the settings that must not be guessed are given.
 
-use crate::auth::jwt::PublicKeyAlgorithm;
+use crate::auth::jwt::{JwtConfig, PublicKeyAlgorithm};
 use crate::dev_secret::{self, DevSecretError};
 use crate::origin::{Origin, OriginPolicy};
 use clap::{ArgAction, Args, CommandFactory, Parser, ValueEnum};
@@ -575,6 +575,18 @@ impl Settings {
             tls: None,
             frontend_dir: default_frontend_dir(),
             limits: Limits::default(),
+        }
+    }
+
+    /// The settings the JWT keys are made from.
+    pub fn jwt_config(&self) -> JwtConfig {
+        JwtConfig {
+            secret: self.jwt_secret.clone(),
+            public_key: self.jwt_public_key.clone(),
+            public_key_algorithm: self.jwt_public_key_algorithm,
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            ttl_secs: self.limits.token_ttl_secs,
         }
     }
 

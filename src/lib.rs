@@ -13,8 +13,10 @@
 //!   write-stall limit under every socket, and caps on connections still without a request.
 //! - [`shutdown`]: the one stop signal every task listens to.
 //! - [`error`]: the HTTP error type and its JSON body.
-//! - [`auth`]: JWTs, single-use tickets, accounts (Argon2id).
-//! - [`http`]: the HTTP routes, one module per resource.
+//! - [`auth`]: JWTs, single-use tickets, accounts (Argon2id). It knows nothing of
+//!   [`config`] or [`state`]: both build on it, never the reverse.
+//! - [`http`]: the HTTP routes, one module per resource; [`http::caller`] is the
+//!   signed-in caller, where authentication meets the server's state.
 //! - [`ws`]: handshake checks, the session loop, the writer, frames, close codes, limits.
 //! - [`hub`]: rooms and members on this node; fans events out to bounded outboxes
 //!   ([`hub::outbox`]), which close a connection for a [`hub::outbox::CloseReason`] that

@@ -8,7 +8,9 @@
 //! bounded: past it, new clients share one "many addresses" key.
 
 use crate::client_ip::rate_key;
+use crate::origin::{OriginRejection, for_log};
 use crate::shutdown::Shutdown;
+use axum::http::HeaderMap;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -75,6 +77,30 @@ impl SecurityLog {
         // other request that reports a security event.
         write_lines(lines, self.window);
         admitted
+    }
+
+    /// The line of a request refused for its `Origin`, throttled like every event: the
+    /// same for the handshake and `POST /api/tickets`, which differ only in the event's
+    /// name and in naming the `endpoint` (the handshake's event names its door itself).
+    /// The origin is shown as [`for_log`] shows it: escaped, quoted, cut short.
+    pub fn origin_refused(
+        &self,
+        ip: IpAddr,
+        event: &'static str,
+        endpoint: Option<&'static str>,
+        reason: OriginRejection,
+        headers: &HeaderMap,
+    ) {
+        if !self.admit(ip, event) {
+            return;
+        }
+        let (origin, reason) = (for_log(headers), reason.as_str());
+        match endpoint {
+            Some(endpoint) => {
+                tracing::warn!(target: "security", event, %ip, endpoint, reason, %origin)
+            }
+            None => tracing::warn!(target: "security", event, %ip, reason, %origin),
+        }
     }
 
     /// The verdict, and the closing lines of windows that ended on the way, to write.

@@ -86,7 +86,7 @@ impl Application {
                 tokio::spawn(crate::stats::upkeep());
             });
         }
-        let keys = JwtKeys::new(&settings)?;
+        let keys = JwtKeys::new(&settings.jwt_config())?;
         let unreadable = |source| StartupError::Revocations {
             database: store::describe_url(&settings.database_url),
             source,

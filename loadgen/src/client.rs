@@ -5,6 +5,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -21,7 +22,7 @@ pub fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
-fn server_addr(url: &str) -> SocketAddr {
+pub fn server_addr(url: &str) -> SocketAddr {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let host_port = rest.split('/').next().unwrap_or(rest);
     host_port
@@ -102,4 +103,45 @@ pub fn scheduled_time(text: &str) -> Option<u64> {
     let start = text.find("t=")? + 2;
     let end = start + text[start..].find(';')?;
     text[start..end].parse().ok()
+}
+
+/// An HTTP answer: its status and headers (lowercase names), no body.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl HttpAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find_map(|(key, value)| (key == name).then_some(value.as_str()))
+    }
+}
+
+/// `POST path` with a JSON body over a fresh HTTP/1.1 connection (closed after the
+/// answer): a request per connection costs nothing next to what these requests do.
+pub async fn post_json(server: SocketAddr, path: &str, json: &str) -> std::io::Result<HttpAnswer> {
+    let mut tcp = TcpStream::connect(server).await?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {server}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
+    );
+    tcp.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await?;
+    let text = String::from_utf8_lossy(&answer);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {head:?}")))?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(key, value)| (key.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    Ok(HttpAnswer { status, headers })
 }

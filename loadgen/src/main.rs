@@ -8,6 +8,8 @@
 //! - `idle`: C authenticated, joined connections; server memory per connection;
 //! - `big-room`: N members connect and join one room; time to all joined, per member.
 //! - `room-ingest`: P publishers in ONE room; acked durable msg/s and ack latency.
+//! - `light-load`: a room of N members at a low rate; delivery latency and server CPU %.
+//! - `register`: N accounts through `POST /api/register`; server memory and CPU per account.
 //!
 //! Latency is measured from each message's *scheduled* send time, so queueing in the
 //! sender is not hidden. Connections spread over source addresses 127.0.0.1–127.0.0.4 to
@@ -51,6 +53,15 @@ pub struct Args {
 pub enum Protocol {
     Palisade,
     Raw,
+}
+
+/// How sends are spread in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Arrivals {
+    /// On a fixed schedule, evenly spaced.
+    Even,
+    /// At random (a Poisson process, as people chatting): some gaps are short.
+    Poisson,
 }
 
 #[derive(Subcommand, Clone, Debug)]
@@ -115,6 +126,31 @@ pub enum Scenario {
         duration: u64,
         #[arg(long, default_value_t = 100)]
         body_bytes: usize,
+    },
+    /// Members of one room at a low rate: delivery latency on an unloaded server.
+    LightLoad {
+        #[arg(long, default_value_t = 100)]
+        members: usize,
+        /// Messages per second, all publishers together.
+        #[arg(long, default_value_t = 20)]
+        rate: u64,
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+        #[arg(long, value_enum, default_value = "poisson")]
+        arrivals: Arrivals,
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+    },
+    /// Accounts registered through the HTTP API: server memory and CPU per account.
+    Register {
+        #[arg(long, default_value_t = 2000)]
+        accounts: usize,
+        /// Registrations in flight at once.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+        /// Seconds to wait, idle, before reading the server's memory a last time.
+        #[arg(long, default_value_t = 10)]
+        idle: u64,
     },
 }
 

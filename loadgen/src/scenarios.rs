@@ -2,12 +2,15 @@
 
 mod big_room;
 mod ingest;
+mod light_load;
+mod register;
 
 use crate::client::{self, Sink, Stream, body, now_micros, scheduled_time, send_frame};
 use crate::proc_stats::{cpu_seconds, rss_kib};
-use crate::{Args, Protocol, Scenario};
+use crate::{Args, Arrivals, Protocol, Scenario};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
+use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,6 +33,8 @@ pub struct Report {
     delivered: u64,
     seconds: f64,
     cpu_seconds: Option<f64>,
+    /// The wall-clock time `cpu_seconds` was measured over, where known (else 0).
+    cpu_wall_seconds: f64,
     latency_ms: Option<[f64; 3]>,
     /// Scenario-specific figures: (label, value).
     extra: Vec<(&'static str, f64)>,
@@ -50,6 +55,12 @@ impl Report {
         } else {
             100.0
         }
+    }
+
+    /// How busy the server's core was: its CPU time over the wall-clock time.
+    fn cpu_percent(&self) -> Option<f64> {
+        let cpu = self.cpu_seconds?;
+        (self.cpu_wall_seconds > 0.0).then(|| 100.0 * cpu / self.cpu_wall_seconds)
     }
 
     fn cpu_us_per_delivery(&self) -> Option<f64> {
@@ -86,22 +97,61 @@ impl Report {
     }
 
     pub fn json(&self) -> String {
-        serde_json::json!({
-            "server": self.server,
-            "scenario": self.scenario,
-            "params": self.params,
-            "sent": self.sent,
-            "expected": self.expected,
-            "delivered": self.delivered,
-            "seconds": self.seconds,
-            "per_second": self.per_second(),
-            "delivered_percent": self.ratio(),
-            "server_cpu_seconds": self.cpu_seconds,
-            "server_cpu_us_per_delivery": self.cpu_us_per_delivery(),
-            "latency_ms": self.latency_ms.map(|[a, b, c]| serde_json::json!({"p50": a, "p99": b, "p999": c})),
-            "extra": (!self.extra.is_empty()).then(|| self.extra.iter().map(|(label, value)| (label.to_string(), serde_json::json!(value))).collect::<serde_json::Map<_, _>>()),
-        })
-        .to_string()
+        let line = JsonLine {
+            server: &self.server,
+            scenario: &self.scenario,
+            params: &self.params,
+            sent: self.sent,
+            expected: self.expected,
+            delivered: self.delivered,
+            seconds: self.seconds,
+            per_second: self.per_second(),
+            delivered_percent: self.ratio(),
+            server_cpu_seconds: self.cpu_seconds,
+            server_cpu_us_per_delivery: self.cpu_us_per_delivery(),
+            server_cpu_percent: self.cpu_percent(),
+            latency_ms: self
+                .latency_ms
+                .map(|[p50, p99, p999]| Latency { p50, p99, p999 }),
+            extra: (!self.extra.is_empty()).then_some(Extra(&self.extra)),
+        };
+        serde_json::to_string(&line).expect("a report serialises")
+    }
+}
+
+/// A report as a JSON line: a struct rather than `json!`, whose objects sort their keys,
+/// so the scenario-specific figures keep the order they are given in.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    server: &'a str,
+    scenario: &'a str,
+    params: &'a str,
+    sent: u64,
+    expected: u64,
+    delivered: u64,
+    seconds: f64,
+    per_second: f64,
+    delivered_percent: f64,
+    server_cpu_seconds: Option<f64>,
+    server_cpu_us_per_delivery: Option<f64>,
+    server_cpu_percent: Option<f64>,
+    latency_ms: Option<Latency>,
+    extra: Option<Extra<'a>>,
+}
+
+#[derive(Serialize)]
+struct Latency {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+}
+
+/// The (label, value) figures as one JSON object, in their order.
+struct Extra<'a>(&'a [(&'static str, f64)]);
+
+impl Serialize for Extra<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(label, value)| (label, value)))
     }
 }
 
@@ -114,8 +164,16 @@ pub async fn run(args: &Args) -> Report {
             duration,
             body_bytes,
         } => {
-            let mut report =
-                broadcast(args, 1, subscribers, publishers, rate, duration, body_bytes).await;
+            let load = Load {
+                rooms: 1,
+                subscribers,
+                publishers,
+                rate,
+                arrivals: Arrivals::Even,
+                duration,
+                body_bytes,
+            };
+            let mut report = broadcast(args, &load).await;
             report.scenario = "fanout".into();
             report.params = format!("{subscribers} subs, {rate} msg/s");
             report
@@ -126,8 +184,16 @@ pub async fn run(args: &Args) -> Report {
             rate,
             duration,
         } => {
-            let mut report =
-                broadcast(args, rooms, rooms * members, rooms, rate, duration, 64).await;
+            let load = Load {
+                rooms,
+                subscribers: rooms * members,
+                publishers: rooms,
+                rate,
+                arrivals: Arrivals::Even,
+                duration,
+                body_bytes: 64,
+            };
+            let mut report = broadcast(args, &load).await;
             report.scenario = "rooms".into();
             report.params = format!("{rooms} rooms × {members}, {rate} msg/s");
             report
@@ -146,6 +212,29 @@ pub async fn run(args: &Args) -> Report {
             duration,
             body_bytes,
         } => ingest::run(args, publishers, rate, window, duration, body_bytes).await,
+        Scenario::LightLoad {
+            members,
+            rate,
+            publishers,
+            arrivals,
+            duration,
+        } => {
+            let load = Load {
+                rooms: 1,
+                subscribers: members,
+                publishers,
+                rate,
+                arrivals,
+                duration,
+                body_bytes: 64,
+            };
+            light_load::run(args, &load).await
+        }
+        Scenario::Register {
+            accounts,
+            concurrency,
+            idle,
+        } => register::run(args, accounts, concurrency, idle).await,
     };
     report.server = args.name.clone();
     report
@@ -199,18 +288,70 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
 }
 
-/// `publishers` connections send `rate` messages a second in total for `duration`
-/// seconds into `rooms` rooms; `subscribers` connections (spread over the rooms) count
-/// what they receive and how late.
-async fn broadcast(
-    args: &Args,
+/// What [`broadcast`] sends: `publishers` connections send `rate` messages a second in
+/// total for `duration` seconds into `rooms` rooms, spread in time as `arrivals` says;
+/// `subscribers` connections (spread over the rooms) count what they receive.
+struct Load {
     rooms: usize,
     subscribers: usize,
     publishers: usize,
     rate: u64,
+    arrivals: Arrivals,
     duration: u64,
     body_bytes: usize,
-) -> Report {
+}
+
+/// The times, from the start, at which publisher `p` of `publishers` sends, for a total
+/// of `rate` a second: evenly spaced and staggered inside one period, or a Poisson
+/// process of `rate / publishers` (so all of them together are one of `rate`).
+fn send_times(
+    arrivals: Arrivals,
+    p: usize,
+    publishers: usize,
+    rate: u64,
+) -> impl Iterator<Item = Duration> {
+    let period = Duration::from_secs_f64(publishers as f64 / rate as f64);
+    let offset = period.mul_f64(p as f64 / publishers as f64);
+    // A fixed seed per publisher: every run (and every server) gets the same schedule.
+    let mut random = SplitMix64(0x5eed_0000 + p as u64);
+    let mut at = Duration::ZERO;
+    (0u64..).map(move |k| match arrivals {
+        Arrivals::Even => offset + period.mul_f64(k as f64),
+        Arrivals::Poisson => {
+            // Exponential gaps of mean `period`, from a uniform draw in (0, 1].
+            at += period.mul_f64(-random.unit().ln());
+            at
+        }
+    })
+}
+
+/// A small, seedable pseudo-random generator (SplitMix64): enough for send times.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// Uniform in (0, 1].
+    fn unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        ((z >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Runs a [`Load`]: what was delivered, how late (from each send's scheduled time), and
+/// the server's CPU time over the run.
+async fn broadcast(args: &Args, load: &Load) -> Report {
+    let &Load {
+        rooms,
+        subscribers,
+        publishers,
+        rate,
+        arrivals,
+        duration,
+        body_bytes,
+    } = load;
     let room_name = |r: usize| format!("bench-{r}");
     eprintln!(
         "{}: {subscribers} subscribers in {rooms} room(s), {publishers} publishers",
@@ -250,9 +391,9 @@ async fn broadcast(
     }
 
     let sent = Arc::new(AtomicU64::new(0));
-    let per_publisher = rate as f64 / publishers as f64;
     let protocol = args.protocol;
     let cpu_before = args.server_pid.and_then(cpu_seconds);
+    let cpu_since = Instant::now();
     let start_micros = now_micros() + 500_000;
     let mut senders = JoinSet::new();
     for (p, (mut sink, mut stream, room)) in pubs.into_iter().enumerate() {
@@ -260,12 +401,8 @@ async fn broadcast(
         // Publishers read (and drop) what comes back, or the server would see slow consumers.
         tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
         senders.spawn(async move {
-            let period = Duration::from_secs_f64(1.0 / per_publisher);
-            // Stagger publishers evenly inside one period.
-            let offset = period.mul_f64(p as f64 / publishers as f64);
-            let mut k = 0u64;
-            loop {
-                let due = start + offset + period.mul_f64(k as f64);
+            for at in send_times(arrivals, p, publishers, rate) {
+                let due = start + at;
                 if due >= stop_sending {
                     break;
                 }
@@ -276,7 +413,6 @@ async fn broadcast(
                     break;
                 }
                 sent.fetch_add(1, Ordering::Relaxed);
-                k += 1;
             }
             sink
         });
@@ -290,6 +426,7 @@ async fn broadcast(
         histogram.add(part).expect("merge histograms");
     }
     let cpu_after = args.server_pid.and_then(cpu_seconds).or(cpu_after_send);
+    let cpu_wall_seconds = cpu_since.elapsed().as_secs_f64();
     let sent = sent.load(Ordering::Relaxed);
     let subscribers_per_room = subscribers / rooms;
     Report {
@@ -298,6 +435,7 @@ async fn broadcast(
         delivered,
         seconds: duration as f64,
         cpu_seconds: cpu_before.zip(cpu_after).map(|(a, b)| b - a),
+        cpu_wall_seconds,
         latency_ms: (delivered > 0)
             .then(|| [0.5, 0.99, 0.999].map(|q| histogram.value_at_quantile(q) as f64 / 1000.0)),
         ..Report::default()

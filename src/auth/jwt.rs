@@ -20,11 +20,11 @@
 //! issuer made a mistake, and silently showing a different name would hide it.
 
 use super::Identity;
-use crate::config::Settings;
 use crate::model::{Role, UserRef, is_valid_display_name, now_secs};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// The value of the `issued_by` claim palisade writes into its own tokens.
 const MINTED_BY_PALISADE: &str = "palisade";
@@ -155,6 +155,37 @@ pub enum KeyError {
     AlgorithmMissing,
 }
 
+/// What the keys are made from: the few settings of tokens. The configuration builds it
+/// (`Settings::jwt_config`), so this module needs nothing of the configuration's and the
+/// dependency points one way, config → jwt.
+#[derive(Clone, Debug)]
+pub struct JwtConfig {
+    /// palisade's own HS256 secret, also accepted from the operator's app.
+    pub secret: SecretString,
+    /// PEM public key of an external issuer, and the one algorithm it signs with.
+    pub public_key: Option<PathBuf>,
+    pub public_key_algorithm: Option<PublicKeyAlgorithm>,
+    /// When set, required in every token (and written into palisade's own).
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Lifetime of the tokens palisade mints.
+    pub ttl_secs: u64,
+}
+
+impl JwtConfig {
+    /// HS256 only, no issuer or audience: the shape of a development server's tokens.
+    pub fn with_secret(secret: SecretString, ttl_secs: u64) -> Self {
+        Self {
+            secret,
+            public_key: None,
+            public_key_algorithm: None,
+            issuer: None,
+            audience: None,
+            ttl_secs,
+        }
+    }
+}
+
 /// A key that verifies tokens of one algorithm.
 struct Verifier {
     algorithm: Algorithm,
@@ -177,22 +208,22 @@ pub struct IssuedToken {
 }
 
 impl JwtKeys {
-    pub fn new(settings: &Settings) -> Result<Self, KeyError> {
-        let secret = settings.jwt_secret.expose_secret().as_bytes();
+    pub fn new(config: &JwtConfig) -> Result<Self, KeyError> {
+        let secret = config.secret.expose_secret().as_bytes();
         let validation_for = |algorithm: Algorithm| {
             let mut validation = Validation::new(algorithm);
             validation.leeway = 0;
             validation.validate_nbf = true;
             // A configured issuer or audience is required, not only checked when present.
             let mut required = vec!["exp", "sub"];
-            match &settings.jwt_issuer {
+            match &config.issuer {
                 Some(iss) => {
                     validation.set_issuer(&[iss]);
                     required.push("iss");
                 }
                 None => validation.iss = None,
             }
-            match &settings.jwt_audience {
+            match &config.audience {
                 Some(aud) => {
                     validation.set_audience(&[aud]);
                     required.push("aud");
@@ -207,9 +238,9 @@ impl JwtKeys {
             key: DecodingKey::from_secret(secret),
             validation: validation_for(Algorithm::HS256),
         }];
-        if let Some(path) = &settings.jwt_public_key {
-            let algorithm = settings
-                .jwt_public_key_algorithm
+        if let Some(path) = &config.public_key {
+            let algorithm = config
+                .public_key_algorithm
                 .ok_or(KeyError::AlgorithmMissing)?;
             let unreadable = |reason: String| KeyError::Unreadable {
                 path: path.display().to_string(),
@@ -228,9 +259,9 @@ impl JwtKeys {
         Ok(Self {
             encoding: EncodingKey::from_secret(secret),
             verifiers,
-            issuer: settings.jwt_issuer.clone(),
-            audience: settings.jwt_audience.clone(),
-            ttl_secs: i64::try_from(settings.limits.token_ttl_secs).unwrap_or(i64::MAX / 2),
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            ttl_secs: i64::try_from(config.ttl_secs).unwrap_or(i64::MAX / 2),
         })
     }
 
@@ -315,6 +346,13 @@ impl JwtKeys {
     }
 }
 
+/// Keys with a fresh random secret, as a development server's: no two calls agree.
+#[cfg(test)]
+pub(crate) fn random_keys() -> JwtKeys {
+    let secret = SecretString::from(uuid::Uuid::new_v4().simple().to_string());
+    JwtKeys::new(&JwtConfig::with_secret(secret, 15 * 60)).expect("HS256 keys need no file")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,7 +360,7 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     fn keys() -> JwtKeys {
-        JwtKeys::new(&Settings::development()).unwrap()
+        random_keys()
     }
 
     fn alice() -> UserRef {

@@ -13,15 +13,11 @@ pub mod tickets;
 use jwt::{IssuedToken, JwtKeys, Minter, TokenRejection};
 use revocation::Revocations;
 
-use crate::client_ip::ClientIp;
 use crate::error::ApiError;
 use crate::model::{Role, UserRef, room_allowed};
-use crate::state::AppState;
-use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
-use std::net::IpAddr;
+use std::time::Duration;
 
 /// A verified caller, as taken from a token's claims.
 #[derive(Clone, Debug)]
@@ -99,21 +95,6 @@ impl Authenticator {
     }
 }
 
-/// The caller's role now: for palisade's own tokens the account's current role (so an
-/// admin removed by the operator loses the rights at once, and a deleted account has
-/// none); for an external issuer's tokens the `role` claim that issuer signed.
-pub async fn current_role(state: &AppState, identity: &Identity) -> Result<Role, ApiError> {
-    match identity.minted_by {
-        Minter::External => Ok(identity.role),
-        Minter::Palisade => {
-            accounts::current(&state.store, &state.settings.admin_users, &identity.user.id)
-                .await
-                .map(|account| account.map_or(Role::User, |(_, role)| role))
-                .map_err(ApiError::internal)
-        }
-    }
-}
-
 /// An `Authorization` header that is not `Bearer <token>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MalformedAuthorization;
@@ -179,74 +160,28 @@ impl From<TokenRejection> for CredentialRejection {
 /// here, so they are never refused by this budget (clients reconnecting together after
 /// a restart or behind one NAT are not locked out by someone else's failures), and an
 /// out-of-date token spends nothing and always gets `401`.
+///
+/// `spend` takes one unit from the client's budget (`Err` with the wait once it is
+/// spent): the caller's per-IP limiter, so this module needs no server state.
 pub fn refuse_credentials(
-    state: &AppState,
-    ip: IpAddr,
     rejection: CredentialRejection,
+    spend: impl FnOnce() -> Result<(), Duration>,
 ) -> ApiError {
     if rejection.is_out_of_date() {
         return ApiError::Unauthorized;
     }
-    match state.auth_failures.check(ip) {
+    match spend() {
         Ok(()) => ApiError::Unauthorized,
         Err(retry_after) => ApiError::RateLimited { retry_after },
     }
 }
 
-/// Extractor for API routes that need a signed-in caller: `401 unauthorized`, or `429
-/// rate_limited` once the client has failed too often (see [`refuse_credentials`]).
-pub struct Authenticated(pub Identity);
-
-impl FromRequestParts<AppState> for Authenticated {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        // The client address first: the failure budget is per client.
-        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
-        authenticate(state, &parts.headers, Some(ip), parts.uri.path()).map(Authenticated)
-    }
-}
-
-/// The caller named by a request's bearer token, or the refusal of
-/// [`refuse_credentials`] (logged as a security event under the client's address, with
-/// the path, never the token).
-///
-/// `ip` is `None` only for a client a trusted proxy left unknown, which only `/metrics`
-/// lets through (every other route refuses it `400`): it gets `401` and spends no
-/// budget, since it has no address of its own and must not spend a real client's.
-pub fn authenticate(
-    state: &AppState,
-    headers: &HeaderMap,
-    ip: Option<IpAddr>,
-    path: &str,
-) -> Result<Identity, ApiError> {
-    let verdict = match bearer_token(headers) {
-        Ok(Some(token)) => state.auth.verify(token).map_err(CredentialRejection::from),
-        Ok(None) => Err(CredentialRejection::Missing),
-        Err(MalformedAuthorization) => Err(CredentialRejection::MalformedAuthorization),
-    };
-    verdict.map_err(|rejection| {
-        let error = match ip {
-            Some(ip) => refuse_credentials(state, ip, rejection),
-            None => ApiError::Unauthorized,
-        };
-        if state.security_log.admit(ip, "auth_rejected") {
-            let ip = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-            tracing::warn!(target: "security", event = "auth_rejected", %ip, %path,
-                reason = rejection.as_str(), answer = %error.code());
-        }
-        error
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Settings;
 
     fn authenticator() -> Authenticator {
-        let keys = JwtKeys::new(&Settings::development()).unwrap();
-        Authenticator::new(keys, Revocations::default())
+        Authenticator::new(jwt::random_keys(), Revocations::default())
     }
 
     fn bob() -> UserRef {

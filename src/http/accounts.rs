@@ -12,11 +12,11 @@
 //! is now: a token from an external issuer is renewed by that issuer (`403 not_renewable`),
 //! so palisade never extends a session another app decided to end.
 
-use crate::auth::Authenticated;
 use crate::auth::accounts::{self, AccountError};
 use crate::auth::jwt::Minter;
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiJson};
+use crate::http::caller::Authenticated;
 use crate::http::{global_rate, per_ip_rate};
 use crate::model::{Role, UserRef, is_acceptable_password, is_valid_username};
 use crate::state::AppState;

@@ -14,8 +14,9 @@
 //! A revocation or ban the store cannot save is not applied at all and answers
 //! `503 unavailable` to retry, so a `200` always means it survives a restart.
 
-use crate::auth::{Authenticated, Identity, current_role};
+use crate::auth::Identity;
 use crate::error::ApiError;
+use crate::http::caller::{Authenticated, current_role};
 use crate::hub::outbox::CloseReason;
 use crate::model::{Role, now_secs};
 use crate::state::AppState;

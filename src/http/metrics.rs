@@ -5,9 +5,9 @@
 //! A request whose client the trusted proxy leaves unknown is not loopback: it needs
 //! the admin token like any other.
 
-use crate::auth::{authenticate, current_role};
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
+use crate::http::caller::{authenticate, current_role};
 use crate::model::Role;
 use crate::state::AppState;
 use crate::stats;

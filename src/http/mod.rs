@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod caller;
 pub mod health;
 pub mod metrics;
 pub mod rooms;

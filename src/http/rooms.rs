@@ -3,8 +3,8 @@
 //! A room is listed once it has a message or someone in it; a token with a `rooms`
 //! claim sees only the rooms it may join.
 
-use crate::auth::Authenticated;
 use crate::error::ApiError;
+use crate::http::caller::Authenticated;
 use crate::state::AppState;
 use crate::store::RoomSummary;
 use axum::extract::State;

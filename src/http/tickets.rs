@@ -6,11 +6,10 @@
 //! learns that its page's origin is not allowed (`403 origin_forbidden`) instead of
 //! retrying a handshake that can never succeed.
 
-use crate::auth::Authenticated;
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
+use crate::http::caller::Authenticated;
 use crate::http::per_ip_rate;
-use crate::origin::for_log;
 use crate::state::AppState;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -48,11 +47,13 @@ impl FromRequestParts<AppState> for AllowedOrigin {
             return Ok(AllowedOrigin);
         };
         let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
-        if state.security_log.admit(ip, "origin_refused") {
-            let origin = for_log(&parts.headers);
-            tracing::warn!(target: "security", event = "origin_refused", %ip,
-                endpoint = "tickets", reason = reason.as_str(), %origin);
-        }
+        state.security_log.origin_refused(
+            ip,
+            "origin_refused",
+            Some("tickets"),
+            reason,
+            &parts.headers,
+        );
         Err(ApiError::OriginForbidden)
     }
 }

@@ -77,11 +77,9 @@ pub async fn upgrade(
 ) -> Response {
     // 1. Origin.
     if let Err(reason) = state.settings.origins.check_headers(&headers) {
-        if state.security_log.admit(ip, "handshake_rejected") {
-            let origin = crate::origin::for_log(&headers);
-            tracing::warn!(target: "security", event = "handshake_rejected", %ip,
-                reason = reason.as_str(), %origin);
-        }
+        state
+            .security_log
+            .origin_refused(ip, "handshake_rejected", None, reason, &headers);
         crate::stats::handshake_rejected("origin_forbidden");
         return ApiError::OriginForbidden.into_response();
     }
@@ -141,7 +139,7 @@ pub async fn upgrade(
 
 /// `401`, or `429` once this client's failed-credentials budget is spent.
 fn credentials_refused(state: &AppState, ip: IpAddr, reason: CredentialRejection) -> Response {
-    let error = refuse_credentials(state, ip, reason);
+    let error = refuse_credentials(reason, || state.auth_failures.check(ip));
     refused(state, ip, None, reason.as_str(), error.code());
     error.into_response()
 }

@@ -76,3 +76,30 @@ async fn tickets_without_an_origin_are_refused_where_the_policy_requires_one() {
     let (status, _) = ask_for_ticket(&server, &token, Some("http://chat.example")).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn the_handshake_logs_a_refused_origin_as_tickets_does_under_its_own_event() {
+    let server = ServerProcess::start_fresh(&["--allowed-origins", "http://chat.example"]).await;
+    let refused = "http://evil.example\" injected=\"yes";
+    // The Origin is checked before anything else, so a plain GET is enough to be refused.
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/ws", server.addr))
+        .header("origin", refused)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+
+    let line = server
+        .wait_for_log(|line| line.contains("handshake_rejected") && line.contains("evil.example"))
+        .await;
+    assert!(line.contains(r#"reason="origin_malformed""#), "{line}");
+    assert!(
+        line.contains(r#"origin="http://evil.example\" injected=\"yes""#),
+        "quoted, its quotes escaped: {line}"
+    );
+    assert!(
+        !line.contains("endpoint="),
+        "the event names the door: {line}"
+    );
+}
