@@ -32,7 +32,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A connection's IO, with hyper's own bare error answers made complete.
-pub struct BareErrors<I> {
+pub(crate) struct BareErrors<I> {
     inner: I,
     /// The TCP peer (a proxy's address when there is one), for the security log.
     peer: IpAddr,
@@ -47,7 +47,7 @@ pub struct BareErrors<I> {
 }
 
 impl<I> BareErrors<I> {
-    pub fn new(inner: I, peer: IpAddr, log: Arc<SecurityLog>, tls: bool) -> Self {
+    pub(crate) fn new(inner: I, peer: IpAddr, log: Arc<SecurityLog>, tls: bool) -> Self {
         Self {
             inner,
             peer,

@@ -56,7 +56,7 @@ impl FromRequestParts<AppState> for ClientIp {
 /// Applies the trusted-proxy rule: `None` when a trusted proxy names no usable client.
 /// Without a known peer (an embedder that gives no connection info) every request
 /// counts as coming from 0.0.0.0, which is not loopback.
-pub fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
+pub(crate) fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
     let Some(peer) = peer.map(canonical) else {
         return Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     };
@@ -102,7 +102,7 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
 
 /// The key per-IP budgets and caps count under: an IPv4 address as it is, an IPv6
 /// address masked to its first `v6_prefix` bits (0 and anything over 128 mean 128).
-pub fn rate_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+pub(crate) fn rate_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
     match canonical(ip) {
         IpAddr::V6(v6) => {
             let bits = u32::from(v6_prefix);

@@ -13,10 +13,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The file's name inside the data directory.
-pub const FILE_NAME: &str = "dev-jwt-secret";
+pub(crate) const FILE_NAME: &str = "dev-jwt-secret";
 
 /// The secret, where it is kept, and whether this run made it.
-pub struct DevSecret {
+pub(crate) struct DevSecret {
     pub secret: SecretString,
     pub path: PathBuf,
     pub created: bool,
@@ -33,7 +33,7 @@ pub struct DevSecretError {
 }
 
 /// Reads the secret kept in `dir`, or makes one there (creating `dir` if needed).
-pub fn load_or_create(dir: &Path) -> Result<DevSecret, DevSecretError> {
+pub(crate) fn load_or_create(dir: &Path) -> Result<DevSecret, DevSecretError> {
     let path = dir.join(FILE_NAME);
     let failed = |reason: String| DevSecretError {
         path: path.clone(),

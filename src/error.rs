@@ -198,7 +198,7 @@ impl ApiError {
 
 /// The one shape of every error body: `{"error":{"code","message"}}`. Callers may add
 /// fields beside `error` (`/readyz` says which dependency is down).
-pub fn error_body(code: &str, message: &str) -> Value {
+pub(crate) fn error_body(code: &str, message: &str) -> Value {
     json!({"error": {"code": code, "message": message}})
 }
 
@@ -241,7 +241,7 @@ impl IntoResponse for ApiError {
 }
 
 /// The JSON error body for a bare status, as text (see [`ApiError::for_status`]).
-pub fn body_for_status(status: StatusCode) -> String {
+pub(crate) fn body_for_status(status: StatusCode) -> String {
     ApiError::for_status(status).body().to_string()
 }
 
@@ -256,7 +256,7 @@ impl From<JsonRejection> for ApiError {
 }
 
 /// `axum::Json` whose rejections are [`ApiError`]s, so bad bodies get the JSON error shape.
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where

@@ -26,9 +26,9 @@
 //! [`Broker::subscribe`]: crate::broker::Broker::subscribe
 
 mod frame;
-pub mod outbox;
+pub(crate) mod outbox;
 
-pub use frame::Frame;
+pub(crate) use frame::Frame;
 
 use crate::model::UserRef;
 use dashmap::DashMap;
@@ -38,13 +38,13 @@ use std::mem;
 use std::sync::Mutex;
 
 /// Identifies one WebSocket connection on this node.
-pub type ConnId = u64;
+pub(crate) type ConnId = u64;
 
 /// Most users the `joined` frame of a counted room lists.
-pub const MEMBERS_SAMPLE: usize = 100;
+pub(crate) const MEMBERS_SAMPLE: usize = 100;
 
 /// Users above which, by default, joins and leaves are counted instead of announced.
-pub const DEFAULT_PRESENCE_FULL_MAX: usize = 1000;
+pub(crate) const DEFAULT_PRESENCE_FULL_MAX: usize = 1000;
 
 /// Something that happened in a room, ready to send.
 #[derive(Clone, Debug)]

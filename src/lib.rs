@@ -44,26 +44,30 @@
 //! its outboxes and frames, `broker`, `store`) knows neither, so nothing in it names a
 //! WebSocket type or close code.
 #![forbid(unsafe_code)]
+// Only what an embedder or the tests need is public (`startup`, `config` and what their
+// types name); everything else is `pub(crate)` at most, so the compiler reports code
+// nothing uses instead of assuming someone outside might.
+#![warn(unreachable_pub)]
 
 pub mod auth;
-pub mod bare_errors;
-pub mod broker;
-pub mod client_ip;
+mod bare_errors;
+mod broker;
+mod client_ip;
 pub mod config;
-pub mod dev_secret;
-pub mod error;
-pub mod http;
-pub mod hub;
-pub mod load;
+mod dev_secret;
+mod error;
+mod http;
+mod hub;
+mod load;
 pub mod model;
 pub mod origin;
-pub mod security_log;
-pub mod server;
+mod security_log;
+mod server;
 pub mod shutdown;
 pub mod startup;
-pub mod state;
-pub mod stats;
+mod state;
+mod stats;
 pub mod store;
 pub mod telemetry;
-pub mod tls;
+mod tls;
 pub mod ws;

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 /// How often the load is measured: short enough that a burst is seen within a few
 /// deliveries' worth of time, long enough that one slow task does not flip it.
-pub const SAMPLE: Duration = Duration::from_millis(50);
+pub(crate) const SAMPLE: Duration = Duration::from_millis(50);
 
 /// Whether the server counts as busy now, as last measured.
 #[derive(Debug)]

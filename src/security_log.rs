@@ -33,7 +33,7 @@ struct Window {
 
 /// One "N more like this" line: what [`SecurityLog::flush_at`] writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Suppressed {
+pub(crate) struct Suppressed {
     pub client: Option<IpAddr>,
     pub event: &'static str,
     pub count: u64,

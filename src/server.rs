@@ -18,8 +18,8 @@
 //! Every accepted socket gets TCP_NODELAY (small frames should not wait for Nagle), and
 //! on shutdown the loop stops accepting and lets open HTTP exchanges finish.
 
-pub mod pending;
-pub mod stall_io;
+pub(crate) mod pending;
+pub(crate) mod stall_io;
 
 use crate::security_log::SecurityLog;
 use crate::shutdown::Shutdown;
@@ -53,7 +53,7 @@ const MAX_REQUEST_BUFFER_BYTES: usize = 32 * 1024;
 
 /// The bounds every accepted connection is held to.
 #[derive(Clone)]
-pub struct ConnectionBounds {
+pub(crate) struct ConnectionBounds {
     pub header_timeout: Duration,
     pub write_stall: Duration,
     pub pending: Arc<PendingConnections>,
@@ -63,7 +63,7 @@ pub struct ConnectionBounds {
 }
 
 impl ConnectionBounds {
-    pub fn from_state(state: &AppState) -> Self {
+    pub(crate) fn from_state(state: &AppState) -> Self {
         let settings = &state.settings;
         let limits = &settings.limits;
         Self {
@@ -83,7 +83,7 @@ impl ConnectionBounds {
 }
 
 /// Serves `router` on `listener` until `shutdown` fires.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<TlsAcceptor>,

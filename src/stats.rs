@@ -12,7 +12,7 @@ use std::time::Duration;
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the recorder on first use; `None` if an embedder installed its own.
-pub fn handle() -> Option<&'static PrometheusHandle> {
+pub(crate) fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
@@ -122,7 +122,7 @@ fn describe_all() {
 }
 
 /// Keeps histograms drained; run once per process.
-pub async fn upkeep() {
+pub(crate) async fn upkeep() {
     let Some(handle) = handle() else { return };
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -131,24 +131,24 @@ pub async fn upkeep() {
     }
 }
 
-pub fn render() -> String {
+pub(crate) fn render() -> String {
     handle().map(PrometheusHandle::render).unwrap_or_default()
 }
 
-pub fn handshake_rejected(reason: impl Into<std::borrow::Cow<'static, str>>) {
+pub(crate) fn handshake_rejected(reason: impl Into<std::borrow::Cow<'static, str>>) {
     counter!("palisade_handshake_rejections_total", "reason" => reason.into()).increment(1);
 }
 
-pub fn connection_opened() {
+pub(crate) fn connection_opened() {
     gauge!("palisade_connections_open").increment(1.0);
 }
 
-pub fn connection_closed(code: u16) {
+pub(crate) fn connection_closed(code: u16) {
     gauge!("palisade_connections_open").decrement(1.0);
     counter!("palisade_closes_total", "code" => code.to_string()).increment(1);
 }
 
-pub fn frame_in() {
+pub(crate) fn frame_in() {
     counter!("palisade_frames_in_total").increment(1);
 }
 
@@ -165,7 +165,7 @@ static HOT_PATH: LazyLock<HotPath> = LazyLock::new(|| HotPath {
     deliveries: counter!("palisade_deliveries_total"),
 });
 
-pub fn frames_out(frames: usize) {
+pub(crate) fn frames_out(frames: usize) {
     HOT_PATH.frames_out.increment(frames as u64);
     if frames > 1 {
         // Single frames are the common case and cost a histogram sample each: count only
@@ -174,35 +174,35 @@ pub fn frames_out(frames: usize) {
     }
 }
 
-pub fn deliveries(count: usize) {
+pub(crate) fn deliveries(count: usize) {
     HOT_PATH.deliveries.increment(count as u64);
 }
 
-pub fn rate_limited() {
+pub(crate) fn rate_limited() {
     counter!("palisade_rate_limited_total").increment(1);
 }
 
-pub fn store_write(elapsed: Duration) {
+pub(crate) fn store_write(elapsed: Duration) {
     histogram!("palisade_store_write_seconds").record(elapsed.as_secs_f64());
 }
 
 /// One committed batch: how many appends shared its fsync (one sample per commit).
-pub fn store_batch(messages: usize) {
+pub(crate) fn store_batch(messages: usize) {
     histogram!("palisade_store_batch_messages").record(messages as f64);
 }
 
 /// A connection closed at accept because too many HTTP connections (not upgraded) were open.
-pub fn connection_refused(reason: &'static str) {
+pub(crate) fn connection_refused(reason: &'static str) {
     counter!("palisade_connections_refused_total", "reason" => reason).increment(1);
 }
 
 /// Bytes waiting in all outbound queues, against `--outbound-total-bytes`: read when
 /// `/metrics` is rendered rather than kept up to date on every frame.
-pub fn outbound_queued(bytes: usize) {
+pub(crate) fn outbound_queued(bytes: usize) {
     gauge!("palisade_outbound_queued_bytes").set(bytes as f64);
 }
 
 /// HTTP connections open: accepted and not upgraded, idle keep-alive ones included.
-pub fn pending_connections(change: f64) {
+pub(crate) fn pending_connections(change: f64) {
     gauge!("palisade_connections_pending").increment(change);
 }

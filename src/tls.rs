@@ -20,7 +20,7 @@ pub enum TlsError {
 }
 
 /// Loads a PEM certificate chain and private key.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+pub(crate) fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     let cert_error = |reason: String| TlsError::Certificate {
         path: cert.display().to_string(),
         reason,

@@ -16,7 +16,7 @@ use secrecy::SecretString;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
-pub enum AccountError {
+pub(crate) enum AccountError {
     #[error("username taken")]
     UsernameTaken,
     #[error("invalid credentials")]
@@ -49,7 +49,7 @@ impl From<HashError> for AccountError {
 }
 
 /// Creates an account (name and password already validated).
-pub async fn register(
+pub(crate) async fn register(
     store: &Arc<dyn Store>,
     passwords: &Passwords,
     name: &str,
@@ -62,7 +62,7 @@ pub async fn register(
 
 /// The role an account has now: admin when the operator listed its id or set its row's
 /// role to admin.
-pub fn role_of(record: &UserRecord, admin_ids: &[String]) -> Role {
+pub(crate) fn role_of(record: &UserRecord, admin_ids: &[String]) -> Role {
     if record.role == Role::Admin || admin_ids.contains(&record.user.id) {
         Role::Admin
     } else {
@@ -71,7 +71,7 @@ pub fn role_of(record: &UserRecord, admin_ids: &[String]) -> Role {
 }
 
 /// The account a palisade token names, with its current role; `None` when it is gone.
-pub async fn current(
+pub(crate) async fn current(
     store: &Arc<dyn Store>,
     admin_ids: &[String],
     user_id: &str,
@@ -83,7 +83,7 @@ pub async fn current(
 }
 
 /// Checks a name and password; the same error for an unknown name and a wrong password.
-pub async fn login(
+pub(crate) async fn login(
     store: &Arc<dyn Store>,
     passwords: &Passwords,
     name: &str,

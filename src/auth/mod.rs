@@ -4,11 +4,11 @@
 //! ends in the same [`Identity`], checked by one [`Authenticator`]: signature, algorithm,
 //! time claims, revocation and disabled accounts, so one set of checks guards them all.
 
-pub mod accounts;
+pub(crate) mod accounts;
 pub mod jwt;
-pub mod passwords;
-pub mod revocation;
-pub mod tickets;
+pub(crate) mod passwords;
+pub(crate) mod revocation;
+pub(crate) mod tickets;
 
 use jwt::{IssuedToken, JwtKeys, Minter, TokenRejection};
 use revocation::Revocations;

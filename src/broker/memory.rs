@@ -17,14 +17,14 @@ use crate::store::{Appended, MessageLog, NewMessage};
 use async_trait::async_trait;
 use std::sync::Arc;
 
-pub struct MemoryBroker {
+pub(crate) struct MemoryBroker {
     store: Arc<dyn MessageLog>,
     hub: Arc<Hub>,
 }
 
 impl MemoryBroker {
     /// A broker over the message log (the only part of the store it uses).
-    pub fn new(store: Arc<dyn MessageLog>, hub: Arc<Hub>) -> Self {
+    pub(crate) fn new(store: Arc<dyn MessageLog>, hub: Arc<Hub>) -> Self {
         Self { store, hub }
     }
 }

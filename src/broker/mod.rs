@@ -16,7 +16,7 @@
 //!
 //! [`MessageLog::append`]: crate::store::MessageLog::append
 
-pub mod memory;
+pub(crate) mod memory;
 
 use crate::hub::outbox::Outbox;
 use crate::hub::{ConnId, Frame, Members};
@@ -82,7 +82,7 @@ pub trait Broker: Send + Sync + 'static {
 }
 
 /// Serialises a frame once; the result is shared by every recipient.
-pub fn encode(frame: &impl serde::Serialize) -> Frame {
+pub(crate) fn encode(frame: &impl serde::Serialize) -> Frame {
     match serde_json::to_string(frame) {
         Ok(text) => Frame::from(text),
         Err(error) => {

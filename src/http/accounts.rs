@@ -32,7 +32,7 @@ use std::time::Duration;
 /// What a client refused for want of a hashing slot is told to wait.
 const HASH_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/register", post(register))
         .route("/login", post(login))
@@ -40,13 +40,13 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Deserialize)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     username: String,
     password: SecretString,
 }
 
 #[derive(Serialize)]
-pub struct Session {
+pub(crate) struct Session {
     user: UserRef,
     token: String,
     expires_at: i64,

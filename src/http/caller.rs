@@ -22,7 +22,7 @@ use std::net::IpAddr;
 /// The caller's role now: for palisade's own tokens the account's current role (so an
 /// admin removed by the operator loses the rights at once, and a deleted account has
 /// none); for an external issuer's tokens the `role` claim that issuer signed.
-pub async fn current_role(state: &AppState, identity: &Identity) -> Result<Role, ApiError> {
+pub(crate) async fn current_role(state: &AppState, identity: &Identity) -> Result<Role, ApiError> {
     match identity.minted_by {
         Minter::External => Ok(identity.role),
         Minter::Palisade => {
@@ -36,7 +36,7 @@ pub async fn current_role(state: &AppState, identity: &Identity) -> Result<Role,
 
 /// Extractor for API routes that need a signed-in caller: `401 unauthorized`, or `429
 /// rate_limited` once the client has failed too often (see [`refuse_credentials`]).
-pub struct Authenticated(pub Identity);
+pub(crate) struct Authenticated(pub Identity);
 
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
@@ -55,7 +55,7 @@ impl FromRequestParts<AppState> for Authenticated {
 /// `ip` is `None` only for a client a trusted proxy left unknown, which only `/metrics`
 /// lets through (every other route refuses it `400`): it gets `401` and spends no
 /// budget, since it has no address of its own and must not spend a real client's.
-pub fn authenticate(
+pub(crate) fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     ip: Option<IpAddr>,

@@ -5,13 +5,13 @@
 //! rejection) get the same JSON error body on their way out; hyper's own answers to
 //! requests it cannot parse are rewritten on the socket by [`crate::bare_errors`].
 
-pub mod accounts;
-pub mod admin;
-pub mod caller;
-pub mod health;
-pub mod metrics;
-pub mod rooms;
-pub mod tickets;
+pub(crate) mod accounts;
+pub(crate) mod admin;
+pub(crate) mod caller;
+pub(crate) mod health;
+pub(crate) mod metrics;
+pub(crate) mod rooms;
+pub(crate) mod tickets;
 
 use crate::client_ip::PerIpLimiter;
 use crate::error::ApiError;
@@ -37,11 +37,11 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 /// The Content-Security-Policy of every response: only this origin's scripts, styles,
 /// images and sockets; never framed.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
      object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The headers every response carries, error answers written below axum included.
-pub const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
+pub(crate) const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
     (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     (header::REFERRER_POLICY, "no-referrer"),
@@ -50,18 +50,18 @@ pub const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
 
 /// Strict-Transport-Security: only sent over TLS, where it cannot be stripped on the way
 /// and where promising HTTPS for two years is true.
-pub const HSTS: (HeaderName, &str) = (
+pub(crate) const HSTS: (HeaderName, &str) = (
     header::STRICT_TRANSPORT_SECURITY,
     "max-age=63072000; includeSubDomains",
 );
 
 /// What every response carries: the [`SECURITY_HEADERS`], and [`HSTS`] when the server
 /// speaks TLS. The one list for the router's answers and those written below axum.
-pub fn security_headers(tls: bool) -> impl Iterator<Item = (HeaderName, &'static str)> {
+pub(crate) fn security_headers(tls: bool) -> impl Iterator<Item = (HeaderName, &'static str)> {
     SECURITY_HEADERS.into_iter().chain(tls.then_some(HSTS))
 }
 
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(accounts::router())
         .merge(tickets::router())
@@ -187,7 +187,7 @@ fn cors(state: &AppState) -> CorsLayer {
 }
 
 /// Spends one request of a per-IP budget, or says how long to wait.
-pub fn per_ip_rate(
+pub(crate) fn per_ip_rate(
     limiter: &PerIpLimiter,
     log: &SecurityLog,
     ip: IpAddr,
@@ -202,7 +202,7 @@ pub fn per_ip_rate(
 }
 
 /// Spends one request of a server-wide budget, or says how long to wait.
-pub fn global_rate(
+pub(crate) fn global_rate(
     limiter: &DefaultDirectRateLimiter,
     log: &SecurityLog,
     ip: IpAddr,

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/rooms", get(list))
 }
 

@@ -142,12 +142,12 @@ impl Closer {
 /// Past the server-wide budget, a queue holding more than this is the slow consumer to
 /// close: room for one full reply (`--replay-max-bytes`' default), which a reader that
 /// keeps up never has waiting for long.
-pub const SLOW_SHARE: usize = 256 * 1024;
+pub(crate) const SLOW_SHARE: usize = 256 * 1024;
 
 /// Past the budget's ceiling, what a queue may still hold: a few full-size messages, the
 /// most a reader that keeps up has waiting in a busy room. Closing every queue with
 /// anything waiting would close such readers too, whenever slow ones fill the budget.
-pub const KEEPING_UP: usize = 32 * 1024;
+pub(crate) const KEEPING_UP: usize = 32 * 1024;
 
 /// The bytes waiting in every connection's outbound queue together, and their bound.
 #[derive(Debug)]

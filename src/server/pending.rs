@@ -20,18 +20,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Which cap refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PendingRejection {
+pub(crate) enum PendingRejection {
     TooManyForIp,
     TooManyInTotal,
 }
 
 impl PendingRejection {
-    pub const ALL: [PendingRejection; 2] = [
+    pub(crate) const ALL: [PendingRejection; 2] = [
         PendingRejection::TooManyForIp,
         PendingRejection::TooManyInTotal,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PendingRejection::TooManyForIp => "too_many_pending_for_ip",
             PendingRejection::TooManyInTotal => "too_many_pending",
@@ -39,7 +39,7 @@ impl PendingRejection {
     }
 }
 
-pub struct PendingConnections {
+pub(crate) struct PendingConnections {
     per_ip: DashMap<IpAddr, usize>,
     total: AtomicUsize,
     max_per_ip: usize,
@@ -53,13 +53,13 @@ pub struct PendingConnections {
 
 /// One HTTP connection's place in the counts, given back when it is dropped: when the
 /// connection upgrades or closes.
-pub struct PendingSlot {
+pub(crate) struct PendingSlot {
     owner: Arc<PendingConnections>,
     key: Option<IpAddr>,
 }
 
 impl PendingConnections {
-    pub fn new(max_per_ip: usize, max_total: usize, exempt: Vec<IpAddr>) -> Self {
+    pub(crate) fn new(max_per_ip: usize, max_total: usize, exempt: Vec<IpAddr>) -> Self {
         Self {
             per_ip: DashMap::new(),
             total: AtomicUsize::new(0),
@@ -71,13 +71,13 @@ impl PendingConnections {
     }
 
     /// Counts IPv6 clients per network of this prefix length, like every per-IP limit.
-    pub fn with_ipv6_prefix(mut self, v6_prefix: u8) -> Self {
+    pub(crate) fn with_ipv6_prefix(mut self, v6_prefix: u8) -> Self {
         self.v6_prefix = v6_prefix;
         self
     }
 
     /// Takes a place for a new connection from `ip`, or says which cap is reached.
-    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<PendingSlot, PendingRejection> {
+    pub(crate) fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<PendingSlot, PendingRejection> {
         self.total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max_total).then_some(n + 1)
@@ -102,16 +102,18 @@ impl PendingConnections {
 
     /// Counts a refusal for the operator and logs it through the security log, which
     /// throttles a flood of them like every other security event.
-    pub fn log_refusal(&self, log: &SecurityLog, ip: IpAddr, reason: PendingRejection) {
+    /// Connections counted right now (the gauge's value; tests read it directly).
+    #[cfg(test)]
+    fn pending(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn log_refusal(&self, log: &SecurityLog, ip: IpAddr, reason: PendingRejection) {
         crate::stats::connection_refused(reason.as_str());
         let ip = canonical(ip);
         if log.admit(ip, "connection_refused") {
             tracing::warn!(target: "security", event = "connection_refused", %ip, reason = reason.as_str());
         }
-    }
-
-    pub fn pending(&self) -> usize {
-        self.total.load(Ordering::Acquire)
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-pub struct StallIo<I> {
+pub(crate) struct StallIo<I> {
     inner: I,
     limit: Duration,
     /// Runs from the first write that could not go through until one does.
@@ -23,7 +23,7 @@ pub struct StallIo<I> {
 }
 
 impl<I> StallIo<I> {
-    pub fn new(inner: I, limit: Duration) -> Self {
+    pub(crate) fn new(inner: I, limit: Duration) -> Self {
         Self {
             inner,
             limit,
