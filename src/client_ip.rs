@@ -56,7 +56,11 @@ impl FromRequestParts<AppState> for ClientIp {
 /// Applies the trusted-proxy rule: `None` when a trusted proxy names no usable client.
 /// Without a known peer (an embedder that gives no connection info) every request
 /// counts as coming from 0.0.0.0, which is not loopback.
-pub(crate) fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
+pub(crate) fn resolve(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted: &[IpAddr],
+) -> Option<IpAddr> {
     let Some(peer) = peer.map(canonical) else {
         return Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     };
