@@ -135,6 +135,15 @@ fn reason(error: &sqlx::Error) -> String {
 }
 
 impl SqliteStore {
+    /// Rows of (user id, Unix seconds): how revocations and bans are both kept.
+    async fn user_moments(
+        &self,
+        query: &'static str,
+    ) -> Result<impl Iterator<Item = (String, i64)>, sqlx::Error> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(query).fetch_all(&self.reader).await?;
+        Ok(rows.into_iter())
+    }
+
     /// Opens (creating file and folder if needed), checks and migrates the database.
     /// Every error names the file.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
@@ -510,14 +519,10 @@ impl Accounts for SqliteStore {
     }
 
     async fn disabled_users(&self) -> Result<Vec<Ban>, StoreError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT user_id, disabled_at FROM disabled_users")
-                .fetch_all(&self.reader)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(user_id, at)| Ban { user_id, at })
-            .collect())
+        let rows = self
+            .user_moments("SELECT user_id, disabled_at FROM disabled_users")
+            .await?;
+        Ok(rows.map(|(user_id, at)| Ban { user_id, at }).collect())
     }
 }
 
@@ -638,12 +643,10 @@ impl RevocationLog for SqliteStore {
     }
 
     async fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT user_id, revoked_at FROM revocations")
-                .fetch_all(&self.reader)
-                .await?;
+        let rows = self
+            .user_moments("SELECT user_id, revoked_at FROM revocations")
+            .await?;
         Ok(rows
-            .into_iter()
             .map(|(user_id, at)| Revocation { user_id, at })
             .collect())
     }
