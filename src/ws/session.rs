@@ -114,11 +114,12 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
     session.welcome();
     session.read_until_closing(&mut stream).await;
     drop(registration);
-    session.leave_all().await;
+    // Boxed like a frame's handling: only a closing connection needs this state.
+    Box::pin(session.leave_all()).await;
     session.log_close();
     crate::stats::connection_closed(CloseCode::from(session.closer.reason()).code());
     let grace = session.state.settings.limits.close_grace();
-    close_socket(writer, stream, grace).await;
+    Box::pin(close_socket(writer, stream, grace)).await;
     // Only now is the socket gone: its place is free for the client's next attempt.
     drop(slot);
 }
@@ -202,7 +203,9 @@ impl Session {
                             self.closer.close(reason);
                         }
                         Some(Ok(Message::Text(text))) => {
-                            self.on_text(text).await;
+                            // Boxed: handling a frame needs far more state than waiting
+                            // for one, and the idle connection should not carry it.
+                            Box::pin(self.on_text(text)).await;
                             expiry = self.expiry();
                         }
                         Some(Ok(Message::Binary(_))) => self.closer.close(CloseReason::Unsupported),
