@@ -311,7 +311,9 @@ impl Session {
                             self.closer.close(reason);
                         }
                         Some(Ok(Message::Text(text))) => {
-                            if !self.handle_writing(text, socket, writer).await {
+                            // Boxed: handling a frame needs far more state than waiting
+                            // for one, and the idle connection should not carry it.
+                            if !Box::pin(self.handle_writing(text, socket, writer)).await {
                                 return false;
                             }
                             deadlines.expiry = self.expiry();
@@ -335,9 +337,8 @@ impl Session {
         writer: &mut Writer,
     ) -> bool {
         let closer = self.closer.clone();
-        // Boxed: handling a frame needs far more state than waiting for one, and the
-        // idle connection should not carry it.
-        let mut handling = Box::pin(self.on_text(text));
+        let handling = self.on_text(text);
+        tokio::pin!(handling);
         let mut writable = true;
         poll_fn(|cx| {
             // A batch that starts to wait here waits until the frame is handled (the
