@@ -148,6 +148,11 @@ pub fn run(mut socket: WebSocket, context: SessionContext) -> impl Future<Output
             session.conn,
             session.closer.clone(),
         );
+        // Registered, the shutdown's sweep of the connections closes it; this closes it if
+        // the sweep came first.
+        if session.state.shutdown.is_triggered() {
+            session.closer.close(CloseReason::ServerShutdown);
+        }
         crate::stats::connection_opened();
         session.welcome();
         let writable = session.serve(&mut socket, &mut writer).await;
@@ -257,15 +262,12 @@ impl Session {
         };
         let timer = sleep_until(deadlines.next(writer));
         tokio::pin!(timer);
-        // One wait for the close signal and one for the shutdown for the whole loop:
-        // making new ones per event registers and unregisters a waiter each time, on
-        // the hottest path there is.
+        // One wait for the close signal for the whole loop: making a new one per event
+        // registers and unregisters a waiter each time, on the hottest path there is.
+        // The shutdown comes through it too (`ws::registry`).
         let closer = self.closer.clone();
         let closed = closer.closed();
         tokio::pin!(closed);
-        let shutdown = self.state.shutdown.clone();
-        let shutdown = shutdown.triggered();
-        tokio::pin!(shutdown);
         loop {
             let next = deadlines.next(writer);
             if timer.deadline() != next {
@@ -274,10 +276,6 @@ impl Session {
             let event = tokio::select! {
                 biased;
                 () = &mut closed => return true,
-                () = &mut shutdown => {
-                    self.closer.close(CloseReason::ServerShutdown);
-                    return true;
-                }
                 event = poll_fn(|cx| poll_event(cx, socket, writer, timer.as_mut())) => event,
             };
             match event {
