@@ -270,7 +270,9 @@ impl Session {
         tokio::pin!(closed);
         loop {
             let next = deadlines.next(writer);
-            if timer.deadline() != next {
+            // A timer that fired is re-armed even for the same instant: one left elapsed
+            // would wake the loop again at once.
+            if timer.deadline() != next || timer.is_elapsed() {
                 timer.as_mut().reset(next);
             }
             let event = tokio::select! {

@@ -193,6 +193,8 @@ impl Writer {
                     if frames > 0 {
                         crate::stats::frames_out(frames);
                     }
+                    // Polled again at once, but after the session's other sources: a
+                    // queue kept full by a hot room must not keep the client unread.
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
