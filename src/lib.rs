@@ -17,7 +17,8 @@
 //!   [`config`] or [`state`]: both build on it, never the reverse.
 //! - [`http`]: the HTTP routes, one module per resource; [`http::caller`] is the
 //!   signed-in caller, where authentication meets the server's state.
-//! - [`ws`]: handshake checks, the session loop, the writer, frames, close codes, limits.
+//! - [`ws`]: handshake checks, the session (one task per connection, reading and writing),
+//!   its writer, frames, close codes, limits.
 //! - [`hub`]: rooms and members on this node; fans events out to bounded outboxes
 //!   ([`hub::outbox`]), which close a connection for a [`hub::outbox::CloseReason`] that
 //!   `ws` maps to a close code. A [`hub::Frame`] is a server frame serialised once.

@@ -1,8 +1,9 @@
 //! One stop signal for the whole process.
 //!
-//! Every long-lived task (the accept loop, each WebSocket session) holds a clone of
-//! [`Shutdown`]; a session passes it on to its writer through its close signal. Triggering it makes the handshake answer
-//! `503 unavailable`, stops the listener, and closes every session with 1001.
+//! Every long-lived task (the accept loop, the background tasks) holds a clone of
+//! [`Shutdown`]; WebSocket sessions are closed through their close signals when it
+//! fires (`ws::registry`). Triggering it makes the handshake answer `503 unavailable`,
+//! stops the listener, and closes every session with 1001.
 
 use tokio_util::sync::CancellationToken;
 

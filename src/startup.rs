@@ -126,6 +126,15 @@ impl Application {
             std::time::Duration::from_millis(self.state.settings.limits.presence_count_ms),
             self.state.shutdown.clone(),
         ));
+        // Sessions close through their own close signals (see `ws::registry`).
+        tokio::spawn({
+            let connections = Arc::clone(&self.state.connections);
+            let shutdown = self.state.shutdown.clone();
+            async move {
+                shutdown.triggered().await;
+                connections.close_all(crate::hub::outbox::CloseReason::ServerShutdown);
+            }
+        });
         server::serve(
             self.listener,
             self.router,

@@ -53,7 +53,7 @@ pub struct Inner {
     /// Throttles repeated security events; its flusher runs with the server.
     pub security_log: Arc<SecurityLog>,
     pub shutdown: Shutdown,
-    /// Every WebSocket session and writer task, so shutdown can wait for them.
+    /// Every WebSocket session (one task per connection), so shutdown can wait for them.
     pub sessions: TaskTracker,
     next_conn_id: AtomicU64,
 }

@@ -6,7 +6,7 @@
 //! (`ws::close`) decides which close code and text the client sees.
 //!
 //! Everything a client receives (replies, broadcasts, presence) goes through one
-//! [`Outbox`], drained by the connection's writer task ([`OutboxQueue`]), so frames
+//! [`Outbox`], drained by the connection's writer ([`OutboxQueue`]), so frames
 //! leave in the order they were queued. The queue is bounded twice, in frames and in
 //! bytes (a few large `joined` frames must not add up to megabytes per client): a client
 //! that does not read fills it, and the push that finds it full closes the connection
@@ -28,12 +28,16 @@
 //! allocate for as long as the connection lives, which made a joined idle connection
 //! cost kilobytes; this one gives its storage back whenever the writer has emptied it,
 //! so an idle connection's queue holds no memory at all, and a push is one short lock
-//! and one wake-up.
+//! and one wake-up. The wake-up is an `AtomicWaker`, not a `Notify`: the one reader is
+//! the connection's task, which polls the queue beside its socket and timer
+//! ([`OutboxQueue::poll_recv`]) rather than awaiting it on a task of its own.
 
 use super::Frame;
+use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::{Context, Poll};
 use tokio::sync::Notify;
 
 /// Why a connection closes, as the core sees it: a cause, not a number. The transport
@@ -234,7 +238,7 @@ impl Drop for Queued {
 struct Shared {
     frames: Mutex<Frames>,
     /// Wakes the writer: a frame was queued, or the last outbox went.
-    ready: Notify,
+    ready: AtomicWaker,
     /// A reply to the client's own request is waiting (see [`Outbox::push_reply`]).
     urgent: AtomicBool,
     /// Live [`Outbox`] handles; at zero the writer's queue ends once drained.
@@ -279,7 +283,7 @@ impl Clone for Outbox {
 impl Drop for Outbox {
     fn drop(&mut self) {
         if self.shared.outboxes.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.ready.notify_one();
+            self.shared.ready.wake();
         }
     }
 }
@@ -303,7 +307,7 @@ impl Outbox {
     ) -> (Self, OutboxQueue) {
         let shared = Arc::new(Shared {
             frames: Mutex::default(),
-            ready: Notify::new(),
+            ready: AtomicWaker::new(),
             urgent: AtomicBool::new(false),
             outboxes: AtomicUsize::new(1),
             queued: Queued {
@@ -342,7 +346,7 @@ impl Outbox {
         };
         match refused {
             None => {
-                shared.ready.notify_one();
+                shared.ready.wake();
                 true
             }
             Some(full) => {
@@ -371,13 +375,20 @@ impl OutboxQueue {
     /// The next frame, waiting for one; `None` once every [`Outbox`] is gone and the
     /// queue is drained, or once it was discarded.
     pub async fn recv(&mut self) -> Option<Frame> {
-        loop {
-            // A wake-up that comes between the check and the wait is kept as a permit
-            // (`notify_one`, one writer), so none is lost.
-            match self.pop() {
-                Ok(frame) => return frame,
-                Err(()) => self.shared.ready.notified().await,
-            }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`OutboxQueue::recv`] as a poll: `Pending` until a push (or the last outbox
+    /// going) wakes the task that polled it last.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        if let Ok(frame) = self.pop() {
+            return Poll::Ready(frame);
+        }
+        self.shared.ready.register(cx.waker());
+        // Checked again once registered, so a push in between is not missed.
+        match self.pop() {
+            Ok(frame) => Poll::Ready(frame),
+            Err(()) => Poll::Pending,
         }
     }
 

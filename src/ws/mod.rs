@@ -1,8 +1,10 @@
 //! The WebSocket side: handshake checks, the per-connection session, and what bounds it.
 //!
 //! - [`handshake`]: `GET /ws`, every check of the contract answered before the upgrade.
-//! - [`session`]: one task per connection reading client frames and acting on them.
-//! - [`writer`]: one task per connection draining its [`Outbox`] to the socket.
+//! - [`session`]: the one task of a connection: reads client frames and acts on them,
+//!   drives its writer, keeps its deadlines.
+//! - [`writer`]: the write half the session polls: drains its [`Outbox`] to the socket,
+//!   in batches, with the heartbeat pings and the close frame.
 //! - [`occupancy`]: the counts of rooms too big for per-user presence.
 //! - [`protocol`]: the frame types; [`close`]: the close codes; [`limits`]: caps and rates.
 //!

@@ -1,4 +1,7 @@
-//! The live connections of each user, so an admin's revocation can close them all.
+//! The live connections of each user, so an admin's revocation can close them all, and
+//! the shutdown every connection: through its close signal, which the connection's task
+//! watches anyway, rather than a second wait on the process-wide signal that every
+//! connection would take a shared lock to poll whenever it wakes.
 
 use crate::hub::ConnId;
 use crate::hub::outbox::{CloseReason, Closer};
@@ -41,6 +44,21 @@ impl LiveConnections {
     }
 }
 
+impl LiveConnections {
+    /// Closes every live connection for `reason`; how many there were.
+    pub fn close_all(&self, reason: CloseReason) -> usize {
+        self.by_user
+            .iter()
+            .map(|connections| {
+                for (_, closer) in connections.iter() {
+                    closer.close(reason);
+                }
+                connections.len()
+            })
+            .sum()
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         if let Some(mut connections) = self.registry.by_user.get_mut(&self.user) {
@@ -70,5 +88,18 @@ mod tests {
         assert_eq!(a1.reason(), CloseReason::Revoked);
         assert!(!a2.is_closed() && !b.is_closed());
         assert_eq!(registry.close_user("nobody", CloseReason::Revoked), 0);
+    }
+
+    #[test]
+    fn closing_all_closes_every_live_connection() {
+        let registry = Arc::new(LiveConnections::default());
+        let (a, b, gone) = (Closer::new(), Closer::new(), Closer::new());
+        let _ra = registry.register("a", 1, a.clone());
+        let _rb = registry.register("b", 2, b.clone());
+        drop(registry.register("b", 3, gone.clone()));
+        assert_eq!(registry.close_all(CloseReason::ServerShutdown), 2);
+        assert_eq!(a.reason(), CloseReason::ServerShutdown);
+        assert_eq!(b.reason(), CloseReason::ServerShutdown);
+        assert!(!gone.is_closed());
     }
 }

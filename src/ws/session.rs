@@ -1,15 +1,26 @@
-//! One WebSocket connection, from `welcome` to close.
+//! One WebSocket connection, from `welcome` to close: one task that reads, writes and
+//! keeps the time.
 //!
 //! The session reads client frames one at a time and acts on each before reading the
 //! next, so a client's own frames are handled in order; everything it sends back goes
 //! through the connection's [`Outbox`], like the broadcasts, and leaves in queue order.
+//! The same task drains that outbox to the socket through its [`Writer`], polled beside
+//! the reads (and while a frame is being handled), so a connection is one task and one
+//! future: at tens of thousands of idle connections, a second task per connection was a
+//! third of what each cost. One timer serves every deadline of the connection: token
+//! expiry, the client's silence, the next heartbeat ping, and the end of a batch's wait
+//! for more frames; the wait is a timer, never an await, so a frame from the client is
+//! read while a batch gathers.
+//!
 //! The session ends when the client leaves, breaks a rule that closes the connection,
-//! its token expires, it stops answering pings, or the server shuts down; then it
-//! leaves its rooms (announcing presence), lets the writer send the close frame, and
+//! its token expires, it stops answering pings, a write fails (a write that stalls fails
+//! in the socket under it), or the server shuts down; a write that waits on a client
+//! that does not read holds up neither the close signal nor the shutdown. Then it leaves
+//! its rooms (announcing presence), sends the close frame after what was queued, and
 //! waits briefly for the client's answer so the close is clean. Each of those waits is
-//! bounded, the writer is aborted if it overstays, and the connection's cap slot is
-//! given back only once the socket is closed, so a client that never reads cannot
-//! leave sockets behind and open new ones in their place.
+//! bounded by `--close-grace-ms`, and the connection's cap slot is given back only once
+//! the socket is closed, so a client that never reads cannot leave sockets behind and
+//! open new ones in their place.
 
 use super::close::{self, CloseCode};
 use super::limits::{ConnectionSlot, FrameBudget, Spend};
@@ -17,7 +28,7 @@ use super::protocol::{
     AdvertisedLimits, ClientFrame, ErrorCode, HISTORY_DEFAULT, PresenceEvent, ServerFrame,
     joined_with_members,
 };
-use super::writer;
+use super::writer::{self, Writer};
 use crate::auth::Identity;
 use crate::broker::{BrokerError, encode};
 use crate::hub::ConnId;
@@ -27,12 +38,13 @@ use crate::state::AppState;
 use crate::store::{NewMessage, ReplayFrom, keep_newest_affordable};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::StreamExt;
-use futures_util::stream::SplitStream;
 use std::collections::BTreeSet;
+use std::future::{Future, poll_fn};
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, Sleep, sleep_until, timeout};
 
 /// What the handshake established about a connection.
 pub struct SessionContext {
@@ -55,92 +67,150 @@ struct Session {
     cause: Option<&'static str>,
 }
 
-pub async fn run(socket: WebSocket, context: SessionContext) {
+/// The connection's deadlines but a batch's wait, which its [`Writer`] keeps.
+struct Deadlines {
+    /// The token expires.
+    expiry: Instant,
+    /// The client has been silent too long.
+    silent: Instant,
+    /// The next heartbeat ping is due.
+    ping: Instant,
+}
+
+impl Deadlines {
+    /// The first of them and the writer's wait: when the connection's one timer fires.
+    fn next(&self, writer: &Writer) -> Instant {
+        let first = self.expiry.min(self.silent).min(self.ping);
+        writer
+            .linger_until()
+            .map_or(first, |until| until.min(first))
+    }
+}
+
+/// What woke the connection.
+enum Event {
+    /// Its timer fired: some deadline has passed.
+    Timer,
+    /// The writer started a batch that waits for more frames: the timer must be set.
+    Lingering,
+    /// A write failed: the socket is gone.
+    WriteFailed(axum::Error),
+    /// The client sent something, or went away.
+    Read(Option<Result<Message, axum::Error>>),
+}
+
+/// Sets up a connection (in the handshake's task, so nothing used only for that lives on
+/// in the connection's future) and returns the future that runs it.
+pub fn run(mut socket: WebSocket, context: SessionContext) -> impl Future<Output = ()> + Send {
     let SessionContext {
         state,
         identity,
         ip,
         slot,
     } = context;
-    // Built in a block so nothing used only for setup lives on in the session's future.
-    let (mut session, mut stream, writer) = {
-        let limits = &state.settings.limits;
-        let closer = Closer::new();
-        let (outbox, queue) = Outbox::new(
-            limits.outbound_queue,
-            limits.outbound_queue_bytes,
-            closer.clone(),
-            &state.outbound,
-        );
-        let (sink, stream) = socket.split();
-        let writer = state.sessions.spawn(writer::run(
-            sink,
-            queue,
-            closer.clone(),
-            Duration::from_secs(limits.heartbeat_secs.max(1)),
-            limits.close_grace(),
-            writer::Coalescing {
-                linger: limits.coalesce(),
-                load: std::sync::Arc::clone(&state.load),
-            },
-        ));
-        let budget = FrameBudget::new(
-            limits.messages_per_sec,
-            limits.message_burst,
-            limits.abuse_refusals,
-            Duration::from_secs(limits.abuse_window_secs),
-        );
-        let session = Session {
-            conn: state.next_conn_id(),
-            budget,
-            state,
-            identity,
-            ip,
-            outbox,
-            closer,
-            rooms: BTreeSet::new(),
-            cause: None,
-        };
-        (session, stream, writer)
-    };
-    tracing::debug!(ip = %session.ip, user = %session.identity.user.id, conn = session.conn, "session open");
-    let registration = session.state.connections.register(
-        &session.identity.user.id,
-        session.conn,
-        session.closer.clone(),
+    let limits = &state.settings.limits;
+    let closer = Closer::new();
+    let (outbox, queue) = Outbox::new(
+        limits.outbound_queue,
+        limits.outbound_queue_bytes,
+        closer.clone(),
+        &state.outbound,
     );
-
-    crate::stats::connection_opened();
-    session.welcome();
-    session.read_until_closing(&mut stream).await;
-    drop(registration);
-    session.leave_all().await;
-    session.log_close();
-    crate::stats::connection_closed(CloseCode::from(session.closer.reason()).code());
-    let grace = session.state.settings.limits.close_grace();
-    close_socket(writer, stream, grace).await;
-    // Only now is the socket gone: its place is free for the client's next attempt.
-    drop(slot);
+    let mut writer = Writer::new(
+        queue,
+        writer::Coalescing {
+            linger: limits.coalesce(),
+            load: std::sync::Arc::clone(&state.load),
+        },
+    );
+    let budget = FrameBudget::new(
+        limits.messages_per_sec,
+        limits.message_burst,
+        limits.abuse_refusals,
+        Duration::from_secs(limits.abuse_window_secs),
+    );
+    let mut session = Session {
+        conn: state.next_conn_id(),
+        budget,
+        state,
+        identity,
+        ip,
+        outbox,
+        closer,
+        rooms: BTreeSet::new(),
+        cause: None,
+    };
+    async move {
+        // The captures are used in place: moved into locals, they would be kept twice.
+        tracing::debug!(ip = %session.ip, user = %session.identity.user.id, conn = session.conn, "session open");
+        let registration = session.state.connections.register(
+            &session.identity.user.id,
+            session.conn,
+            session.closer.clone(),
+        );
+        // Registered, the shutdown's sweep of the connections closes it; this closes it if
+        // the sweep came first.
+        if session.state.shutdown.is_triggered() {
+            session.closer.close(CloseReason::ServerShutdown);
+        }
+        crate::stats::connection_opened();
+        session.welcome();
+        let writable = session.serve(&mut socket, &mut writer).await;
+        drop(registration);
+        // Boxed like a frame's handling: only a closing connection needs this state.
+        Box::pin(session.leave_all()).await;
+        session.log_close();
+        let reason = session.closer.reason();
+        crate::stats::connection_closed(CloseCode::from(reason).code());
+        let grace = session.state.settings.limits.close_grace();
+        Box::pin(close_socket(
+            socket,
+            writable.then_some(writer),
+            reason,
+            grace,
+        ))
+        .await;
+        // Only now is the socket gone: its place is free for the client's next attempt.
+        drop(slot);
+    }
 }
 
-/// Lets the writer send its last frames and the close frame, then reads until the
-/// client answers it, so its side sees a clean close; each step gets `grace`
-/// (`--close-grace-ms`) and no more, and the socket is closed when this returns,
+/// Sends the last frames and the close frame (unless a write failed already), then
+/// reads until the client answers it, so its side sees a clean close; each step gets
+/// `grace` (`--close-grace-ms`) and no more, and the socket is closed when this returns,
 /// whatever the client does.
 async fn close_socket(
-    mut writer: JoinHandle<()>,
-    mut stream: SplitStream<WebSocket>,
+    mut socket: WebSocket,
+    writer: Option<Writer>,
+    reason: CloseReason,
     grace: Duration,
 ) {
-    if timeout(grace, &mut writer).await.is_err() {
-        // The writer holds half of the socket: only its end lets the socket close.
-        writer.abort();
-        let _ = writer.await;
+    if let Some(writer) = writer {
+        let _ = timeout(grace, writer.farewell(&mut socket, reason)).await;
     }
     let _ = timeout(grace, async {
-        while let Some(Ok(_)) = stream.next().await {}
+        while let Some(Ok(_)) = socket.next().await {}
     })
     .await;
+}
+
+/// Polls the connection's sources in turn: the writer first (it only returns to ask for
+/// the timer or to report a failure), then the timer, then the client.
+fn poll_event(
+    cx: &mut Context<'_>,
+    socket: &mut WebSocket,
+    writer: &mut Writer,
+    timer: Pin<&mut Sleep>,
+) -> Poll<Event> {
+    match writer.poll_write(cx, socket) {
+        Poll::Ready(Ok(())) => return Poll::Ready(Event::Lingering),
+        Poll::Ready(Err(error)) => return Poll::Ready(Event::WriteFailed(error)),
+        Poll::Pending => {}
+    }
+    if timer.poll(cx).is_ready() {
+        return Poll::Ready(Event::Timer);
+    }
+    socket.poll_next_unpin(cx).map(Event::Read)
 }
 
 impl Session {
@@ -178,22 +248,61 @@ impl Session {
         Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0))
     }
 
-    async fn read_until_closing(&mut self, stream: &mut SplitStream<WebSocket>) {
-        let silence_limit =
-            Duration::from_secs(self.state.settings.limits.pong_timeout_secs.max(1));
-        let mut last_heard = Instant::now();
-        let mut expiry = self.expiry();
-        while !self.closer.is_closed() {
-            let closer = self.closer.clone();
-            let shutdown = self.state.shutdown.clone();
-            tokio::select! {
+    /// Serves the connection until it must close; false if a write failed (nothing
+    /// more can be sent then, not even the close frame).
+    async fn serve(&mut self, socket: &mut WebSocket, writer: &mut Writer) -> bool {
+        let limits = &self.state.settings.limits;
+        let silence_limit = Duration::from_secs(limits.pong_timeout_secs.max(1));
+        let heartbeat = Duration::from_secs(limits.heartbeat_secs.max(1));
+        let now = Instant::now();
+        let mut deadlines = Deadlines {
+            expiry: self.expiry(),
+            silent: now + silence_limit,
+            ping: now + heartbeat,
+        };
+        let timer = sleep_until(deadlines.next(writer));
+        tokio::pin!(timer);
+        // One wait for the close signal for the whole loop: making a new one per event
+        // registers and unregisters a waiter each time, on the hottest path there is.
+        // The shutdown comes through it too (`ws::registry`).
+        let closer = self.closer.clone();
+        let closed = closer.closed();
+        tokio::pin!(closed);
+        loop {
+            let next = deadlines.next(writer);
+            // A timer that fired is re-armed even for the same instant: one left elapsed
+            // would wake the loop again at once.
+            if timer.deadline() != next || timer.is_elapsed() {
+                timer.as_mut().reset(next);
+            }
+            let event = tokio::select! {
                 biased;
-                () = closer.closed() => break,
-                () = shutdown.triggered() => self.closer.close(CloseReason::ServerShutdown),
-                () = sleep_until(expiry) => self.closer.close(CloseReason::TokenExpired),
-                () = sleep_until(last_heard + silence_limit) => self.closer.close(CloseReason::HeartbeatTimeout),
-                next = stream.next() => {
-                    last_heard = Instant::now();
+                () = &mut closed => return true,
+                event = poll_fn(|cx| poll_event(cx, socket, writer, timer.as_mut())) => event,
+            };
+            match event {
+                Event::Lingering => {}
+                Event::WriteFailed(error) => {
+                    self.closer.close(close::for_transport_error(&error).0);
+                    return false;
+                }
+                Event::Timer => {
+                    let now = Instant::now();
+                    if now >= deadlines.expiry {
+                        self.closer.close(CloseReason::TokenExpired);
+                    } else if now >= deadlines.silent {
+                        self.closer.close(CloseReason::HeartbeatTimeout);
+                    }
+                    if now >= deadlines.ping {
+                        writer.ping();
+                        deadlines.ping = now + heartbeat;
+                    }
+                    if writer.linger_until().is_some_and(|until| now >= until) {
+                        writer.linger_over();
+                    }
+                }
+                Event::Read(next) => {
+                    deadlines.silent = Instant::now() + silence_limit;
                     match next {
                         None => self.closer.close(CloseReason::Normal),
                         Some(Err(error)) => {
@@ -202,8 +311,12 @@ impl Session {
                             self.closer.close(reason);
                         }
                         Some(Ok(Message::Text(text))) => {
-                            self.on_text(text).await;
-                            expiry = self.expiry();
+                            // Boxed: handling a frame needs far more state than waiting
+                            // for one, and the idle connection should not carry it.
+                            if !Box::pin(self.handle_writing(text, socket, writer)).await {
+                                return false;
+                            }
+                            deadlines.expiry = self.expiry();
                         }
                         Some(Ok(Message::Binary(_))) => self.closer.close(CloseReason::Unsupported),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => self.on_control(),
@@ -212,6 +325,38 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Handles a client frame while the writer goes on: a `send` waits for its commit,
+    /// and what the rooms queue for this connection meanwhile must not wait with it (nor
+    /// hold its bytes in the server's budget). False if a write failed.
+    async fn handle_writing(
+        &mut self,
+        text: Utf8Bytes,
+        socket: &mut WebSocket,
+        writer: &mut Writer,
+    ) -> bool {
+        let closer = self.closer.clone();
+        let handling = self.on_text(text);
+        tokio::pin!(handling);
+        let mut writable = true;
+        poll_fn(|cx| {
+            // A batch that starts to wait here waits until the frame is handled (the
+            // timer is not polled), and the handling's own reply ends the wait anyway.
+            while writable {
+                match writer.poll_write(cx, socket) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(error)) => {
+                        closer.close(close::for_transport_error(&error).0);
+                        writable = false;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            handling.as_mut().poll(cx)
+        })
+        .await;
+        writable
     }
 
     fn log_close(&self) {

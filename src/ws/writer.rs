@@ -1,26 +1,35 @@
-//! The writer task of a connection: drains its outbox to the socket.
+//! The write half of a connection: drains its outbox to the socket.
+//!
+//! A connection is one task ([`super::session`]); this is the part of it that writes, a
+//! state machine the session polls beside its reads, so an idle connection costs one
+//! task's future and nothing more (a second task for writing cost its own future, task
+//! header and join handle on every connection). Everything it holds between two polls
+//! is in [`Writer`], so the session may stop polling it at any point (a close, a read to
+//! handle) and nothing taken from the queue is lost.
 //!
 //! It writes everything already queued and flushes once per batch, so a burst of
 //! broadcasts costs one flush, not one per frame. While the server is busy
 //! ([`ServerLoad`]), a connection that is busy too (it flushed moments ago) waits a few
-//! milliseconds (`--coalesce-ms`) to gather more before writing: on a hot room that turns
+//! milliseconds (`--coalesce-ms`) to gather more before flushing: on a hot room that turns
 //! many tiny TCP packets into a few larger ones, which is most of what a delivery costs.
 //! A quiet server, a quiet connection (a person chatting) and the answer to a client's
 //! own request (`Outbox::push_reply`) get each frame at once: the wait buys CPU only when
-//! CPU is short, and costs latency always. It also sends the heartbeat pings and, when
-//! the connection must close, the close frame with its code, after what was queued
-//! before it (except for a slow consumer, whose queue is the problem).
+//! CPU is short, and costs latency always. The wait is the session's timer, not an await
+//! here, so the session goes on reading while a batch gathers. It also sends the
+//! heartbeat pings the session asks for and, when the connection must close, the close
+//! frame with its code, after what was queued before it (except for a slow consumer,
+//! whose queue is the problem).
 
-use super::close::{self, CloseCode};
-use crate::hub::Frame;
-use crate::hub::outbox::{CloseReason, Closer, OutboxQueue};
+use super::close::CloseCode;
+use crate::hub::outbox::{CloseReason, OutboxQueue};
 use crate::load::ServerLoad;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
-use futures_util::stream::SplitSink;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::{Sink, SinkExt};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
-use tokio::time::{Instant, interval_at, timeout};
+use tokio::time::Instant;
 
 /// Most frames written between two flushes.
 const MAX_BATCH: usize = 64;
@@ -46,106 +55,179 @@ impl Coalescing {
     }
 }
 
-type Sink = SplitSink<WebSocket, Message>;
-
-/// Runs until the connection closes; `close_grace` bounds how long the final frames and
-/// the close frame may take to leave (`--close-grace-ms`).
-pub async fn run(
-    mut sink: Sink,
-    mut queue: OutboxQueue,
-    closer: Closer,
-    heartbeat: Duration,
-    close_grace: Duration,
-    coalescing: Coalescing,
-) {
-    let mut ping = interval_at(Instant::now() + heartbeat, heartbeat);
-    // One wait for the close signal for the whole loop: making a new one per frame
-    // registers and unregisters a waiter each time, on the hottest path there is.
-    let closed = closer.closed();
-    tokio::pin!(closed);
-    let mut last_flush: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut closed => break,
-            frame = queue.recv() => {
-                let Some(frame) = frame else { break };
-                let linger_until = coalescing.linger_until(last_flush, Instant::now());
-                tokio::select! {
-                    biased;
-                    () = &mut closed => break,
-                    written = write_batch(&mut sink, &mut queue, frame, linger_until) => {
-                        last_flush = Some(Instant::now());
-                        if let Err(error) = written {
-                            closer.close(close::for_transport_error(&error).0);
-                            return;
-                        }
-                    }
-                }
-            }
-            _ = ping.tick() => {
-                // Raced with the close signal like every write: a ping to a client that
-                // does not read must not keep the writer (and the socket) past the session.
-                tokio::select! {
-                    biased;
-                    () = &mut closed => break,
-                    sent = sink.send(Message::Ping(Default::default())) => {
-                        if let Err(error) = sent {
-                            closer.close(close::for_transport_error(&error).0);
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let reason = closer.reason();
-    if reason == CloseReason::SlowConsumer {
-        // Its queue is the problem: not sent, and its memory given back now.
-        queue.discard();
-    }
-    let code = CloseCode::from(reason);
-    let farewell = async {
-        while let Some(frame) = queue.try_recv() {
-            sink.feed(Message::Text(frame.into_text())).await?;
-        }
-        sink.send(Message::Close(Some(CloseFrame {
-            code: code.code(),
-            reason: Utf8Bytes::from_static(code.reason()),
-        })))
-        .await
-    };
-    let _ = timeout(close_grace, farewell).await;
+/// What a batch has done so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Batch {
+    /// No batch: waiting for a frame (or a ping) to start one.
+    Idle,
+    /// Feeding frames; `frames` data frames so far, gathering more until `linger_until`.
+    Gathering {
+        frames: usize,
+        linger_until: Option<Instant>,
+    },
+    /// Everything of the batch is fed: flushing it.
+    Flushing { frames: usize },
 }
 
-/// Writes `first` and what follows it, waiting for more until `linger_until` if given.
-async fn write_batch(
-    sink: &mut Sink,
-    queue: &mut OutboxQueue,
-    first: Frame,
-    linger_until: Option<Instant>,
-) -> Result<(), axum::Error> {
-    sink.feed(Message::Text(first.into_text())).await?;
-    let mut frames = 1;
-    // A queued reply to the client's own request ends the wait at once.
-    let linger_until = linger_until.filter(|_| !queue.take_urgent());
-    while frames < MAX_BATCH {
-        let frame = match (queue.try_recv(), linger_until) {
-            (Some(frame), _) => frame,
-            (None, Some(_)) if queue.take_urgent() => break,
-            (None, Some(deadline)) => match tokio::time::timeout_at(deadline, queue.recv()).await {
-                Ok(Some(frame)) => frame,
-                _ => break,
-            },
-            (None, None) => break,
-        };
-        sink.feed(Message::Text(frame.into_text())).await?;
-        frames += 1;
+/// A connection's outbound side, between two polls. Generic over the socket (a
+/// WebSocket in the server) so its batching can be tested without one.
+pub struct Writer {
+    queue: OutboxQueue,
+    coalescing: Coalescing,
+    /// A message taken (from the queue, or a ping) that the socket has not accepted yet.
+    pending: Option<Message>,
+    batch: Batch,
+    last_flush: Option<Instant>,
+    ping_due: bool,
+}
+
+impl Writer {
+    pub fn new(queue: OutboxQueue, coalescing: Coalescing) -> Self {
+        Self {
+            queue,
+            coalescing,
+            pending: None,
+            batch: Batch::Idle,
+            last_flush: None,
+            ping_due: false,
+        }
     }
-    sink.flush().await?;
-    queue.written();
-    crate::stats::frames_out(frames);
-    Ok(())
+
+    /// Sends a heartbeat ping once the batch being written, if any, has left.
+    pub fn ping(&mut self) {
+        self.ping_due = true;
+    }
+
+    /// Until when the batch being written waits for more frames, if it does: the
+    /// session's timer ends the wait with [`Writer::linger_over`].
+    pub fn linger_until(&self) -> Option<Instant> {
+        match self.batch {
+            Batch::Gathering { linger_until, .. } => linger_until,
+            _ => None,
+        }
+    }
+
+    /// The batch has waited long enough: it is flushed with what it holds.
+    pub fn linger_over(&mut self) {
+        if let Batch::Gathering { linger_until, .. } = &mut self.batch {
+            *linger_until = None;
+        }
+    }
+
+    /// Writes what there is to write. `Ready(Ok)` when a batch starts to gather (so the
+    /// session arms its timer for [`Writer::linger_until`]), `Ready(Err)` when the socket
+    /// failed; otherwise `Pending`, woken when there is more to do. One batch per call:
+    /// after a flush it asks to be polled again rather than go on, so a connection kept
+    /// busy by its rooms still reads its client's frames.
+    pub fn poll_write<S: Sink<Message> + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        socket: &mut S,
+    ) -> Poll<Result<(), S::Error>> {
+        loop {
+            if let Some(message) = self.pending.take() {
+                match Pin::new(&mut *socket).poll_ready(cx) {
+                    Poll::Pending => {
+                        self.pending = Some(message);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Ready(Ok(())) => Pin::new(&mut *socket).start_send(message)?,
+                }
+                continue;
+            }
+            match self.batch {
+                Batch::Idle => {
+                    if self.ping_due {
+                        self.ping_due = false;
+                        self.pending = Some(Message::Ping(Default::default()));
+                        self.batch = Batch::Flushing { frames: 0 };
+                        continue;
+                    }
+                    // `None`: the queue was discarded or every outbox is gone; the
+                    // session ends the connection, nothing is left to write.
+                    let Some(frame) = ready!(self.queue.poll_recv(cx)) else {
+                        return Poll::Pending;
+                    };
+                    self.pending = Some(Message::Text(frame.into_text()));
+                    let linger_until = self
+                        .coalescing
+                        .linger_until(self.last_flush, Instant::now())
+                        // A queued reply to the client's own request: no wait at all.
+                        .filter(|_| !self.queue.take_urgent());
+                    self.batch = Batch::Gathering {
+                        frames: 1,
+                        linger_until,
+                    };
+                    if linger_until.is_some() {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Batch::Gathering {
+                    frames,
+                    linger_until,
+                } => {
+                    if frames < MAX_BATCH {
+                        // Registers for the next push too, which is how a wait ends
+                        // early when the batch fills up or a reply arrives.
+                        if let Poll::Ready(Some(frame)) = self.queue.poll_recv(cx) {
+                            self.pending = Some(Message::Text(frame.into_text()));
+                            self.batch = Batch::Gathering {
+                                frames: frames + 1,
+                                linger_until,
+                            };
+                            continue;
+                        }
+                        // A reply queued meanwhile ends the wait at once.
+                        if linger_until.is_some() && !self.queue.take_urgent() {
+                            return Poll::Pending;
+                        }
+                    }
+                    self.batch = Batch::Flushing { frames };
+                }
+                Batch::Flushing { frames } => {
+                    ready!(Pin::new(&mut *socket).poll_flush(cx))?;
+                    self.batch = Batch::Idle;
+                    self.last_flush = Some(Instant::now());
+                    self.queue.written();
+                    if frames > 0 {
+                        crate::stats::frames_out(frames);
+                    }
+                    // Polled again at once, but after the session's other sources: a
+                    // queue kept full by a hot room must not keep the client unread.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Sends what is left and the close frame for `reason` (a slow consumer's queue is
+    /// dropped instead: it is the problem). The caller bounds how long this may take.
+    pub async fn farewell<S: Sink<Message> + Unpin>(
+        mut self,
+        socket: &mut S,
+        reason: CloseReason,
+    ) -> Result<(), S::Error> {
+        if reason == CloseReason::SlowConsumer {
+            // Not sent, and its memory given back now.
+            self.queue.discard();
+            self.pending = None;
+        }
+        if let Some(message) = self.pending.take() {
+            socket.feed(message).await?;
+        }
+        while let Some(frame) = self.queue.try_recv() {
+            socket.feed(Message::Text(frame.into_text())).await?;
+        }
+        let code = CloseCode::from(reason);
+        socket
+            .send(Message::Close(Some(CloseFrame {
+                code: code.code(),
+                reason: Utf8Bytes::from_static(code.reason()),
+            })))
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -178,5 +260,161 @@ mod tests {
         assert_eq!(coalescing(14, true).linger_until(long_ago, now), None);
         assert_eq!(coalescing(14, true).linger_until(None, now), None);
         assert_eq!(coalescing(0, true).linger_until(recent, now), None);
+    }
+
+    use crate::hub::outbox::{Closer, OutboundBudget, Outbox};
+    use std::task::Waker;
+
+    /// A socket that takes messages unless blocked, and records what each flush sent.
+    #[derive(Default)]
+    struct Recorder {
+        blocked: bool,
+        unflushed: Vec<String>,
+        flushed: Vec<Vec<String>>,
+    }
+
+    impl Sink<Message> for Recorder {
+        type Error = axum::Error;
+
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            if self.blocked {
+                Poll::Pending
+            } else {
+                Poll::Ready(Ok(()))
+            }
+        }
+
+        fn start_send(mut self: Pin<&mut Self>, message: Message) -> Result<(), Self::Error> {
+            let seen = match message {
+                Message::Text(text) => text.as_str().to_owned(),
+                Message::Ping(_) => "ping".to_owned(),
+                Message::Close(Some(frame)) => format!("close {}", frame.code),
+                other => format!("{other:?}"),
+            };
+            self.unflushed.push(seen);
+            Ok(())
+        }
+
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            if self.blocked {
+                return Poll::Pending;
+            }
+            let batch = std::mem::take(&mut self.unflushed);
+            if !batch.is_empty() {
+                self.flushed.push(batch);
+            }
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    /// A writer on an always-busy server gathering for `linger_ms`, with its outbox.
+    fn writer(linger_ms: u64) -> (Writer, Outbox) {
+        let (outbox, queue) = Outbox::new(
+            256,
+            1 << 20,
+            Closer::new(),
+            &OutboundBudget::new(usize::MAX),
+        );
+        (Writer::new(queue, coalescing(linger_ms, true)), outbox)
+    }
+
+    /// Polls the writer as the session does, once: `Some(lingering)` if it returned.
+    fn poll(writer: &mut Writer, socket: &mut Recorder) -> Option<bool> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match writer.poll_write(&mut cx, socket) {
+            Poll::Ready(Ok(())) => Some(true),
+            Poll::Ready(Err(error)) => panic!("the recorder does not fail: {error}"),
+            Poll::Pending => None,
+        }
+    }
+
+    fn batches(socket: &Recorder) -> Vec<Vec<&str>> {
+        socket
+            .flushed
+            .iter()
+            .map(|batch| batch.iter().map(String::as_str).collect())
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_batch_waits_for_the_sessions_timer_and_a_reply_ends_the_wait_at_once() {
+        let (mut writer, outbox) = writer(14);
+        let mut socket = Recorder::default();
+        assert!(outbox.push("a".into()));
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert_eq!(batches(&socket), [["a"]], "the first frame leaves at once");
+
+        // Flushed moments ago on a busy server: the next batch waits, and says until when.
+        assert!(outbox.push("b".into()));
+        assert_eq!(poll(&mut writer, &mut socket), Some(true));
+        assert!(writer.linger_until().is_some());
+        assert!(outbox.push("c".into()));
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert_eq!(batches(&socket).len(), 1, "still gathering");
+
+        assert!(outbox.push_reply("reply".into()));
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert_eq!(batches(&socket), [vec!["a"], vec!["b", "c", "reply"]]);
+        assert_eq!(writer.linger_until(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_batch_leaves_when_the_timer_says_so() {
+        let (mut writer, outbox) = writer(14);
+        let mut socket = Recorder::default();
+        assert!(outbox.push("a".into()));
+        poll(&mut writer, &mut socket);
+        assert!(outbox.push("b".into()));
+        assert_eq!(poll(&mut writer, &mut socket), Some(true));
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert_eq!(batches(&socket).len(), 1);
+        writer.linger_over();
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert_eq!(batches(&socket), [["a"], ["b"]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ping_leaves_on_its_own_and_a_quiet_writer_never_waits() {
+        let (mut writer, outbox) = writer(0);
+        let mut socket = Recorder::default();
+        writer.ping();
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert!(outbox.push("a".into()));
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert!(outbox.push("b".into()));
+        assert_eq!(poll(&mut writer, &mut socket), None, "no linger: no wait");
+        assert_eq!(batches(&socket), [["ping"], ["a"], ["b"]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_a_blocked_socket_was_given_is_kept_for_the_close_and_a_slow_consumer_gets_none() {
+        for (reason, expected) in [
+            (CloseReason::ServerShutdown, vec!["a", "b", "close 1001"]),
+            (CloseReason::SlowConsumer, vec!["close 4008"]),
+        ] {
+            let (mut writer, outbox) = writer(0);
+            let mut socket = Recorder {
+                blocked: true,
+                ..Recorder::default()
+            };
+            assert!(outbox.push("a".into()));
+            assert!(outbox.push("b".into()));
+            assert_eq!(poll(&mut writer, &mut socket), None);
+            assert!(socket.unflushed.is_empty(), "nothing left while blocked");
+            // The session stops polling (a close); the frame taken is not lost.
+            socket.blocked = false;
+            writer
+                .farewell(&mut socket, reason)
+                .await
+                .expect("the recorder does not fail");
+            assert_eq!(batches(&socket), [expected]);
+        }
     }
 }
