@@ -145,8 +145,9 @@ pub struct Limits {
     /// frames before writing them together, while the server is busy; 0 never waits.
     #[arg(long, env = "PALISADE_COALESCE_MS", default_value_t = DEFAULT_LIMITS.coalesce_ms)]
     pub coalesce_ms: u64,
-    /// The server is busy, for `coalesce_ms`, while its worker threads spend at least
-    /// this percent of their time running tasks; 0 counts it busy always.
+    /// The server turns busy, for `coalesce_ms`, once its worker threads spend at least
+    /// this percent of their time running tasks, and quiet again below half of it; 0
+    /// counts it busy always.
     #[arg(long, env = "PALISADE_COALESCE_BUSY_PERCENT", default_value_t = DEFAULT_LIMITS.coalesce_busy_percent)]
     pub coalesce_busy_percent: u8,
     /// Connections from one client IP that have not upgraded to a WebSocket (idle
@@ -275,10 +276,12 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     write_stall_secs: 30,
     close_grace_ms: 3000,
     // Gathering for 14 ms turns a hot room's many tiny packets into a few larger ones
-    // (per-delivery CPU about halved between 70 and 300 msg/s in docs/performance.md);
-    // below half the workers' time the CPU it saves is not needed, and a frame leaves at once.
+    // (per-delivery CPU about halved between 70 and 300 msg/s in docs/performance.md).
+    // Under 30 % of the workers' time (what issue #11 calls light load) the CPU it saves
+    // is not needed, and a frame leaves at once; 50 % left a room of 1000 at 50 msg/s
+    // (about 45 % busy) paying a packet per delivery.
     coalesce_ms: 14,
-    coalesce_busy_percent: 50,
+    coalesce_busy_percent: 30,
     max_pending_connections_per_ip: 32,
     max_pending_connections: 2048,
     auth_global_per_minute: 600,

@@ -30,7 +30,8 @@ pub struct ServerLoad {
 }
 
 impl ServerLoad {
-    /// A load that turns busy at `threshold_percent` (at most 100) of the workers' time.
+    /// A load that turns busy at `threshold_percent` (at most 100) of the workers' time,
+    /// and quiet again below half of that (see [`next_busy`]).
     pub fn new(threshold_percent: u8) -> Arc<Self> {
         Arc::new(Self {
             busy: AtomicBool::new(threshold_percent == 0),
@@ -62,13 +63,23 @@ impl ServerLoad {
                 now.0.duration_since(last.0),
                 metrics.num_workers(),
             );
+            let was_busy = self.is_busy();
             self.busy.store(
-                share >= f64::from(self.threshold_percent) / 100.0,
+                next_busy(was_busy, share, self.threshold_percent),
                 Ordering::Relaxed,
             );
             last = now;
         }
     }
+}
+
+/// Whether the server is busy after a sample with this busy `share`: from the threshold
+/// up, and, once busy, until the share falls below half of it. Gathering frames lowers
+/// the very load it answers (about halving the CPU per delivery), so with one threshold
+/// a server near it would flip every sample between gathering and not.
+fn next_busy(was_busy: bool, share: f64, threshold_percent: u8) -> bool {
+    let threshold = f64::from(threshold_percent) / 100.0;
+    share >= if was_busy { threshold / 2.0 } else { threshold }
 }
 
 fn total_busy(metrics: &RuntimeMetrics) -> Duration {
@@ -104,6 +115,18 @@ mod tests {
             "no time passed: not busy"
         );
         assert_eq!(busy_share(ms(10), ms(20), 0), 0.5, "no workers read as one");
+    }
+
+    #[test]
+    fn busy_starts_at_the_threshold_and_ends_below_half_of_it() {
+        assert!(!next_busy(false, 0.29, 30));
+        assert!(next_busy(false, 0.30, 30));
+        assert!(
+            next_busy(true, 0.20, 30),
+            "gathering brought the load down: stay busy"
+        );
+        assert!(next_busy(true, 0.15, 30));
+        assert!(!next_busy(true, 0.14, 30));
     }
 
     #[test]
