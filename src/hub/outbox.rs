@@ -251,7 +251,7 @@ struct Shared {
 #[derive(Debug, Default)]
 struct Frames {
     queue: VecDeque<Frame>,
-    /// False once the writer discarded the queue: pushes are refused from then on.
+    /// Set once the writer discarded the queue: pushes are refused from then on.
     closed: bool,
 }
 
