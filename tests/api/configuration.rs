@@ -200,10 +200,7 @@ async fn a_damaged_development_secret_file_stops_the_start_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("dev-jwt-secret");
     std::fs::write(&secret_file, "cut short\n").unwrap();
-    let url = sqlite_url(dir.path());
-    let mut args = vec!["--database-url", &url];
-    args.extend_from_slice(&NO_SECRETS_FILE);
-    let (status, text) = run_until_exit(&args, &[("PALISADE_JWT_SECRET", None)]).await;
+    let (status, text) = start_until_exit(dir.path(), &[], &[("PALISADE_JWT_SECRET", None)]).await;
     assert!(!status.success(), "it started:\n{text}");
     assert!(
         text.contains(&format!(
@@ -224,22 +221,33 @@ async fn production_still_refuses_to_start_without_a_secret_when_a_development_o
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("dev-jwt-secret");
     std::fs::write(&secret_file, format!("{}\n", "ab".repeat(32))).unwrap();
-    let url = sqlite_url(dir.path());
-    let mut args = vec![
+    let production = [
         "--env",
         "production",
         "--allowed-origins",
         "https://chat.example.com",
-        "--database-url",
-        &url,
     ];
-    args.extend_from_slice(&NO_SECRETS_FILE);
-    let (status, text) = run_until_exit(&args, &[("PALISADE_JWT_SECRET", None)]).await;
+    let (status, text) =
+        start_until_exit(dir.path(), &production, &[("PALISADE_JWT_SECRET", None)]).await;
     assert!(!status.success(), "it started:\n{text}");
     assert!(
         text.contains("production mode needs: a JWT secret"),
         "{text}"
     );
+}
+
+/// Runs the real binary until it exits, on a database in `dir`, with `flags` and `env`
+/// and no secrets file: how every start that must be refused is tried here.
+async fn start_until_exit(
+    dir: &std::path::Path,
+    flags: &[&str],
+    env: &[(&str, Option<&str>)],
+) -> (std::process::ExitStatus, String) {
+    let url = sqlite_url(dir);
+    let mut args = vec!["--database-url", url.as_str()];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&NO_SECRETS_FILE);
+    run_until_exit(&args, env).await
 }
 
 /// The one error line of a start that was refused, checked to be the only one.
@@ -254,10 +262,7 @@ fn the_one_error_line(status: std::process::ExitStatus, text: &str) -> String {
 #[tokio::test]
 async fn a_zero_limit_stops_the_start_naming_the_flag_and_the_rule() {
     let dir = tempfile::tempdir().unwrap();
-    let url = sqlite_url(dir.path());
-    let mut args = vec!["--database-url", &url, "--messages-per-sec", "0"];
-    args.extend_from_slice(&NO_SECRETS_FILE);
-    let (status, text) = run_until_exit(&args, &[]).await;
+    let (status, text) = start_until_exit(dir.path(), &["--messages-per-sec", "0"], &[]).await;
     let error = the_one_error_line(status, &text);
     assert!(
         error.contains(
@@ -272,10 +277,8 @@ async fn a_zero_limit_stops_the_start_naming_the_flag_and_the_rule() {
 #[tokio::test]
 async fn a_zero_limit_from_the_environment_is_refused_as_well() {
     let dir = tempfile::tempdir().unwrap();
-    let url = sqlite_url(dir.path());
-    let mut args = vec!["--database-url", &url];
-    args.extend_from_slice(&NO_SECRETS_FILE);
-    let (status, text) = run_until_exit(&args, &[("PALISADE_MAX_CONNECTIONS", Some("0"))]).await;
+    let zero = [("PALISADE_MAX_CONNECTIONS", Some("0"))];
+    let (status, text) = start_until_exit(dir.path(), &[], &zero).await;
     let error = the_one_error_line(status, &text);
     assert!(
         error.contains(
@@ -288,17 +291,8 @@ async fn a_zero_limit_from_the_environment_is_refused_as_well() {
 #[tokio::test]
 async fn a_pong_timeout_within_the_heartbeat_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
-    let url = sqlite_url(dir.path());
-    let mut args = vec![
-        "--database-url",
-        &url,
-        "--heartbeat-secs",
-        "30",
-        "--pong-timeout-secs",
-        "20",
-    ];
-    args.extend_from_slice(&NO_SECRETS_FILE);
-    let (status, text) = run_until_exit(&args, &[]).await;
+    let flags = ["--heartbeat-secs", "30", "--pong-timeout-secs", "20"];
+    let (status, text) = start_until_exit(dir.path(), &flags, &[]).await;
     let error = the_one_error_line(status, &text);
     assert!(
         error.contains(
