@@ -141,8 +141,9 @@ pub struct Limits {
     /// after that whatever the client does.
     #[arg(long, env = "PALISADE_CLOSE_GRACE_MS", default_value_t = DEFAULT_LIMITS.close_grace_ms)]
     pub close_grace_ms: u64,
-    /// Milliseconds a busy connection (one written to within the last 40 ms) gathers
-    /// frames before writing them together, while the server is busy; 0 never waits.
+    /// While the server is busy: the longest a busy connection (one written to within
+    /// the last 40 ms) gathers frames after a write before writing them together (it
+    /// writes as soon as it has four); 0 never waits.
     #[arg(long, env = "PALISADE_COALESCE_MS", default_value_t = DEFAULT_LIMITS.coalesce_ms)]
     pub coalesce_ms: u64,
     /// The server turns busy, for `coalesce_ms`, once its worker threads spend at least
@@ -275,12 +276,14 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     header_timeout_secs: 10,
     write_stall_secs: 30,
     close_grace_ms: 3000,
-    // Gathering for 14 ms turns a hot room's many tiny packets into a few larger ones
-    // (per-delivery CPU about halved between 70 and 300 msg/s in docs/performance.md).
-    // Under 30 % of the workers' time (what issue #11 calls light load) the CPU it saves
-    // is not needed, and a frame leaves at once; 50 % left a room of 1000 at 50 msg/s
-    // (about 45 % busy) paying a packet per delivery.
-    coalesce_ms: 14,
+    // Gathering turns a hot room's many tiny packets into a few larger ones: a batch is
+    // written at four frames or 60 ms after the last write, so a connection receiving
+    // 50 msg/s writes three frames a packet (14 ms, the old wait, never saw a second
+    // frame there) and one receiving 100 msg/s waits ~30 ms, not 60; docs/performance.md
+    // has the CPU against latency for 14, 45 and 60. Under 30 % of the workers' time
+    // (what issue #11 calls light load) the CPU it saves is not needed, and a frame
+    // leaves at once.
+    coalesce_ms: 60,
     coalesce_busy_percent: 30,
     max_pending_connections_per_ip: 32,
     max_pending_connections: 2048,

@@ -241,6 +241,9 @@ struct Shared {
     ready: AtomicWaker,
     /// A reply to the client's own request is waiting (see [`Outbox::push_reply`]).
     urgent: AtomicBool,
+    /// 0, or the writer is gathering a batch until a deadline of its own and a push wakes
+    /// it only for a reply or once this many frames wait (see [`OutboxQueue::gather`]).
+    wake_at: AtomicUsize,
     /// Live [`Outbox`] handles; at zero the writer's queue ends once drained.
     outboxes: AtomicUsize,
     queued: Queued,
@@ -309,6 +312,7 @@ impl Outbox {
             frames: Mutex::default(),
             ready: AtomicWaker::new(),
             urgent: AtomicBool::new(false),
+            wake_at: AtomicUsize::new(0),
             outboxes: AtomicUsize::new(1),
             queued: Queued {
                 bytes: AtomicUsize::new(0),
@@ -333,23 +337,30 @@ impl Outbox {
             self.closer.close(CloseReason::SlowConsumer);
             return false;
         }
-        let refused = {
+        // Ok(frames now queued) or Err(whether the queue was full).
+        let queued = {
             let mut frames = shared.frames();
             if frames.closed {
-                Some(false)
+                Err(false)
             } else if frames.queue.len() >= shared.max_frames {
-                Some(true)
+                Err(true)
             } else {
                 frames.queue.push_back(frame);
-                None
+                Ok(frames.queue.len())
             }
         };
-        match refused {
-            None => {
-                shared.ready.wake();
+        match queued {
+            Ok(frames) => {
+                // A writer gathering a batch reads the queue when its wait ends: waking
+                // it for every frame would cost a task poll per delivery, the very
+                // cost gathering is there to save.
+                let wake_at = shared.wake_at.load(Ordering::Acquire);
+                if frames >= wake_at || shared.urgent.load(Ordering::Acquire) {
+                    shared.ready.wake();
+                }
                 true
             }
-            Some(full) => {
+            Err(full) => {
                 shared.queued.sub(len);
                 if full {
                     self.closer.close(CloseReason::SlowConsumer);
@@ -392,6 +403,14 @@ impl OutboxQueue {
         }
     }
 
+    /// From now on a push wakes the writer only for a reply or once `frames` frames
+    /// wait (at least one): it is gathering a batch and wakes at a deadline of its own.
+    /// `None`: every push wakes it again.
+    pub fn gather(&self, frames: Option<usize>) {
+        let wake_at = frames.map_or(0, |frames| frames.max(1));
+        self.shared.wake_at.store(wake_at, Ordering::Release);
+    }
+
     /// Whether a reply was queued since the last call (and clears the mark).
     pub fn take_urgent(&self) -> bool {
         self.shared.urgent.swap(false, Ordering::AcqRel)
@@ -417,11 +436,13 @@ impl OutboxQueue {
 
     /// The frames taken so far have left (or been dropped): their bytes stop counting.
     /// Once per batch, so the shared count costs one update per batch, not per frame;
-    /// an emptied queue gives its storage back, so an idle connection holds none.
+    /// an emptied queue gives its storage back, so an idle connection holds none (unless
+    /// the writer is gathering its next batch: it is about to use it again).
     pub fn written(&mut self) {
         self.shared.queued.sub(std::mem::take(&mut self.taken));
+        let gathering = self.shared.wake_at.load(Ordering::Acquire) != 0;
         let mut frames = self.shared.frames();
-        if frames.queue.is_empty() && frames.queue.capacity() > 0 {
+        if !gathering && frames.queue.is_empty() && frames.queue.capacity() > 0 {
             frames.queue = VecDeque::new();
         }
     }
@@ -498,6 +519,46 @@ mod tests {
             ["one", "two"],
             "what was queued before the end is delivered"
         );
+    }
+
+    /// A waker that counts its wakes.
+    struct Counter(AtomicUsize);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_gathering_writer_is_woken_only_by_a_reply_or_the_frames_it_waits_for() {
+        let (outbox, mut queue) = Outbox::new(256, 1 << 20, Closer::new(), &unbounded());
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(Arc::clone(&counter));
+        let wakes = || counter.0.load(Ordering::Relaxed);
+        let mut cx = Context::from_waker(&waker);
+        let mut register = |queue: &mut OutboxQueue| {
+            assert!(queue.poll_recv(&mut cx).is_pending());
+        };
+
+        register(&mut queue);
+        queue.gather(Some(3));
+        assert!(outbox.push("a".into()) && outbox.push("b".into()));
+        assert_eq!(wakes(), 0, "gathering: no wake-up per frame");
+        assert!(outbox.push("c".into()));
+        assert_eq!(wakes(), 1, "the third frame completes the batch");
+
+        while queue.try_recv().is_some() {}
+        register(&mut queue);
+        assert!(outbox.push_reply("reply".into()));
+        assert_eq!(wakes(), 2, "a reply never waits");
+
+        while queue.try_recv().is_some() {}
+        assert!(queue.take_urgent());
+        queue.gather(None);
+        register(&mut queue);
+        assert!(outbox.push("d".into()));
+        assert_eq!(wakes(), 3, "not gathering: every frame wakes the writer");
     }
 
     #[test]

@@ -9,10 +9,12 @@
 //!
 //! It writes everything already queued and flushes once per batch, so a burst of
 //! broadcasts costs one flush, not one per frame. While the server is busy
-//! ([`ServerLoad`]), a connection that is busy too (it flushed moments ago) waits a few
-//! milliseconds (`--coalesce-ms`) to gather more before flushing: on a hot room that turns
-//! many tiny TCP packets into a few larger ones, which is most of what a delivery costs.
-//! A quiet server, a quiet connection (a person chatting) and the answer to a client's
+//! ([`ServerLoad`]), a connection that is busy too (it flushed moments ago) gathers its
+//! next batch from the flush on, until it holds [`GATHER_FRAMES`] frames or
+//! `--coalesce-ms` have passed: on a hot room that turns many tiny TCP packets into a
+//! few larger ones, which is most of what a delivery costs. While it gathers, the frames
+//! queued for it do not wake its task (see `OutboxQueue::gather`): a batch costs one
+//! wake-up, not one per frame. A quiet server, a quiet connection (a person chatting) and the answer to a client's
 //! own request (`Outbox::push_reply`) get each frame at once: the wait buys CPU only when
 //! CPU is short, and costs latency always. The wait is the session's timer, not an await
 //! here, so the session goes on reading while a batch gathers. It also sends the
@@ -34,6 +36,11 @@ use tokio::time::Instant;
 /// Most frames written between two flushes.
 const MAX_BATCH: usize = 64;
 
+/// A gathering batch is written as soon as it holds this many frames: most of what
+/// gathering saves (the packet, the wake-up) is saved by then, and on a busy room the
+/// batch leaves well before its wait is over.
+const GATHER_FRAMES: usize = 4;
+
 /// A flush this recent makes the connection busy (it receives more than ~25 frames a
 /// second): one that is not gets its next frame at once whatever the server's load.
 const BUSY_WINDOW: Duration = Duration::from_millis(40);
@@ -41,7 +48,8 @@ const BUSY_WINDOW: Duration = Duration::from_millis(40);
 /// When a busy connection gathers frames before writing.
 #[derive(Clone, Debug)]
 pub struct Coalescing {
-    /// How long it gathers after its last flush (`--coalesce-ms`); zero never waits.
+    /// The longest it gathers after its last flush (`--coalesce-ms`); zero never waits.
+    /// A batch of [`GATHER_FRAMES`] frames is written without waiting longer.
     pub linger: Duration,
     /// Whether the server is busy enough for the wait to be worth its latency.
     pub load: Arc<ServerLoad>,
@@ -61,9 +69,11 @@ enum Batch {
     /// No batch: waiting for a frame (or a ping) to start one.
     Idle,
     /// Feeding frames; `frames` data frames so far, gathering more until `linger_until`.
+    /// `armed`: the session knows of the wait (it set its timer for it).
     Gathering {
         frames: usize,
         linger_until: Option<Instant>,
+        armed: bool,
     },
     /// Everything of the batch is fed: flushing it.
     Flushing { frames: usize },
@@ -158,15 +168,16 @@ impl Writer {
                     self.batch = Batch::Gathering {
                         frames: 1,
                         linger_until,
+                        armed: false,
                     };
-                    if linger_until.is_some() {
-                        return Poll::Ready(Ok(()));
-                    }
                 }
                 Batch::Gathering {
                     frames,
                     linger_until,
+                    armed,
                 } => {
+                    // Waiting for more, or taking what is queued and writing it.
+                    let waiting = linger_until.is_some() && frames < GATHER_FRAMES;
                     if frames < MAX_BATCH {
                         // Registers for the next push too, which is how a wait ends
                         // early when the batch fills up or a reply arrives.
@@ -175,24 +186,60 @@ impl Writer {
                             self.batch = Batch::Gathering {
                                 frames: frames + 1,
                                 linger_until,
+                                armed,
                             };
                             continue;
                         }
                         // A reply queued meanwhile ends the wait at once.
-                        if linger_until.is_some() && !self.queue.take_urgent() {
-                            return Poll::Pending;
+                        if waiting && !self.queue.take_urgent() {
+                            if armed {
+                                return Poll::Pending;
+                            }
+                            // Pushes stop waking the task: the session's timer will, or
+                            // the push that completes the batch.
+                            self.queue.gather(Some(GATHER_FRAMES - frames));
+                            self.batch = Batch::Gathering {
+                                frames,
+                                linger_until,
+                                armed: true,
+                            };
+                            return Poll::Ready(Ok(()));
                         }
                     }
-                    self.batch = Batch::Flushing { frames };
+                    self.queue.gather(None);
+                    self.batch = if frames == 0 {
+                        // A wait after a flush that gathered nothing: the connection
+                        // is quiet after all, and its queue gives its storage back.
+                        self.queue.written();
+                        Batch::Idle
+                    } else {
+                        Batch::Flushing { frames }
+                    };
                 }
                 Batch::Flushing { frames } => {
                     ready!(Pin::new(&mut *socket).poll_flush(cx))?;
-                    self.batch = Batch::Idle;
-                    self.last_flush = Some(Instant::now());
-                    self.queue.written();
+                    let now = Instant::now();
+                    self.last_flush = Some(now);
                     if frames > 0 {
                         crate::stats::frames_out(frames);
                     }
+                    // A connection that just flushed on a busy server starts its next
+                    // batch now, empty: the frames that come meanwhile are read when
+                    // the wait ends (or the batch is full), so a batch costs one
+                    // wake-up, not one per frame. A ping that is due goes first.
+                    let linger = self.coalescing.linger_until(self.last_flush, now);
+                    self.batch = match linger.filter(|_| !self.ping_due) {
+                        Some(until) => {
+                            self.queue.gather(Some(GATHER_FRAMES));
+                            Batch::Gathering {
+                                frames: 0,
+                                linger_until: Some(until),
+                                armed: false,
+                            }
+                        }
+                        None => Batch::Idle,
+                    };
+                    self.queue.written();
                     // Polled again at once, but after the session's other sources: a
                     // queue kept full by a hot room must not keep the client unread.
                     cx.waker().wake_by_ref();
@@ -362,7 +409,49 @@ mod tests {
         assert!(outbox.push_reply("reply".into()));
         assert_eq!(poll(&mut writer, &mut socket), None);
         assert_eq!(batches(&socket), [vec!["a"], vec!["b", "c", "reply"]]);
-        assert_eq!(writer.linger_until(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_flush_a_busy_connection_gathers_its_next_batch_and_writes_it_at_four_frames() {
+        let (mut writer, outbox) = writer(60);
+        let mut socket = Recorder::default();
+        assert!(outbox.push("a".into()));
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert_eq!(batches(&socket), [["a"]]);
+        assert!(
+            writer.linger_until().is_some(),
+            "the next batch gathers from the flush on"
+        );
+        assert_eq!(
+            poll(&mut writer, &mut socket),
+            Some(true),
+            "and asks the session to set its timer"
+        );
+        for frame in ["b", "c", "d"] {
+            assert!(outbox.push(frame.into()));
+            assert_eq!(poll(&mut writer, &mut socket), None);
+        }
+        assert_eq!(batches(&socket).len(), 1, "three frames wait for a fourth");
+        assert!(outbox.push("e".into()));
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert_eq!(batches(&socket), [vec!["a"], vec!["b", "c", "d", "e"]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_that_gathers_nothing_leaves_the_connection_quiet_and_its_next_frame_goes_at_once()
+     {
+        let (mut writer, outbox) = writer(60);
+        let mut socket = Recorder::default();
+        assert!(outbox.push("a".into()));
+        poll(&mut writer, &mut socket);
+        assert_eq!(poll(&mut writer, &mut socket), Some(true));
+        writer.linger_over();
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert_eq!(writer.linger_until(), None, "nothing gathered: no batch");
+        tokio::time::advance(BUSY_WINDOW).await;
+        assert!(outbox.push("b".into()));
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert_eq!(batches(&socket), [["a"], ["b"]]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,8 +10,7 @@
 //! `bench/run.sh` for comparison.
 //!
 //! Sends arrive at random by default (`--arrivals poisson`), as people chat: a fixed
-//! schedule at 50 msg/s leaves 20 ms between messages, longer than the 14 ms of
-//! gathering, so it would never show the short gaps where gathering costs latency.
+//! schedule would hide the short gaps where a frame might wait for the next one.
 
 use super::{Load, Report, broadcast};
 use crate::Args;
