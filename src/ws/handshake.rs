@@ -33,10 +33,11 @@ use tungstenite::protocol::WebSocketConfig;
 /// How long a client refused by a connection cap is told to wait.
 const CAP_RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// The read buffer per connection: client frames are small, and an idle connection
-/// should cost little; a frame of up to the frame limit (25 KB by default) simply
-/// takes several reads.
-const READ_BUFFER_BYTES: usize = 1024;
+/// The read buffer per connection, kept for its whole life: client frames are small
+/// (a `send` of a short message, a `join`, a ping), and at tens of thousands of idle
+/// connections every byte of it counts; a bigger frame, up to the frame limit (25 KB by
+/// default), simply takes several reads.
+const READ_BUFFER_BYTES: usize = 256;
 
 /// Frames written between flushes collect up to this much before a write, under
 /// tungstenite ([`super::batched_io`]), which itself writes each frame straight through.
