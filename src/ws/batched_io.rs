@@ -13,8 +13,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A batch that reaches this many bytes is written out before it takes more, so one
-/// burst cannot grow the buffer without end.
+/// The most a batch holds: one that reaches it is written out before it takes more, so
+/// one burst, or a client that does not read, cannot grow it without end.
 pub(crate) const WRITE_OUT_AT_BYTES: usize = 64 * 1024;
 
 /// An IO whose writes collect until a flush. Reads pass through.
@@ -70,8 +70,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedIo<T> {
         if self.buffer.len() >= WRITE_OUT_AT_BYTES {
             ready!(self.poll_write_out(cx))?;
         }
-        self.buffer.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        // Only up to the bound: what does not fit waits in tungstenite's buffer, which
+        // has its own bound, so a client that does not read holds both at most.
+        let taken = buf.len().min(WRITE_OUT_AT_BYTES - self.buffer.len());
+        self.buffer.extend_from_slice(&buf[..taken]);
+        Poll::Ready(Ok(taken))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -170,13 +173,18 @@ mod tests {
     }
 
     #[test]
-    fn a_full_batch_is_written_out_before_it_takes_more_and_waits_while_blocked() {
+    fn a_batch_takes_bytes_up_to_its_bound_and_is_written_out_before_it_takes_more() {
         let mut io = BatchedIo::new(Inner {
             blocked: true,
             ..Inner::default()
         });
         let big = vec![b'x'; WRITE_OUT_AT_BYTES];
-        assert!(write(&mut io, &big).is_ready());
+        assert!(matches!(write(&mut io, &big[..10]), Poll::Ready(Ok(10))));
+        let room = WRITE_OUT_AT_BYTES - 10;
+        assert!(
+            matches!(write(&mut io, &big), Poll::Ready(Ok(n)) if n == room),
+            "taken up to the bound only"
+        );
         assert!(write(&mut io, b"more").is_pending(), "held at the bound");
         io.inner.blocked = false;
         assert!(write(&mut io, b"more").is_ready());
