@@ -38,7 +38,6 @@ use crate::model::{now_millis, now_secs};
 use crate::state::AppState;
 use crate::store::{NewMessage, ReplayFrom, keep_newest_affordable};
 use futures_util::StreamExt;
-use std::collections::BTreeSet;
 use std::future::{Future, poll_fn};
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -64,9 +63,35 @@ struct Session {
     outbox: Outbox,
     closer: Closer,
     budget: FrameBudget,
-    rooms: BTreeSet<String>,
+    rooms: Rooms,
     /// Why a transport error closed the connection, for the log.
     cause: Option<&'static str>,
+}
+
+/// The rooms a connection is in: a few (`--max-rooms-per-connection`, 32 by default),
+/// so a list, searched in full. A `BTreeSet` cost a whole node (~280 bytes) for one room,
+/// on every idle connection.
+#[derive(Default)]
+struct Rooms(Vec<String>);
+
+impl Rooms {
+    fn contains(&self, room: &str) -> bool {
+        self.0.iter().any(|joined| joined == room)
+    }
+
+    fn insert(&mut self, room: &str) {
+        if !self.contains(room) {
+            self.0.push(room.to_owned());
+        }
+    }
+
+    fn remove(&mut self, room: &str) {
+        self.0.retain(|joined| joined != room);
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// The connection's deadlines but a batch's wait, which its [`Writer`] keeps.
@@ -139,7 +164,7 @@ pub(crate) fn run(mut socket: Socket, context: SessionContext) -> impl Future<Ou
         ip,
         outbox,
         closer,
-        rooms: BTreeSet::new(),
+        rooms: Rooms::default(),
         cause: None,
     };
     async move {
@@ -506,7 +531,7 @@ impl Session {
                 return self.abandon_join(id, &room).await;
             }
         };
-        self.rooms.insert(room.clone());
+        self.rooms.insert(&room);
         let mut snapshot = match self.state.store.snapshot(&room, from).await {
             Ok(snapshot) => snapshot,
             Err(error) => {
@@ -558,7 +583,7 @@ impl Session {
     }
 
     async fn leave_all(&mut self) {
-        for room in std::mem::take(&mut self.rooms) {
+        for room in std::mem::take(&mut self.rooms).0 {
             self.leave_room(&room).await;
         }
     }
