@@ -11,8 +11,8 @@
 //! made, from a `String` or a `&'static str`. A transport that receives frames as bytes
 //! (a broker between nodes) checks them once per node when it makes them.
 
-use axum::extract::ws::Utf8Bytes;
 use std::fmt;
+use tungstenite::Utf8Bytes;
 
 /// One serialised server frame: UTF-8 text, shared by every recipient.
 #[derive(Clone, PartialEq, Eq)]

@@ -116,18 +116,7 @@ impl From<CloseReason> for CloseCode {
 
 /// What a socket error means for the connection: the reason to close with and a short
 /// cause for the log.
-pub fn for_transport_error(error: &axum::Error) -> (CloseReason, &'static str) {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = source {
-        if let Some(error) = current.downcast_ref::<tungstenite::Error>() {
-            return for_tungstenite_error(error);
-        }
-        source = current.source();
-    }
-    (CloseReason::Normal, "connection_error")
-}
-
-fn for_tungstenite_error(error: &tungstenite::Error) -> (CloseReason, &'static str) {
+pub fn for_transport_error(error: &tungstenite::Error) -> (CloseReason, &'static str) {
     use tungstenite::Error;
     match error {
         Error::Capacity(_) => (CloseReason::TooBig, "too_big"),
@@ -194,7 +183,7 @@ mod tests {
     #[test]
     fn transport_errors_map_to_the_contract_codes() {
         let code = |error| {
-            let (reason, _) = for_transport_error(&axum::Error::new(error));
+            let (reason, _) = for_transport_error(&error);
             CloseCode::from(reason).code()
         };
         assert_eq!(code(tungstenite::Error::Utf8("x".into())), 1007);

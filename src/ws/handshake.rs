@@ -14,14 +14,13 @@
 
 use super::limits::CapRejection;
 use super::session::{self, SessionContext};
+use super::upgrade::UpgradeOffer;
 use crate::auth::{CredentialRejection, Identity, bearer_token, refuse_credentials};
 use crate::client_ip::ClientIp;
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -29,23 +28,28 @@ use serde::Deserialize;
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
+use tungstenite::protocol::WebSocketConfig;
 
 /// How long a client refused by a connection cap is told to wait.
 const CAP_RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// The read buffer per connection: client frames are small, and an idle connection
-/// should cost little; a frame of up to the frame limit (25 KB by default) simply
-/// takes several reads.
-const READ_BUFFER_BYTES: usize = 1024;
+/// The read buffer per connection, kept for its whole life: client frames are small
+/// (a `send` of a short message, a `join`, a ping), and at tens of thousands of idle
+/// connections every byte of it counts; a bigger frame, up to the frame limit (25 KB by
+/// default), simply takes several reads.
+const READ_BUFFER_BYTES: usize = 256;
 
-/// Frames written between flushes collect up to this much before a write: the writer
-/// flushes once per batch, so a burst costs one syscall, not one per frame. The buffer
-/// only grows as far as a connection's largest batch.
-const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// Frames written between flushes collect up to this much before a write, under
+/// tungstenite ([`super::batched_io`]), which itself writes each frame straight through.
+const WRITE_BUFFER_BYTES: usize = super::batched_io::WRITE_OUT_AT_BYTES;
 
 /// Most bytes tungstenite may hold unwritten for one connection. Unbounded (its
 /// default), a client that stops reading lets it grow without end: tungstenite keeps at
-/// most one pending pong, but every data frame the writer feeds piles up there. It must
+/// most one pending pong, but every data frame the writer feeds piles up there once the
+/// batch under it is full and the socket blocks. The writer sends a long frame as
+/// fragments of at most `writer::FRAGMENT_BYTES`, so this is far more than it needs; it
+/// stays the bound it was, which any frame fits whole, so the limit never depends on
+/// how the writer cuts frames. It must
 /// hold the largest single frame the server sends, or that frame could never leave
 /// (tungstenite refuses a frame that does not fit even an empty buffer): a `joined` or
 /// `history` reply, whose messages are bounded by `replay_max_bytes`, plus a `joined`'s
@@ -73,7 +77,7 @@ pub async fn upgrade(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     query: Result<Query<QueryCredentials>, QueryRejection>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    offer: UpgradeOffer,
 ) -> Response {
     // 1. Origin.
     if let Err(reason) = state.settings.origins.check_headers(&headers) {
@@ -114,11 +118,15 @@ pub async fn upgrade(
         }
     };
 
-    let Ok(ws) = ws else {
-        return ApiError::UpgradeRequired.into_response();
-    };
     let max = state.settings.limits.frame_limit();
-    let max_write_buffer = max_write_buffer_bytes(&state.settings.limits);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        .read_buffer_size(READ_BUFFER_BYTES)
+        // Each frame goes straight to the batching under it, which keeps no buffer
+        // between batches; tungstenite's own would keep its largest batch for good.
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_write_buffer_bytes(&state.settings.limits));
     let tracker = state.sessions.clone();
     let context = SessionContext {
         state,
@@ -126,15 +134,11 @@ pub async fn upgrade(
         ip,
         slot,
     };
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_write_buffer_size(max_write_buffer)
-        .on_failed_upgrade(move |error| {
-            tracing::debug!(%error, "websocket upgrade failed");
+    offer
+        .accept(config, move |socket| {
+            tracker.track_future(session::run(socket, context))
         })
-        .on_upgrade(move |socket| tracker.track_future(session::run(socket, context)))
+        .unwrap_or_else(|| ApiError::UpgradeRequired.into_response())
 }
 
 /// `401`, or `429` once this client's failed-credentials budget is spent.
@@ -196,7 +200,10 @@ mod tests {
             ..Limits::default()
         };
         let bound = max_write_buffer_bytes(&limits);
-        assert!(bound > WRITE_BUFFER_BYTES, "tungstenite asserts on this");
+        assert!(
+            bound > WRITE_BUFFER_BYTES,
+            "a full batch under tungstenite, then frames"
+        );
         // The worst a client can make the server send at once: a full replay of the
         // longest bodies, every connection a distinct member with the longest name.
         let longest = |c: char, n: usize| std::iter::repeat_n(c, n).collect::<String>();

@@ -1,10 +1,12 @@
 //! The WebSocket side: handshake checks, the per-connection session, and what bounds it.
 //!
-//! - [`handshake`]: `GET /ws`, every check of the contract answered before the upgrade.
+//! - [`handshake`]: `GET /ws`, every check of the contract answered before the upgrade;
+//!   [`upgrade`]: the upgrade itself, onto [`batched_io`], which holds a connection's
+//!   outgoing batch and nothing between batches.
 //! - [`session`]: the one task of a connection: reads client frames and acts on them,
 //!   drives its writer, keeps its deadlines.
 //! - [`writer`]: the write half the session polls: drains its [`Outbox`] to the socket,
-//!   in batches, with the heartbeat pings and the close frame.
+//!   in batches, long frames as fragments, with the heartbeat pings and the close frame.
 //! - [`occupancy`]: the counts of rooms too big for per-user presence.
 //! - [`protocol`]: the frame types; [`close`]: the close codes; [`limits`]: caps and rates.
 //!
@@ -14,6 +16,7 @@
 //!
 //! [`Outbox`]: crate::hub::outbox::Outbox
 
+pub(crate) mod batched_io;
 pub mod close;
 pub mod handshake;
 pub mod limits;
@@ -21,4 +24,5 @@ pub mod occupancy;
 pub mod protocol;
 pub mod registry;
 pub mod session;
+pub mod upgrade;
 pub mod writer;

@@ -28,6 +28,7 @@ use super::protocol::{
     AdvertisedLimits, ClientFrame, ErrorCode, HISTORY_DEFAULT, PresenceEvent, ServerFrame,
     joined_with_members,
 };
+use super::upgrade::Socket;
 use super::writer::{self, Writer};
 use crate::auth::Identity;
 use crate::broker::{BrokerError, encode};
@@ -36,15 +37,15 @@ use crate::hub::outbox::{CloseReason, Closer, Outbox};
 use crate::model::{now_millis, now_secs};
 use crate::state::AppState;
 use crate::store::{NewMessage, ReplayFrom, keep_newest_affordable};
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::StreamExt;
-use std::collections::BTreeSet;
 use std::future::{Future, poll_fn};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Sleep, sleep_until, timeout};
+use tungstenite::{Message, Utf8Bytes};
 
 /// What the handshake established about a connection.
 pub struct SessionContext {
@@ -62,9 +63,35 @@ struct Session {
     outbox: Outbox,
     closer: Closer,
     budget: FrameBudget,
-    rooms: BTreeSet<String>,
+    rooms: Rooms,
     /// Why a transport error closed the connection, for the log.
     cause: Option<&'static str>,
+}
+
+/// The rooms a connection is in: a few (`--max-rooms-per-connection`, 32 by default),
+/// so a list, searched in full. A `BTreeSet` cost a whole node (~280 bytes) for one room,
+/// on every idle connection.
+#[derive(Default)]
+struct Rooms(Vec<String>);
+
+impl Rooms {
+    fn contains(&self, room: &str) -> bool {
+        self.0.iter().any(|joined| joined == room)
+    }
+
+    fn insert(&mut self, room: &str) {
+        if !self.contains(room) {
+            self.0.push(room.to_owned());
+        }
+    }
+
+    fn remove(&mut self, room: &str) {
+        self.0.retain(|joined| joined != room);
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// The connection's deadlines but a batch's wait, which its [`Writer`] keeps.
@@ -94,14 +121,14 @@ enum Event {
     /// The writer started a batch that waits for more frames: the timer must be set.
     Lingering,
     /// A write failed: the socket is gone.
-    WriteFailed(axum::Error),
+    WriteFailed(tungstenite::Error),
     /// The client sent something, or went away.
-    Read(Option<Result<Message, axum::Error>>),
+    Read(Option<Result<Message, tungstenite::Error>>),
 }
 
 /// Sets up a connection (in the handshake's task, so nothing used only for that lives on
 /// in the connection's future) and returns the future that runs it.
-pub fn run(mut socket: WebSocket, context: SessionContext) -> impl Future<Output = ()> + Send {
+pub(crate) fn run(mut socket: Socket, context: SessionContext) -> impl Future<Output = ()> + Send {
     let SessionContext {
         state,
         identity,
@@ -137,7 +164,7 @@ pub fn run(mut socket: WebSocket, context: SessionContext) -> impl Future<Output
         ip,
         outbox,
         closer,
-        rooms: BTreeSet::new(),
+        rooms: Rooms::default(),
         cause: None,
     };
     async move {
@@ -180,7 +207,7 @@ pub fn run(mut socket: WebSocket, context: SessionContext) -> impl Future<Output
 /// `grace` (`--close-grace-ms`) and no more, and the socket is closed when this returns,
 /// whatever the client does.
 async fn close_socket(
-    mut socket: WebSocket,
+    mut socket: Socket,
     writer: Option<Writer>,
     reason: CloseReason,
     grace: Duration,
@@ -192,13 +219,16 @@ async fn close_socket(
         while let Some(Ok(_)) = socket.next().await {}
     })
     .await;
+    // tungstenite writes its answer to the client's close as the connection ends, and
+    // does not flush it: it would stay in the batch under it (`super::batched_io`).
+    let _ = timeout(grace, socket.get_mut().flush()).await;
 }
 
 /// Polls the connection's sources in turn: the writer first (it only returns to ask for
 /// the timer or to report a failure), then the timer, then the client.
 fn poll_event(
     cx: &mut Context<'_>,
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     writer: &mut Writer,
     timer: Pin<&mut Sleep>,
 ) -> Poll<Event> {
@@ -250,7 +280,7 @@ impl Session {
 
     /// Serves the connection until it must close; false if a write failed (nothing
     /// more can be sent then, not even the close frame).
-    async fn serve(&mut self, socket: &mut WebSocket, writer: &mut Writer) -> bool {
+    async fn serve(&mut self, socket: &mut Socket, writer: &mut Writer) -> bool {
         let limits = &self.state.settings.limits;
         let silence_limit = Duration::from_secs(limits.pong_timeout_secs.max(1));
         let heartbeat = Duration::from_secs(limits.heartbeat_secs.max(1));
@@ -321,6 +351,10 @@ impl Session {
                         Some(Ok(Message::Binary(_))) => self.closer.close(CloseReason::Unsupported),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => self.on_control(),
                         Some(Ok(Message::Close(_))) => self.closer.close(CloseReason::Normal),
+                        // tungstenite reads whole messages, never raw frames.
+                        Some(Ok(Message::Frame(_))) => {
+                            self.closer.close(CloseReason::ProtocolError);
+                        }
                     }
                 }
             }
@@ -333,7 +367,7 @@ impl Session {
     async fn handle_writing(
         &mut self,
         text: Utf8Bytes,
-        socket: &mut WebSocket,
+        socket: &mut Socket,
         writer: &mut Writer,
     ) -> bool {
         let closer = self.closer.clone();
@@ -497,7 +531,7 @@ impl Session {
                 return self.abandon_join(id, &room).await;
             }
         };
-        self.rooms.insert(room.clone());
+        self.rooms.insert(&room);
         let mut snapshot = match self.state.store.snapshot(&room, from).await {
             Ok(snapshot) => snapshot,
             Err(error) => {
@@ -549,7 +583,7 @@ impl Session {
     }
 
     async fn leave_all(&mut self) {
-        for room in std::mem::take(&mut self.rooms) {
+        for room in std::mem::take(&mut self.rooms).0 {
             self.leave_room(&room).await;
         }
     }

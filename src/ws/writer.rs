@@ -21,17 +21,32 @@
 //! heartbeat pings the session asks for and, when the connection must close, the close
 //! frame with its code, after what was queued before it (except for a slow consumer,
 //! whose queue is the problem).
+//!
+//! A frame longer than [`FRAGMENT_BYTES`] leaves as a fragmented message (RFC 6455
+//! §5.4): a text frame without FIN, then continuation frames, the last with FIN, back to
+//! back. tungstenite's write buffer keeps the capacity of the largest frame it ever
+//! held, for the life of the connection; fragments keep that at one fragment however
+//! big a `joined` or `history` reply was. A cut may fall inside a UTF-8 sequence: only
+//! the whole message must be UTF-8, and clients check it once reassembled.
 
 use super::close::CloseCode;
 use crate::hub::outbox::{CloseReason, OutboxQueue};
 use crate::load::ServerLoad;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::Instant;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::Frame as WireFrame;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::{Bytes, Message, Utf8Bytes};
+
+/// The most payload one frame carries: a longer text leaves as fragments of this size.
+/// Small enough that tungstenite's write buffer, which never shrinks, stays small;
+/// large enough that almost every frame (a chat message, an ack, presence) is one.
+pub(crate) const FRAGMENT_BYTES: usize = 512;
 
 /// Most frames written between two flushes.
 const MAX_BATCH: usize = 64;
@@ -79,6 +94,14 @@ enum Batch {
     Flushing { frames: usize },
 }
 
+/// A long frame on its way out as fragments.
+struct Fragments {
+    /// What is not sent yet.
+    rest: Bytes,
+    /// Whether its first fragment (the text frame) has been taken.
+    started: bool,
+}
+
 /// A connection's outbound side, between two polls. Generic over the socket (a
 /// WebSocket in the server) so its batching can be tested without one.
 pub struct Writer {
@@ -86,6 +109,8 @@ pub struct Writer {
     coalescing: Coalescing,
     /// A message taken (from the queue, or a ping) that the socket has not accepted yet.
     pending: Option<Message>,
+    /// What is left of a long frame being sent as fragments, after `pending`.
+    fragments: Option<Fragments>,
     batch: Batch,
     last_flush: Option<Instant>,
     ping_due: bool,
@@ -97,10 +122,50 @@ impl Writer {
             queue,
             coalescing,
             pending: None,
+            fragments: None,
             batch: Batch::Idle,
             last_flush: None,
             ping_due: false,
         }
+    }
+
+    /// Takes a frame from the queue to send: whole, or as fragments if it is long.
+    fn start(&mut self, text: Utf8Bytes) {
+        if text.len() <= FRAGMENT_BYTES {
+            self.pending = Some(Message::Text(text));
+        } else {
+            self.fragments = Some(Fragments {
+                rest: Bytes::from(text),
+                started: false,
+            });
+        }
+    }
+
+    /// The next message for the socket: the one it has not accepted yet, or else the
+    /// next fragment of a long frame.
+    fn next_message(&mut self) -> Option<Message> {
+        if let Some(message) = self.pending.take() {
+            return Some(message);
+        }
+        let fragments = self.fragments.as_mut()?;
+        let payload = fragments
+            .rest
+            .split_to(FRAGMENT_BYTES.min(fragments.rest.len()));
+        let opcode = if fragments.started {
+            Data::Continue
+        } else {
+            Data::Text
+        };
+        fragments.started = true;
+        let last = fragments.rest.is_empty();
+        if last {
+            self.fragments = None;
+        }
+        Some(Message::Frame(WireFrame::message(
+            payload,
+            OpCode::Data(opcode),
+            last,
+        )))
     }
 
     /// Sends a heartbeat ping once the batch being written, if any, has left.
@@ -135,7 +200,8 @@ impl Writer {
         socket: &mut S,
     ) -> Poll<Result<(), S::Error>> {
         loop {
-            if let Some(message) = self.pending.take() {
+            // A message's fragments go back to back, before anything else.
+            if let Some(message) = self.next_message() {
                 match Pin::new(&mut *socket).poll_ready(cx) {
                     Poll::Pending => {
                         self.pending = Some(message);
@@ -159,7 +225,7 @@ impl Writer {
                     let Some(frame) = ready!(self.queue.poll_recv(cx)) else {
                         return Poll::Pending;
                     };
-                    self.pending = Some(Message::Text(frame.into_text()));
+                    self.start(frame.into_text());
                     let linger_until = self
                         .coalescing
                         .linger_until(self.last_flush, Instant::now())
@@ -182,7 +248,7 @@ impl Writer {
                         // Registers for the next push too, which is how a wait ends
                         // early when the batch fills up or a reply arrives.
                         if let Poll::Ready(Some(frame)) = self.queue.poll_recv(cx) {
-                            self.pending = Some(Message::Text(frame.into_text()));
+                            self.start(frame.into_text());
                             self.batch = Batch::Gathering {
                                 frames: frames + 1,
                                 linger_until,
@@ -257,20 +323,26 @@ impl Writer {
         reason: CloseReason,
     ) -> Result<(), S::Error> {
         if reason == CloseReason::SlowConsumer {
-            // Not sent, and its memory given back now.
+            // Not sent, and its memory given back now. A message cut short by the close
+            // is allowed: control frames may come between fragments (RFC 6455 §5.4).
             self.queue.discard();
             self.pending = None;
+            self.fragments = None;
         }
-        if let Some(message) = self.pending.take() {
-            socket.feed(message).await?;
-        }
-        while let Some(frame) = self.queue.try_recv() {
-            socket.feed(Message::Text(frame.into_text())).await?;
+        // A message already started is finished first, then what is queued.
+        loop {
+            while let Some(message) = self.next_message() {
+                socket.feed(message).await?;
+            }
+            match self.queue.try_recv() {
+                Some(frame) => self.start(frame.into_text()),
+                None => break,
+            }
         }
         let code = CloseCode::from(reason);
         socket
             .send(Message::Close(Some(CloseFrame {
-                code: code.code(),
+                code: code.code().into(),
                 reason: Utf8Bytes::from_static(code.reason()),
             })))
             .await
@@ -316,15 +388,19 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         blocked: bool,
+        /// If set, how many more messages it takes before it blocks.
+        takes: Option<usize>,
         unflushed: Vec<String>,
         flushed: Vec<Vec<String>>,
+        /// The payloads of the fragments it took, one after the other.
+        reassembled: Vec<u8>,
     }
 
     impl Sink<Message> for Recorder {
-        type Error = axum::Error;
+        type Error = tungstenite::Error;
 
         fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            if self.blocked {
+            if self.blocked || self.takes == Some(0) {
                 Poll::Pending
             } else {
                 Poll::Ready(Ok(()))
@@ -332,10 +408,24 @@ mod tests {
         }
 
         fn start_send(mut self: Pin<&mut Self>, message: Message) -> Result<(), Self::Error> {
+            if let Some(takes) = &mut self.takes {
+                *takes -= 1;
+            }
             let seen = match message {
                 Message::Text(text) => text.as_str().to_owned(),
                 Message::Ping(_) => "ping".to_owned(),
-                Message::Close(Some(frame)) => format!("close {}", frame.code),
+                Message::Close(Some(frame)) => format!("close {}", u16::from(frame.code)),
+                Message::Frame(frame) => {
+                    self.reassembled.extend_from_slice(frame.payload());
+                    let header = frame.header();
+                    let kind = match header.opcode {
+                        OpCode::Data(Data::Text) => "text",
+                        OpCode::Data(Data::Continue) => "continue",
+                        _ => "other",
+                    };
+                    let fin = if header.is_final { " fin" } else { "" };
+                    format!("{kind} {}{fin}", frame.payload().len())
+                }
                 other => format!("{other:?}"),
             };
             self.unflushed.push(seen);
@@ -505,5 +595,57 @@ mod tests {
                 .expect("the recorder does not fail");
             assert_eq!(batches(&socket), [expected]);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_frame_leaves_as_fragments_back_to_back_and_a_short_one_whole() {
+        // Three-byte characters: the 512-byte cuts fall inside them.
+        let long = "\u{20AC}".repeat(400);
+        let (mut writer, outbox) = writer(0);
+        let mut socket = Recorder::default();
+        assert!(outbox.push(long.clone().into()));
+        assert!(outbox.push("short".into()));
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert_eq!(
+            batches(&socket),
+            [["text 512", "continue 512", "continue 176 fin", "short"]]
+        );
+        assert_eq!(socket.reassembled, long.as_bytes());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_blocked_between_fragments_goes_on_where_it_stopped_and_farewell_finishes_it_before_the_close()
+     {
+        let long = "\u{20AC}".repeat(400);
+        let (mut writer, outbox) = writer(0);
+        let mut socket = Recorder {
+            takes: Some(1),
+            ..Recorder::default()
+        };
+        assert!(outbox.push(long.clone().into()));
+        assert!(outbox.push("after".into()));
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert_eq!(poll(&mut writer, &mut socket), None, "still blocked");
+        assert_eq!(socket.unflushed, ["text 512"]);
+        socket.takes = Some(1);
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert_eq!(socket.unflushed, ["text 512", "continue 512"]);
+        // The session stops polling (a close): the close frame waits for the message.
+        socket.takes = None;
+        writer
+            .farewell(&mut socket, CloseReason::ServerShutdown)
+            .await
+            .expect("the recorder does not fail");
+        assert_eq!(
+            batches(&socket),
+            [vec![
+                "text 512",
+                "continue 512",
+                "continue 176 fin",
+                "after",
+                "close 1001"
+            ]]
+        );
+        assert_eq!(socket.reassembled, long.as_bytes());
     }
 }

@@ -173,6 +173,38 @@ async fn join_without_since_gets_the_latest_messages() {
 }
 
 #[tokio::test]
+async fn a_large_frame_leaves_as_fragments_and_arrives_whole() {
+    // The server cuts frames over 512 bytes into fragments, here inside the three-byte
+    // characters; the client must get the `joined` and `history` replies whole and valid.
+    let app = spawn_app_with(generous_budget).await;
+    let (mut alice, _) = app.join("alice", "general").await;
+    let bodies: Vec<String> = (0..4)
+        .map(|i| format!("{i}{}", "\u{20AC}".repeat(150)))
+        .collect();
+    for body in &bodies {
+        alice.say("general", body).await;
+    }
+    let said = |frame: &Value, key: &str| -> Vec<String> {
+        frame[key]
+            .as_array()
+            .expect("an array of messages")
+            .iter()
+            .map(|m| m["body"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (mut bob, joined) = app.join("bob", "general").await;
+    assert!(joined.to_string().len() > 4 * 512, "{joined}");
+    assert_eq!(said(&joined, "messages"), bodies);
+    bob.send(json!({"type": "history", "id": 7, "room": "general"}))
+        .await;
+    let history = bob.recv_type("history").await;
+    assert_eq!(history["id"], 7);
+    assert_eq!(said(&history, "messages"), bodies);
+    // And the connection goes on as before.
+    bob.say("general", "short").await;
+}
+
+#[tokio::test]
 async fn messages_sent_while_a_client_joins_arrive_once_and_in_order() {
     let app = spawn_app_with(generous_budget).await;
     let (mut alice, _) = app.join("alice", "general").await;
