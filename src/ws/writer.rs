@@ -480,13 +480,20 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_busy_batch_waits_for_the_sessions_timer_and_a_reply_ends_the_wait_at_once() {
-        let (mut writer, outbox) = writer(14);
+    /// A writer gathering for `linger_ms` that has written its first frame, "a": a
+    /// first frame always leaves at once (nothing was flushed before it).
+    fn after_a_first_write(linger_ms: u64) -> (Writer, Outbox, Recorder) {
+        let (mut writer, outbox) = writer(linger_ms);
         let mut socket = Recorder::default();
         assert!(outbox.push("a".into()));
         assert_eq!(poll(&mut writer, &mut socket), None);
         assert_eq!(batches(&socket), [["a"]], "the first frame leaves at once");
+        (writer, outbox, socket)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_batch_waits_for_the_sessions_timer_and_a_reply_ends_the_wait_at_once() {
+        let (mut writer, outbox, mut socket) = after_a_first_write(14);
 
         // Flushed moments ago on a busy server: the next batch waits, and says until when.
         assert!(outbox.push("b".into()));
@@ -503,11 +510,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn after_a_flush_a_busy_connection_gathers_its_next_batch_and_writes_it_at_four_frames() {
-        let (mut writer, outbox) = writer(60);
-        let mut socket = Recorder::default();
-        assert!(outbox.push("a".into()));
-        assert_eq!(poll(&mut writer, &mut socket), None);
-        assert_eq!(batches(&socket), [["a"]]);
+        let (mut writer, outbox, mut socket) = after_a_first_write(60);
         assert!(
             writer.linger_until().is_some(),
             "the next batch gathers from the flush on"
@@ -530,10 +533,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_wait_that_gathers_nothing_leaves_the_connection_quiet_and_its_next_frame_goes_at_once()
      {
-        let (mut writer, outbox) = writer(60);
-        let mut socket = Recorder::default();
-        assert!(outbox.push("a".into()));
-        poll(&mut writer, &mut socket);
+        let (mut writer, outbox, mut socket) = after_a_first_write(60);
         assert_eq!(poll(&mut writer, &mut socket), Some(true));
         writer.linger_over();
         assert_eq!(poll(&mut writer, &mut socket), None);
@@ -546,10 +546,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_waiting_batch_leaves_when_the_timer_says_so() {
-        let (mut writer, outbox) = writer(14);
-        let mut socket = Recorder::default();
-        assert!(outbox.push("a".into()));
-        poll(&mut writer, &mut socket);
+        let (mut writer, outbox, mut socket) = after_a_first_write(14);
         assert!(outbox.push("b".into()));
         assert_eq!(poll(&mut writer, &mut socket), Some(true));
         assert_eq!(poll(&mut writer, &mut socket), None);
