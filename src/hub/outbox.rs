@@ -435,14 +435,17 @@ impl OutboxQueue {
     }
 
     /// The frames taken so far have left (or been dropped): their bytes stop counting.
-    /// Once per batch, so the shared count costs one update per batch, not per frame;
-    /// an emptied queue gives its storage back, so an idle connection holds none (unless
-    /// the writer is gathering its next batch: it is about to use it again).
+    /// Once per batch, so the shared count costs one update per batch, not per frame.
     pub fn written(&mut self) {
         self.shared.queued.sub(std::mem::take(&mut self.taken));
-        let gathering = self.shared.wake_at.load(Ordering::Acquire) != 0;
+    }
+
+    /// The writer has nothing to do: an emptied queue gives its storage back, so an idle
+    /// connection holds none. (A writer gathering its next batch keeps it: it is about
+    /// to use it again.)
+    pub fn idle(&mut self) {
         let mut frames = self.shared.frames();
-        if !gathering && frames.queue.is_empty() && frames.queue.capacity() > 0 {
+        if frames.queue.is_empty() && frames.queue.capacity() > 0 {
             frames.queue = VecDeque::new();
         }
     }
@@ -491,6 +494,7 @@ mod tests {
         assert!(capacity(&queue) >= 100);
         while queue.try_recv().is_some() {}
         queue.written();
+        queue.idle();
         assert_eq!(capacity(&queue), 0, "a burst leaves nothing behind");
     }
 

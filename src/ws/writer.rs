@@ -276,7 +276,7 @@ impl Writer {
                     self.batch = if frames == 0 {
                         // A wait after a flush that gathered nothing: the connection
                         // is quiet after all, and its queue gives its storage back.
-                        self.queue.written();
+                        self.queue.idle();
                         Batch::Idle
                     } else {
                         Batch::Flushing { frames }
@@ -293,19 +293,19 @@ impl Writer {
                     // batch now, empty: the frames that come meanwhile are read when
                     // the wait ends (or the batch is full), so a batch costs one
                     // wake-up, not one per frame. A ping that is due goes first.
+                    self.queue.written();
                     let linger = self.coalescing.linger_until(self.last_flush, now);
                     self.batch = match linger.filter(|_| !self.ping_due) {
-                        Some(until) => {
-                            self.queue.gather(Some(GATHER_FRAMES));
-                            Batch::Gathering {
-                                frames: 0,
-                                linger_until: Some(until),
-                                armed: false,
-                            }
+                        Some(until) => Batch::Gathering {
+                            frames: 0,
+                            linger_until: Some(until),
+                            armed: false,
+                        },
+                        None => {
+                            self.queue.idle();
+                            Batch::Idle
                         }
-                        None => Batch::Idle,
                     };
-                    self.queue.written();
                     // Polled again at once, but after the session's other sources: a
                     // queue kept full by a hot room must not keep the client unread.
                     cx.waker().wake_by_ref();
