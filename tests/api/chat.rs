@@ -1,6 +1,6 @@
 //! Rooms, messages, acks, history, presence, typing and resume, as clients see them.
 
-use crate::helpers::{generous_budget, now, sign, spawn_app, spawn_app_with};
+use crate::helpers::{bodies, generous_budget, now, sign, spawn_app, spawn_app_with};
 use serde_json::{Value, json};
 
 fn seqs(messages: &Value) -> Vec<u64> {
@@ -178,28 +178,20 @@ async fn a_large_frame_leaves_as_fragments_and_arrives_whole() {
     // characters; the client must get the `joined` and `history` replies whole and valid.
     let app = spawn_app_with(generous_budget).await;
     let (mut alice, _) = app.join("alice", "general").await;
-    let bodies: Vec<String> = (0..4)
+    let said: Vec<String> = (0..4)
         .map(|i| format!("{i}{}", "\u{20AC}".repeat(150)))
         .collect();
-    for body in &bodies {
+    for body in &said {
         alice.say("general", body).await;
     }
-    let said = |frame: &Value, key: &str| -> Vec<String> {
-        frame[key]
-            .as_array()
-            .expect("an array of messages")
-            .iter()
-            .map(|m| m["body"].as_str().unwrap().to_owned())
-            .collect()
-    };
     let (mut bob, joined) = app.join("bob", "general").await;
     assert!(joined.to_string().len() > 4 * 512, "{joined}");
-    assert_eq!(said(&joined, "messages"), bodies);
+    assert_eq!(bodies(&joined), said);
     bob.send(json!({"type": "history", "id": 7, "room": "general"}))
         .await;
     let history = bob.recv_type("history").await;
     assert_eq!(history["id"], 7);
-    assert_eq!(said(&history, "messages"), bodies);
+    assert_eq!(bodies(&history), said);
     // And the connection goes on as before.
     bob.say("general", "short").await;
 }

@@ -1,6 +1,6 @@
 //! Acked means durable, and stopping is orderly: restarts, `kill -9` and SIGTERM.
 
-use crate::helpers::{ServerProcess, WAIT, restart, spawn_app};
+use crate::helpers::{ServerProcess, WAIT, bodies, restart, spawn_app};
 use serde_json::json;
 use tokio::process::Command;
 
@@ -14,13 +14,7 @@ async fn acked_messages_are_still_there_after_a_restart_on_the_same_database() {
     let stopped = app.stop().await;
     let app = restart(&stopped).await;
     let (mut alice, joined) = app.join("alice", "general").await;
-    let bodies: Vec<&str> = joined["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["body"].as_str().unwrap())
-        .collect();
-    assert_eq!(bodies, ["m1", "m2", "m3", "m4", "m5"]);
+    assert_eq!(bodies(&joined), ["m1", "m2", "m3", "m4", "m5"]);
     assert_eq!(
         alice.say("general", "m6").await["seq"],
         6,

@@ -54,6 +54,16 @@ pub fn test_settings(data_dir: &tempfile::TempDir) -> Settings {
     settings
 }
 
+/// The bodies of a `joined` or `history` reply's messages, oldest first.
+pub fn bodies(reply: &Value) -> Vec<&str> {
+    reply["messages"]
+        .as_array()
+        .expect("an array of messages")
+        .iter()
+        .map(|message| message["body"].as_str().expect("a body"))
+        .collect()
+}
+
 /// For tests that send more than the default budget (5/s, burst 10) allows.
 pub fn generous_budget(settings: &mut Settings) {
     settings.limits.messages_per_sec = 10_000;
