@@ -12,15 +12,15 @@
 //! ([`ServerLoad`]), a connection that is busy too (it flushed moments ago) gathers its
 //! next batch from the flush on, until it holds [`GATHER_FRAMES`] frames or
 //! `--coalesce-ms` have passed: on a hot room that turns many tiny TCP packets into a
-//! few larger ones, which is most of what a delivery costs. While it gathers, the frames
-//! queued for it do not wake its task (see `OutboxQueue::gather`): a batch costs one
-//! wake-up, not one per frame. A quiet server, a quiet connection (a person chatting) and the answer to a client's
-//! own request (`Outbox::push_reply`) get each frame at once: the wait buys CPU only when
-//! CPU is short, and costs latency always. The wait is the session's timer, not an await
-//! here, so the session goes on reading while a batch gathers. It also sends the
-//! heartbeat pings the session asks for and, when the connection must close, the close
-//! frame with its code, after what was queued before it (except for a slow consumer,
-//! whose queue is the problem).
+//! few larger ones, which is most of what a delivery costs. While it gathers, the
+//! frames queued for it do not wake its task (see `OutboxQueue::gather`): a batch costs
+//! one wake-up, not one per frame. A quiet server, a quiet connection (a person
+//! chatting) and the answer to a client's own request (`Outbox::push_reply`) get each
+//! frame at once: the wait buys CPU only when CPU is short, and costs latency always.
+//! The wait is the session's timer, not an await here, so the session goes on reading
+//! while a batch gathers. It also sends the heartbeat pings the session asks for and,
+//! when the connection must close, the close frame with its code, after what was queued
+//! before it (except for a slow consumer, whose queue is the problem).
 //!
 //! A frame longer than [`FRAGMENT_BYTES`] leaves as a fragmented message (RFC 6455
 //! §5.4): a text frame without FIN, then continuation frames, the last with FIN, back to
