@@ -22,6 +22,7 @@
 //! address and the status; never the request's bytes), written through the shared
 //! [`SecurityLog`] so a flood of garbage cannot fill the disk.
 
+use crate::outgoing::Outgoing;
 use crate::security_log::SecurityLog;
 use axum::http::StatusCode;
 use std::io::{self, IoSlice};
@@ -41,9 +42,8 @@ pub(crate) struct BareErrors<I> {
     tls: bool,
     /// Off once the connection upgraded: hyper writes no heads any more.
     inspecting: bool,
-    /// A replacement answer not yet fully written, and how much of it was.
-    pending: Vec<u8>,
-    written: usize,
+    /// A replacement answer not yet fully written.
+    pending: Outgoing,
 }
 
 impl<I> BareErrors<I> {
@@ -54,8 +54,7 @@ impl<I> BareErrors<I> {
             log,
             tls,
             inspecting: true,
-            pending: Vec::new(),
-            written: 0,
+            pending: Outgoing::default(),
         }
     }
 }
@@ -63,17 +62,7 @@ impl<I> BareErrors<I> {
 impl<I: AsyncWrite + Unpin> BareErrors<I> {
     /// Writes what is left of a replacement answer.
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.written < self.pending.len() {
-            let n =
-                ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.written += n;
-        }
-        self.pending.clear();
-        self.written = 0;
-        Poll::Ready(Ok(()))
+        self.pending.poll_write_out(&mut self.inner, cx)
     }
 
     /// Looks at a write that may begin a head: stops inspecting at an upgrade, and puts
@@ -89,7 +78,7 @@ impl<I: AsyncWrite + Unpin> BareErrors<I> {
         if self.log.admit(self.peer, "malformed_request") {
             tracing::warn!(target: "security", event = "malformed_request", ip = %self.peer, status = status.as_u16());
         }
-        self.pending = json_answer(status, self.tls);
+        self.pending = Outgoing::from(json_answer(status, self.tls));
         // hyper's head counts as written; the replacement goes out now or on flush.
         if let Poll::Ready(Err(error)) = self.poll_pending(cx) {
             return Some(Err(error));

@@ -9,6 +9,8 @@
 //! - [`dev_secret`]: development mode's JWT secret, kept in the data directory.
 //! - [`startup`]: [`startup::Application`] builds everything and runs until stopped.
 //! - [`bare_errors`]: gives hyper's own parse-error answers the JSON body and headers.
+//! - [`outgoing`]: bytes an IO adapter holds (that one, `ws::batched_io`), written out
+//!   across as many polls as the socket needs.
 //! - [`server`], [`tls`]: the accept loop (plain or TLS, HTTP/1.1): header deadlines, a
 //!   write-stall limit under every socket, and caps on connections still without a request.
 //! - [`shutdown`]: the one stop signal every task listens to.
@@ -62,6 +64,7 @@ mod hub;
 mod load;
 pub mod model;
 pub mod origin;
+mod outgoing;
 mod security_log;
 mod server;
 pub mod shutdown;

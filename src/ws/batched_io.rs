@@ -8,6 +8,7 @@
 //! batch until the writer's flush, writes them out in one go (one syscall per batch,
 //! as before) and gives its storage back, so an idle connection holds no write buffer.
 
+use crate::outgoing::Outgoing;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -20,17 +21,15 @@ pub(crate) const WRITE_OUT_AT_BYTES: usize = 64 * 1024;
 /// An IO whose writes collect until a flush. Reads pass through.
 pub(crate) struct BatchedIo<T> {
     inner: T,
-    /// Bytes written to this adapter; the first `written` of them have left.
-    buffer: Vec<u8>,
-    written: usize,
+    /// Bytes written to this adapter and not yet to `inner`.
+    buffer: Outgoing,
 }
 
 impl<T> BatchedIo<T> {
     pub(crate) fn new(inner: T) -> Self {
         Self {
             inner,
-            buffer: Vec::new(),
-            written: 0,
+            buffer: Outgoing::default(),
         }
     }
 }
@@ -38,16 +37,7 @@ impl<T> BatchedIo<T> {
 impl<T: AsyncWrite + Unpin> BatchedIo<T> {
     /// Writes out everything collected; the storage stays for the rest of the batch.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.written < self.buffer.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buffer[self.written..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.written += n;
-        }
-        self.buffer.clear();
-        self.written = 0;
-        Poll::Ready(Ok(()))
+        self.buffer.poll_write_out(&mut self.inner, cx)
     }
 }
 
@@ -73,14 +63,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedIo<T> {
         // Only up to the bound: what does not fit waits in tungstenite's buffer, which
         // has its own bound, so a client that does not read holds both at most.
         let taken = buf.len().min(WRITE_OUT_AT_BYTES - self.buffer.len());
-        self.buffer.extend_from_slice(&buf[..taken]);
+        self.buffer.extend(&buf[..taken]);
         Poll::Ready(Ok(taken))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_write_out(cx))?;
         // The batch has left: an idle connection keeps no storage for the next one.
-        self.buffer = Vec::new();
+        self.buffer.release();
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
@@ -165,7 +155,7 @@ mod tests {
         });
         assert!(write(&mut io, b"kept").is_ready());
         assert!(flush(&mut io).is_pending());
-        assert_eq!(io.buffer, b"kept");
+        assert_eq!(io.buffer.held(), b"kept");
         io.inner.blocked = false;
         assert!(matches!(flush(&mut io), Poll::Ready(Ok(()))));
         assert_eq!(io.inner.writes, [b"kept".to_vec()]);
@@ -189,6 +179,6 @@ mod tests {
         io.inner.blocked = false;
         assert!(write(&mut io, b"more").is_ready());
         assert_eq!(io.inner.writes, [big]);
-        assert_eq!(io.buffer, b"more");
+        assert_eq!(io.buffer.held(), b"more");
     }
 }
