@@ -114,14 +114,18 @@ mod tests {
         }
     }
 
+    fn trickle(per_write: usize) -> Trickle {
+        Trickle {
+            per_write,
+            full: false,
+            took: Vec::new(),
+        }
+    }
+
     #[test]
     fn bytes_leave_whole_and_in_order_however_few_the_socket_takes_a_poll() {
         let mut cx = Context::from_waker(Waker::noop());
-        let mut socket = Trickle {
-            per_write: 3,
-            full: false,
-            took: Vec::new(),
-        };
+        let mut socket = trickle(3);
         let mut outgoing = Outgoing::from(b"first ".to_vec());
         outgoing.extend(b"second");
         let mut polls = 0;
@@ -139,11 +143,7 @@ mod tests {
     #[test]
     fn a_socket_that_takes_nothing_is_an_error_not_a_loop() {
         let mut cx = Context::from_waker(Waker::noop());
-        let mut socket = Trickle {
-            per_write: 0,
-            full: false,
-            took: Vec::new(),
-        };
+        let mut socket = trickle(0);
         let mut outgoing = Outgoing::from(b"stuck".to_vec());
         let result = loop {
             if let Poll::Ready(result) = outgoing.poll_write_out(&mut socket, &mut cx) {
