@@ -4,7 +4,8 @@
 //!   [`upgrade`]: the upgrade itself, onto [`batched_io`], which holds a connection's
 //!   outgoing batch and nothing between batches.
 //! - [`session`]: the one task of a connection: reads client frames and acts on them,
-//!   drives its writer, keeps its deadlines.
+//!   drives its writer, keeps its deadlines; [`sends`]: its sends waiting for their
+//!   commit, answered in order.
 //! - [`writer`]: the write half the session polls: drains its [`Outbox`] to the socket,
 //!   in batches, long frames as fragments, with the heartbeat pings and the close frame.
 //! - [`occupancy`]: the counts of rooms too big for per-user presence.
@@ -23,6 +24,7 @@ pub mod limits;
 pub mod occupancy;
 pub mod protocol;
 pub mod registry;
+pub(crate) mod sends;
 pub mod session;
 pub mod upgrade;
 pub mod writer;

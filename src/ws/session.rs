@@ -2,8 +2,12 @@
 //! keeps the time.
 //!
 //! The session reads client frames one at a time and acts on each before reading the
-//! next, so a client's own frames are handled in order; everything it sends back goes
-//! through the connection's [`Outbox`], like the broadcasts, and leaves in queue order.
+//! next, so a client's own frames are handled in order, with one exception that keeps
+//! that order for the client: a `send` is handed to the store and the next frame read
+//! while it waits for its commit (up to a few at once, answered in order; see
+//! [`super::sends`]), so one connection's messages share commits. Everything it sends
+//! back goes through the connection's [`Outbox`], like the broadcasts, and leaves in
+//! queue order.
 //! The same task drains that outbox to the socket through its [`Writer`], polled beside
 //! the reads (and while a frame is being handled), so a connection is one task and one
 //! future: at tens of thousands of idle connections, a second task per connection was a
@@ -28,6 +32,7 @@ use super::protocol::{
     AdvertisedLimits, ClientFrame, ErrorCode, HISTORY_DEFAULT, PresenceEvent, ServerFrame,
     joined_with_members,
 };
+use super::sends::SendsInFlight;
 use super::upgrade::Socket;
 use super::writer::{self, Writer};
 use crate::auth::Identity;
@@ -36,11 +41,12 @@ use crate::hub::ConnId;
 use crate::hub::outbox::{CloseReason, Closer, Outbox};
 use crate::model::{now_millis, now_secs};
 use crate::state::AppState;
-use crate::store::{NewMessage, ReplayFrom, keep_newest_affordable};
+use crate::store::{Appended, NewMessage, ReplayFrom, keep_newest_affordable};
 use futures_util::StreamExt;
 use std::future::{Future, poll_fn};
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -64,9 +70,14 @@ struct Session {
     closer: Closer,
     budget: FrameBudget,
     rooms: Rooms,
+    /// Sends waiting for their commit, answered in order (`super::sends`).
+    sends: SendsInFlight<SendOutcome>,
     /// Why a transport error closed the connection, for the log.
     cause: Option<&'static str>,
 }
+
+/// How a send ended, with the id of the frame it answers.
+type SendOutcome = (Option<u32>, Result<Appended, BrokerError>);
 
 /// The rooms a connection is in: a few (`--max-rooms-per-connection`, 32 by default),
 /// so a list, searched in full. A `BTreeSet` cost a whole node (~280 bytes) for one room,
@@ -165,6 +176,7 @@ pub(crate) fn run(mut socket: Socket, context: SessionContext) -> impl Future<Ou
         outbox,
         closer,
         rooms: Rooms::default(),
+        sends: SendsInFlight::default(),
         cause: None,
     };
     async move {
@@ -184,12 +196,15 @@ pub(crate) fn run(mut socket: Socket, context: SessionContext) -> impl Future<Ou
         session.welcome();
         let writable = session.serve(&mut socket, &mut writer).await;
         drop(registration);
+        let grace = session.state.settings.limits.close_grace();
+        // Sends the store has taken are committed whether or not anyone waits; their
+        // acks go out before the close frame, as they did when each send was awaited.
+        let _ = timeout(grace, session.answer_sends()).await;
         // Boxed like a frame's handling: only a closing connection needs this state.
         Box::pin(session.leave_all()).await;
         session.log_close();
         let reason = session.closer.reason();
         crate::stats::connection_closed(CloseCode::from(reason).code());
-        let grace = session.state.settings.limits.close_grace();
         Box::pin(close_socket(
             socket,
             writable.then_some(writer),
@@ -224,14 +239,19 @@ async fn close_socket(
     let _ = timeout(grace, socket.get_mut().flush()).await;
 }
 
-/// Polls the connection's sources in turn: the writer first (it only returns to ask for
-/// the timer or to report a failure), then the timer, then the client.
+/// Polls the connection's sources in turn: the waiting sends (their acks are queued
+/// before the writer looks), the writer (it only returns to ask for the timer or to
+/// report a failure), the timer, then the client, unless as many sends wait as may:
+/// the client's next frame is read once one is answered.
 fn poll_event(
     cx: &mut Context<'_>,
     socket: &mut Socket,
     writer: &mut Writer,
     timer: Pin<&mut Sleep>,
+    sends: &mut SendsInFlight<SendOutcome>,
+    outbox: &Outbox,
 ) -> Poll<Event> {
+    let _ = sends.poll_answers(cx, |outcome| answer_send(outbox, outcome));
     match writer.poll_write(cx, socket) {
         Poll::Ready(Ok(())) => return Poll::Ready(Event::Lingering),
         Poll::Ready(Err(error)) => return Poll::Ready(Event::WriteFailed(error)),
@@ -240,7 +260,45 @@ fn poll_event(
     if timer.poll(cx).is_ready() {
         return Poll::Ready(Event::Timer);
     }
+    if sends.is_full() {
+        return Poll::Pending;
+    }
     socket.poll_next_unpin(cx).map(Event::Read)
+}
+
+/// Queues the answer to a send: its ack, or why it was not stored.
+fn answer_send(outbox: &Outbox, (id, outcome): SendOutcome) {
+    let frame = match outcome {
+        Ok(appended) => encode(&ServerFrame::Ack {
+            id,
+            room: &appended.message.room,
+            seq: appended.message.seq,
+            ts: appended.message.ts,
+            duplicate: appended.duplicate,
+        }),
+        // Either way the message was neither stored nor delivered; the store has
+        // logged why. Only a cause that passes (a full or read-only disk) is worth a
+        // retry, and with the same nonce a retry cannot store it twice.
+        Err(BrokerError::Store(error)) if error.is_unavailable() => {
+            tracing::debug!(%error, "a message was not stored");
+            encode(&ServerFrame::Error {
+                id,
+                code: ErrorCode::Unavailable,
+                message: "the message was not stored: send it again shortly",
+                retry_after_ms: Some(store_retry_after_ms()),
+            })
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot store a message");
+            encode(&ServerFrame::Error {
+                id,
+                code: ErrorCode::Internal,
+                message: "the message was not stored, send it again",
+                retry_after_ms: None,
+            })
+        }
+    };
+    outbox.push_reply(frame);
 }
 
 impl Session {
@@ -308,7 +366,9 @@ impl Session {
             let event = tokio::select! {
                 biased;
                 () = &mut closed => return true,
-                event = poll_fn(|cx| poll_event(cx, socket, writer, timer.as_mut())) => event,
+                event = poll_fn(|cx| {
+                    poll_event(cx, socket, writer, timer.as_mut(), &mut self.sends, &self.outbox)
+                }) => event,
             };
             match event {
                 Event::Lingering => {}
@@ -321,7 +381,12 @@ impl Session {
                     if now >= deadlines.expiry {
                         self.closer.close(CloseReason::TokenExpired);
                     } else if now >= deadlines.silent {
-                        self.closer.close(CloseReason::HeartbeatTimeout);
+                        if self.sends.is_full() {
+                            // Not the client's silence: we are the ones not reading.
+                            deadlines.silent = now + silence_limit;
+                        } else {
+                            self.closer.close(CloseReason::HeartbeatTimeout);
+                        }
                     }
                     if now >= deadlines.ping {
                         writer.ping();
@@ -429,11 +494,16 @@ impl Session {
             }
         };
         let id = frame.id();
+        // A send joins the ones waiting; anything else is answered after them.
+        if !matches!(frame, ClientFrame::Send { .. }) {
+            self.answer_sends().await;
+        }
         if let Spend::Refused {
             retry_after_ms,
             abusive,
         } = self.budget.spend()
         {
+            self.answer_sends().await;
             crate::stats::rate_limited();
             self.push(&ServerFrame::Error {
                 id,
@@ -447,6 +517,7 @@ impl Session {
             return;
         }
         if let Err(refusal) = frame.check_values(self.state.settings.limits.max_body_chars) {
+            self.answer_sends().await;
             return self.error(id, refusal.code, &refusal.message);
         }
         match frame {
@@ -606,9 +677,12 @@ impl Session {
             .await;
     }
 
+    /// Starts storing a message; its answer comes once it is committed, after those of
+    /// the sends before it (`super::sends`).
     async fn send(&mut self, id: Option<u32>, room: String, body: String, nonce: Option<String>) {
-        if self.joined_room(id, &room).is_err() {
-            return;
+        if !self.rooms.contains(&room) {
+            self.answer_sends().await;
+            return self.error(id, ErrorCode::NotJoined, "join the room first");
         }
         let draft = NewMessage {
             room,
@@ -617,35 +691,16 @@ impl Session {
             nonce,
             ts: now_millis(),
         };
-        match self.state.broker.publish_message(draft).await {
-            Ok(appended) => self.push(&ServerFrame::Ack {
-                id,
-                room: &appended.message.room,
-                seq: appended.message.seq,
-                ts: appended.message.ts,
-                duplicate: appended.duplicate,
-            }),
-            // Either way the message was neither stored nor delivered; the store has
-            // logged why. Only a cause that passes (a full or read-only disk) is worth a
-            // retry, and with the same nonce a retry cannot store it twice.
-            Err(BrokerError::Store(error)) if error.is_unavailable() => {
-                tracing::debug!(%error, "a message was not stored");
-                self.push(&ServerFrame::Error {
-                    id,
-                    code: ErrorCode::Unavailable,
-                    message: "the message was not stored: send it again shortly",
-                    retry_after_ms: Some(store_retry_after_ms()),
-                });
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot store a message");
-                self.error(
-                    id,
-                    ErrorCode::Internal,
-                    "the message was not stored, send it again",
-                );
-            }
-        }
+        let broker = Arc::clone(&self.state.broker);
+        self.sends.start(Box::pin(async move {
+            (id, broker.publish_message(draft).await)
+        }));
+    }
+
+    /// Waits for every send in flight and queues their answers, in order.
+    async fn answer_sends(&mut self) {
+        let (sends, outbox) = (&mut self.sends, &self.outbox);
+        poll_fn(|cx| sends.poll_answers(cx, |outcome| answer_send(outbox, outcome))).await;
     }
 
     async fn history(

@@ -2,7 +2,7 @@
 //! sees each stored message once, in `seq` order, and every sender's ack names the message
 //! the others saw.
 
-use crate::helpers::{Client, generous_budget, spawn_app_with};
+use crate::helpers::{Client, bodies, generous_budget, spawn_app_with};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -146,5 +146,56 @@ async fn committed_messages_reach_the_room_even_when_their_sender_disconnects_ri
     assert_eq!(
         seen, stored,
         "what was stored reached the room, in order, before the sender's leave"
+    );
+}
+
+#[tokio::test]
+async fn a_burst_of_sends_and_requests_is_answered_in_the_order_it_was_sent() {
+    let app = spawn_app_with(generous_budget).await;
+    let (mut alice, _) = app.join("alice", ROOM).await;
+    // More sends than wait for their commit at once, a refused send among them, and a
+    // request after them: every answer comes in the order of the frames it answers.
+    let mut expected = Vec::new();
+    for id in 1..=12u64 {
+        let room = if id == 6 { "elsewhere" } else { ROOM };
+        alice
+            .send(json!({"type": "send", "id": id, "room": room, "body": format!("m{id}")}))
+            .await;
+        expected.push((id, if id == 6 { "error" } else { "ack" }));
+    }
+    alice
+        .send(json!({"type": "history", "id": 13, "room": ROOM, "limit": 50}))
+        .await;
+    expected.push((13, "history"));
+
+    let mut answered = Vec::new();
+    let mut seqs = Vec::new();
+    while answered.len() < expected.len() {
+        let frame = alice.recv().await;
+        let kind = frame["type"].as_str().unwrap_or_default().to_owned();
+        match kind.as_str() {
+            "message" | "presence" | "occupancy" => continue,
+            "ack" => seqs.push(frame["seq"].as_u64().expect("an ack names its seq")),
+            "error" => assert_eq!(frame["code"], "not_joined", "{frame}"),
+            "history" => assert_eq!(bodies(&frame).len(), 11, "{frame}"),
+            _ => panic!("unexpected frame {frame}"),
+        }
+        let id = frame["id"].as_u64().expect("an answer names its frame");
+        answered.push((
+            id,
+            if kind == "history" {
+                "history"
+            } else if kind == "ack" {
+                "ack"
+            } else {
+                "error"
+            },
+        ));
+    }
+    assert_eq!(answered, expected);
+    assert_eq!(
+        seqs,
+        (1..=11).collect::<Vec<_>>(),
+        "stored in the order sent"
     );
 }
