@@ -7,16 +7,54 @@
 //! through (`write_buffer_size` 0), and this adapter under it gathers the frames of a
 //! batch until the writer's flush, writes them out in one go (one syscall per batch,
 //! as before) and gives its storage back, so an idle connection holds no write buffer.
+//!
+//! The writer's data frames do not go through tungstenite at all: building a `Message`,
+//! then a frame, then copying it into tungstenite's buffer and from there into this one
+//! was most of the user-space cost of a delivered frame, for bytes that are only a
+//! header and the payload (a server's frames are not masked). [`BatchedIo::poll_push_frame`]
+//! appends them here directly. The two ways in can share this buffer because both add
+//! whole frames only: a write is taken whole or not at all, so neither this buffer nor
+//! tungstenite's ever holds part of a frame that another could land in the middle of.
 
 use crate::outgoing::Outgoing;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 
-/// The most a batch holds: one that reaches it is written out before it takes more, so
-/// one burst, or a client that does not read, cannot grow it without end.
+/// The most a batch holds before it is written out: one that reaches it is written out
+/// before it takes more, so one burst, or a client that does not read, cannot grow it
+/// without end. The write that reaches it is taken whole, so a batch may pass it by one
+/// write (a frame of the writer's, at most a fragment, or a few of tungstenite's
+/// control frames).
 pub(crate) const WRITE_OUT_AT_BYTES: usize = 64 * 1024;
+
+/// The longest header of a server's frame: two bytes and an eight-byte length (no mask).
+const MAX_HEADER_BYTES: usize = 10;
+
+/// The header of a server's frame (RFC 6455 §5.2): FIN and opcode, then the payload's
+/// length in the shortest form that holds it, and no mask. The bytes used are the first
+/// `.1`.
+fn frame_header(fin: bool, opcode: Data, len: usize) -> ([u8; MAX_HEADER_BYTES], usize) {
+    let mut header = [0; MAX_HEADER_BYTES];
+    header[0] = u8::from(fin) << 7 | (u8::from(OpCode::Data(opcode)) & 0x0f);
+    let used = if let Ok(short @ 0..=125) = u8::try_from(len) {
+        header[1] = short;
+        2
+    } else if let Ok(medium) = u16::try_from(len) {
+        header[1] = 126;
+        header[2..4].copy_from_slice(&medium.to_be_bytes());
+        4
+    } else {
+        // The writer's frames are a fragment at most: never this long, but not wrong.
+        header[1] = 127;
+        let long = u64::try_from(len).unwrap_or(u64::MAX);
+        header[2..10].copy_from_slice(&long.to_be_bytes());
+        10
+    };
+    (header, used)
+}
 
 /// An IO whose writes collect until a flush. Reads pass through.
 pub(crate) struct BatchedIo<T> {
@@ -39,6 +77,33 @@ impl<T: AsyncWrite + Unpin> BatchedIo<T> {
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.buffer.poll_write_out(&mut self.inner, cx)
     }
+
+    /// Makes room for one more write: a batch that reached its bound is written out
+    /// first. `Pending` while it cannot be, and then nothing may be added.
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.buffer.len() >= WRITE_OUT_AT_BYTES {
+            ready!(self.poll_write_out(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Adds one data frame (`opcode` `Text` or `Continue`), header and payload, to the
+    /// batch, on the same terms as a write: whole, or not at all while a full batch
+    /// cannot be written out. Nothing checks that the WebSocket may still send data (it
+    /// may not once a close frame has gone): that is the caller's to know.
+    pub(crate) fn poll_push_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+        fin: bool,
+        opcode: Data,
+        payload: &[u8],
+    ) -> Poll<io::Result<()>> {
+        ready!(self.poll_room(cx))?;
+        let (header, used) = frame_header(fin, opcode, payload.len());
+        self.buffer.extend(&header[..used]);
+        self.buffer.extend(payload);
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for BatchedIo<T> {
@@ -57,14 +122,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.buffer.len() >= WRITE_OUT_AT_BYTES {
-            ready!(self.poll_write_out(cx))?;
-        }
-        // Only up to the bound: what does not fit waits in tungstenite's buffer, which
-        // has its own bound, so a client that does not read holds both at most.
-        let taken = buf.len().min(WRITE_OUT_AT_BYTES - self.buffer.len());
-        self.buffer.extend(&buf[..taken]);
-        Poll::Ready(Ok(taken))
+        // All or nothing: tungstenite writes whole frames (its buffer, which holds
+        // whole frames, in one write), and a write cut at the bound would leave part of
+        // a frame in its buffer, for a frame pushed here meanwhile to land in the middle
+        // of. What cannot be taken waits in tungstenite's buffer, which has its own
+        // bound, so a client that does not read holds both at most.
+        ready!(self.poll_room(cx))?;
+        self.buffer.extend(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -163,22 +228,87 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_takes_bytes_up_to_its_bound_and_is_written_out_before_it_takes_more() {
+    fn a_write_is_taken_whole_past_the_bound_and_a_full_batch_is_written_out_before_it_takes_more()
+    {
         let mut io = BatchedIo::new(Inner {
             blocked: true,
             ..Inner::default()
         });
         let big = vec![b'x'; WRITE_OUT_AT_BYTES];
         assert!(matches!(write(&mut io, &big[..10]), Poll::Ready(Ok(10))));
-        let room = WRITE_OUT_AT_BYTES - 10;
         assert!(
-            matches!(write(&mut io, &big), Poll::Ready(Ok(n)) if n == room),
-            "taken up to the bound only"
+            matches!(write(&mut io, &big), Poll::Ready(Ok(n)) if n == big.len()),
+            "taken whole, though it passes the bound"
         );
-        assert!(write(&mut io, b"more").is_pending(), "held at the bound");
+        assert!(
+            write(&mut io, b"more").is_pending(),
+            "nothing taken past it"
+        );
+        assert!(push(&mut io, true, Data::Text, b"more").is_pending());
+        assert_eq!(io.buffer.len(), 10 + WRITE_OUT_AT_BYTES);
         io.inner.blocked = false;
-        assert!(write(&mut io, b"more").is_ready());
-        assert_eq!(io.inner.writes, [big]);
+        assert!(matches!(write(&mut io, b"more"), Poll::Ready(Ok(4))));
+        assert_eq!(io.inner.writes.concat().len(), 10 + WRITE_OUT_AT_BYTES);
         assert_eq!(io.buffer.held(), b"more");
+    }
+
+    fn push(
+        io: &mut BatchedIo<Inner>,
+        fin: bool,
+        opcode: Data,
+        payload: &[u8],
+    ) -> Poll<io::Result<()>> {
+        io.poll_push_frame(
+            &mut Context::from_waker(Waker::noop()),
+            fin,
+            opcode,
+            payload,
+        )
+    }
+
+    /// The bytes tungstenite itself writes for this frame as a server.
+    fn tungstenite_frame(fin: bool, opcode: Data, payload: &[u8]) -> Vec<u8> {
+        let frame = tungstenite::protocol::frame::Frame::message(
+            payload.to_vec(),
+            OpCode::Data(opcode),
+            fin,
+        );
+        let mut bytes = Vec::new();
+        frame.format(&mut bytes).expect("a Vec takes every write");
+        bytes
+    }
+
+    #[test]
+    fn a_pushed_frame_is_byte_for_byte_the_frame_tungstenite_would_write() {
+        for len in [0, 1, 125, 126, 512, 65_535, 65_536] {
+            for (fin, opcode) in [
+                (true, Data::Text),
+                (false, Data::Text),
+                (false, Data::Continue),
+                (true, Data::Continue),
+            ] {
+                let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                let mut io = BatchedIo::new(Inner::default());
+                assert!(matches!(
+                    push(&mut io, fin, opcode, &payload),
+                    Poll::Ready(Ok(()))
+                ));
+                assert!(
+                    io.buffer.held() == tungstenite_frame(fin, opcode, &payload),
+                    "{len} bytes, fin {fin}, {opcode:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pushed_frames_and_written_bytes_leave_in_the_order_they_came_in_one_write() {
+        let mut io = BatchedIo::new(Inner::default());
+        assert!(push(&mut io, false, Data::Text, b"he").is_ready());
+        assert!(matches!(write(&mut io, b"\x89\x00"), Poll::Ready(Ok(2))));
+        assert!(push(&mut io, true, Data::Continue, b"llo").is_ready());
+        assert!(matches!(flush(&mut io), Poll::Ready(Ok(()))));
+        assert_eq!(io.inner.writes, [b"\x01\x02he\x89\x00\x80\x03llo".to_vec()]);
+        assert_eq!(io.buffer.capacity(), 0);
     }
 }

@@ -44,16 +44,15 @@ const READ_BUFFER_BYTES: usize = 256;
 const WRITE_BUFFER_BYTES: usize = super::batched_io::WRITE_OUT_AT_BYTES;
 
 /// Most bytes tungstenite may hold unwritten for one connection. Unbounded (its
-/// default), a client that stops reading lets it grow without end: tungstenite keeps at
-/// most one pending pong, but every data frame the writer feeds piles up there once the
-/// batch under it is full and the socket blocks. The writer sends a long frame as
-/// fragments of at most `writer::FRAGMENT_BYTES`, so this is far more than it needs; it
-/// stays the bound it was, which any frame fits whole, so the limit never depends on
-/// how the writer cuts frames. It must hold the largest single frame the server sends,
-/// or that frame could never leave (tungstenite refuses a frame that does not fit even
-/// an empty buffer): a `joined` or `history` reply, whose messages are bounded by
-/// `replay_max_bytes`, plus a `joined`'s member list, bounded by the number of
-/// connections the server takes.
+/// default), a client that stops reading could let it grow without end once the batch
+/// under it is full and the socket blocks. It holds little now: the writer's data
+/// frames go around it (`writer::FrameSink`), and it sends only the pings, the pongs
+/// and the close frame. The bound stays what it was, so that it never depends on how
+/// or where the writer sends frames: large enough for the largest single frame the
+/// server sends (tungstenite refuses a frame that does not fit even an empty buffer,
+/// which could then never leave), a `joined` or `history` reply, whose messages are
+/// bounded by `replay_max_bytes`, plus a `joined`'s member list, bounded by the number
+/// of connections the server takes.
 fn max_write_buffer_bytes(limits: &Limits) -> usize {
     /// A generous bound on one member in `joined.members`: an id, a 64-character name
     /// written with escapes, and the JSON around them.

@@ -217,7 +217,7 @@ pub(crate) fn run(mut socket: Socket, context: SessionContext) -> impl Future<Ou
     }
 }
 
-/// Sends the last frames and the close frame (unless a write failed already), then
+/// Sends the last frames and the close frame (unless nothing more may be sent), then
 /// reads until the client answers it, so its side sees a clean close; each step gets
 /// `grace` (`--close-grace-ms`) and no more, and the socket is closed when this returns,
 /// whatever the client does.
@@ -336,8 +336,8 @@ impl Session {
         Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0))
     }
 
-    /// Serves the connection until it must close; false if a write failed (nothing
-    /// more can be sent then, not even the close frame).
+    /// Serves the connection until it must close; false if nothing more may be sent,
+    /// not even the close frame: a write failed, or the client closed the connection.
     async fn serve(&mut self, socket: &mut Socket, writer: &mut Writer) -> bool {
         let limits = &self.state.settings.limits;
         let silence_limit = Duration::from_secs(limits.pong_timeout_secs.max(1));
@@ -399,7 +399,18 @@ impl Session {
                 Event::Read(next) => {
                     deadlines.silent = Instant::now() + silence_limit;
                     match next {
-                        None => self.closer.close(CloseReason::Normal),
+                        // The client closed: tungstenite answered its close frame with
+                        // ours (it is sent as the connection ends), and nothing may
+                        // follow that. tungstenite would refuse to send more, but the
+                        // writer's data frames go around it (`writer::FrameSink`): so
+                        // the writer stops here, and what was queued is not sent.
+                        // The end of the stream comes only after the client's close.
+                        None | Some(Ok(Message::Close(_))) => {
+                            self.closer.close(CloseReason::Normal);
+                            return false;
+                        }
+                        // tungstenite answers no close for an error: the client gets
+                        // what was queued and then the close frame with its code.
                         Some(Err(error)) => {
                             let (reason, cause) = close::for_transport_error(&error);
                             self.cause = Some(cause);
@@ -415,7 +426,6 @@ impl Session {
                         }
                         Some(Ok(Message::Binary(_))) => self.closer.close(CloseReason::Unsupported),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => self.on_control(),
-                        Some(Ok(Message::Close(_))) => self.closer.close(CloseReason::Normal),
                         // tungstenite reads whole messages, never raw frames.
                         Some(Ok(Message::Frame(_))) => {
                             self.closer.close(CloseReason::ProtocolError);

@@ -22,30 +22,39 @@
 //! when the connection must close, the close frame with its code, after what was queued
 //! before it (except for a slow consumer, whose queue is the problem).
 //!
+//! Data frames go around tungstenite, straight into the batch under the socket
+//! ([`super::batched_io`]): a server's text frame is a header and the payload, and
+//! tungstenite's way (a `Message`, then a frame, then its buffer, then a copy into the
+//! batch) was most of the user-space cost of a delivered frame. tungstenite still sends
+//! the pings and the close frame, and answers the client's pings and close from the
+//! read side; [`FrameSink`] is the two ways in.
+//!
 //! A frame longer than [`FRAGMENT_BYTES`] leaves as a fragmented message (RFC 6455
 //! §5.4): a text frame without FIN, then continuation frames, the last with FIN, back to
-//! back. tungstenite's write buffer keeps the capacity of the largest frame it ever
-//! held, for the life of the connection; fragments keep that at one fragment however
-//! big a `joined` or `history` reply was. A cut may fall inside a UTF-8 sequence: only
-//! the whole message must be UTF-8, and clients check it once reassembled.
+//! back. The batch takes each frame whole, past its bound if need be; fragments keep
+//! that overshoot at one fragment however big a `joined` or `history` reply was, so a
+//! client that does not read holds no more than that. A cut may fall inside a UTF-8
+//! sequence: only the whole message must be UTF-8, and clients check it once
+//! reassembled.
 
 use super::close::CloseCode;
+use super::upgrade::Socket;
 use crate::hub::outbox::{CloseReason, OutboxQueue};
 use crate::load::ServerLoad;
 use futures_util::{Sink, SinkExt};
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::Instant;
 use tungstenite::protocol::CloseFrame;
-use tungstenite::protocol::frame::Frame as WireFrame;
-use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::coding::Data;
 use tungstenite::{Bytes, Message, Utf8Bytes};
 
 /// The most payload one frame carries: a longer text leaves as fragments of this size.
-/// Small enough that tungstenite's write buffer, which never shrinks, stays small;
-/// large enough that almost every frame (a chat message, an ack, presence) is one.
+/// Small enough that a batch passes its bound by little (it takes a frame whole); large
+/// enough that almost every frame (a chat message, an ack, presence) is one.
 pub(crate) const FRAGMENT_BYTES: usize = 512;
 
 /// Most frames written between two flushes.
@@ -94,6 +103,48 @@ enum Batch {
     Flushing { frames: usize },
 }
 
+/// Where the writer's frames go: a WebSocket's [`Sink`] for the control frames (pings,
+/// the close frame), and a way around it into the batch under it for data frames.
+/// A trait so the writer can be tested without a socket.
+pub trait FrameSink: Sink<Message, Error = tungstenite::Error> + Unpin {
+    /// Adds one data frame (`opcode` `Text` or `Continue`) after everything the socket
+    /// was given before it: whole, or not at all (`Pending`) while the batch is full
+    /// and cannot be written out.
+    fn poll_push_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+        fin: bool,
+        opcode: Data,
+        payload: &[u8],
+    ) -> Poll<Result<(), tungstenite::Error>>;
+}
+
+impl FrameSink for Socket {
+    fn poll_push_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+        fin: bool,
+        opcode: Data,
+        payload: &[u8],
+    ) -> Poll<Result<(), tungstenite::Error>> {
+        self.get_mut()
+            .poll_push_frame(cx, fin, opcode, payload)
+            .map_err(tungstenite::Error::Io)
+    }
+}
+
+/// A frame taken (from the queue, or a ping) and not yet accepted by the socket.
+enum Pending {
+    /// A data frame, pushed into the batch directly.
+    Data {
+        payload: Bytes,
+        fin: bool,
+        opcode: Data,
+    },
+    /// A control frame, sent through tungstenite.
+    Control(Message),
+}
+
 /// A long frame on its way out as fragments.
 struct Fragments {
     /// What is not sent yet.
@@ -107,8 +158,8 @@ struct Fragments {
 pub struct Writer {
     queue: OutboxQueue,
     coalescing: Coalescing,
-    /// A message taken (from the queue, or a ping) that the socket has not accepted yet.
-    pending: Option<Message>,
+    /// A frame taken (from the queue, or a ping) that the socket has not accepted yet.
+    pending: Option<Pending>,
     /// What is left of a long frame being sent as fragments, after `pending`.
     fragments: Option<Fragments>,
     batch: Batch,
@@ -132,7 +183,11 @@ impl Writer {
     /// Takes a frame from the queue to send: whole, or as fragments if it is long.
     fn start(&mut self, text: Utf8Bytes) {
         if text.len() <= FRAGMENT_BYTES {
-            self.pending = Some(Message::Text(text));
+            self.pending = Some(Pending::Data {
+                payload: Bytes::from(text),
+                fin: true,
+                opcode: Data::Text,
+            });
         } else {
             self.fragments = Some(Fragments {
                 rest: Bytes::from(text),
@@ -141,11 +196,11 @@ impl Writer {
         }
     }
 
-    /// The next message for the socket: the one it has not accepted yet, or else the
+    /// The next frame for the socket: the one it has not accepted yet, or else the
     /// next fragment of a long frame.
-    fn next_message(&mut self) -> Option<Message> {
-        if let Some(message) = self.pending.take() {
-            return Some(message);
+    fn next_frame(&mut self) -> Option<Pending> {
+        if let Some(frame) = self.pending.take() {
+            return Some(frame);
         }
         let fragments = self.fragments.as_mut()?;
         let payload = fragments
@@ -161,11 +216,55 @@ impl Writer {
         if last {
             self.fragments = None;
         }
-        Some(Message::Frame(WireFrame::message(
+        Some(Pending::Data {
             payload,
-            OpCode::Data(opcode),
-            last,
-        )))
+            fin: last,
+            opcode,
+        })
+    }
+
+    /// Gives the socket the frame it has not accepted yet and the rest of a long frame's
+    /// fragments, back to back: `Ready(Ok)` once it took them all.
+    fn poll_feed<S: FrameSink>(
+        &mut self,
+        cx: &mut Context<'_>,
+        socket: &mut S,
+    ) -> Poll<Result<(), tungstenite::Error>> {
+        while let Some(frame) = self.next_frame() {
+            // Asked before a data frame too, though it goes around tungstenite: ready at
+            // once unless tungstenite holds a frame a blocked write left it (then it
+            // writes that out first), so frames leave in the order they were given. And
+            // since both tungstenite's buffer and the batch hold whole frames only, a
+            // frame never lands inside another; tungstenite's pongs may come between
+            // two fragments, which control frames may (RFC 6455 §5.4).
+            match Pin::new(&mut *socket).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => {
+                    self.pending = Some(frame);
+                    return Poll::Pending;
+                }
+            }
+            match frame {
+                Pending::Control(message) => Pin::new(&mut *socket).start_send(message)?,
+                Pending::Data {
+                    payload,
+                    fin,
+                    opcode,
+                } => match socket.poll_push_frame(cx, fin, opcode, &payload) {
+                    Poll::Ready(result) => result?,
+                    Poll::Pending => {
+                        self.pending = Some(Pending::Data {
+                            payload,
+                            fin,
+                            opcode,
+                        });
+                        return Poll::Pending;
+                    }
+                },
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Sends a heartbeat ping once the batch being written, if any, has left.
@@ -194,29 +293,19 @@ impl Writer {
     /// failed; otherwise `Pending`, woken when there is more to do. One batch per call:
     /// after a flush it asks to be polled again rather than go on, so a connection kept
     /// busy by its rooms still reads its client's frames.
-    pub fn poll_write<S: Sink<Message> + Unpin>(
+    pub fn poll_write<S: FrameSink>(
         &mut self,
         cx: &mut Context<'_>,
         socket: &mut S,
-    ) -> Poll<Result<(), S::Error>> {
+    ) -> Poll<Result<(), tungstenite::Error>> {
         loop {
             // A message's fragments go back to back, before anything else.
-            if let Some(message) = self.next_message() {
-                match Pin::new(&mut *socket).poll_ready(cx) {
-                    Poll::Pending => {
-                        self.pending = Some(message);
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                    Poll::Ready(Ok(())) => Pin::new(&mut *socket).start_send(message)?,
-                }
-                continue;
-            }
+            ready!(self.poll_feed(cx, socket))?;
             match self.batch {
                 Batch::Idle => {
                     if self.ping_due {
                         self.ping_due = false;
-                        self.pending = Some(Message::Ping(Default::default()));
+                        self.pending = Some(Pending::Control(Message::Ping(Default::default())));
                         self.batch = Batch::Flushing { frames: 0 };
                         continue;
                     }
@@ -317,11 +406,11 @@ impl Writer {
 
     /// Sends what is left and the close frame for `reason` (a slow consumer's queue is
     /// dropped instead: it is the problem). The caller bounds how long this may take.
-    pub async fn farewell<S: Sink<Message> + Unpin>(
+    pub async fn farewell<S: FrameSink>(
         mut self,
         socket: &mut S,
         reason: CloseReason,
-    ) -> Result<(), S::Error> {
+    ) -> Result<(), tungstenite::Error> {
         if reason == CloseReason::SlowConsumer {
             // Not sent, and its memory given back now. A message cut short by the close
             // is allowed: control frames may come between fragments (RFC 6455 §5.4).
@@ -331,9 +420,7 @@ impl Writer {
         }
         // A message already started is finished first, then what is queued.
         loop {
-            while let Some(message) = self.next_message() {
-                socket.feed(message).await?;
-            }
+            poll_fn(|cx| self.poll_feed(cx, socket)).await?;
             match self.queue.try_recv() {
                 Some(frame) => self.start(frame.into_text()),
                 None => break,
@@ -384,12 +471,18 @@ mod tests {
     use crate::hub::outbox::{Closer, OutboundBudget, Outbox};
     use std::task::Waker;
 
-    /// A socket that takes messages unless blocked, and records what each flush sent.
+    /// A socket that takes frames unless blocked, and records what each flush sent: a
+    /// whole text frame as its text, a fragment as its kind and length, a control frame
+    /// by its name. A data frame given to tungstenite instead of pushed shows as the
+    /// `Message` it came in.
     #[derive(Default)]
     struct Recorder {
         blocked: bool,
-        /// If set, how many more messages it takes before it blocks.
+        /// If set, how many more frames it takes before it blocks.
         takes: Option<usize>,
+        /// The batch under it is full and cannot be written out: it takes control
+        /// frames (tungstenite keeps them) but no data frame.
+        full: bool,
         unflushed: Vec<String>,
         flushed: Vec<Vec<String>>,
         /// The payloads of the fragments it took, one after the other.
@@ -412,20 +505,8 @@ mod tests {
                 *takes -= 1;
             }
             let seen = match message {
-                Message::Text(text) => text.as_str().to_owned(),
                 Message::Ping(_) => "ping".to_owned(),
                 Message::Close(Some(frame)) => format!("close {}", u16::from(frame.code)),
-                Message::Frame(frame) => {
-                    self.reassembled.extend_from_slice(frame.payload());
-                    let header = frame.header();
-                    let kind = match header.opcode {
-                        OpCode::Data(Data::Text) => "text",
-                        OpCode::Data(Data::Continue) => "continue",
-                        _ => "other",
-                    };
-                    let fin = if header.is_final { " fin" } else { "" };
-                    format!("{kind} {}{fin}", frame.payload().len())
-                }
                 other => format!("{other:?}"),
             };
             self.unflushed.push(seen);
@@ -448,6 +529,37 @@ mod tests {
 
         fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
             self.poll_flush(cx)
+        }
+    }
+
+    impl FrameSink for Recorder {
+        fn poll_push_frame(
+            &mut self,
+            _: &mut Context<'_>,
+            fin: bool,
+            opcode: Data,
+            payload: &[u8],
+        ) -> Poll<Result<(), tungstenite::Error>> {
+            if self.full {
+                return Poll::Pending;
+            }
+            if let Some(takes) = &mut self.takes {
+                *takes -= 1;
+            }
+            let seen = if fin && opcode == Data::Text {
+                String::from_utf8(payload.to_vec()).expect("a whole message is UTF-8")
+            } else {
+                self.reassembled.extend_from_slice(payload);
+                let kind = match opcode {
+                    Data::Text => "text",
+                    Data::Continue => "continue",
+                    _ => "other",
+                };
+                let fin = if fin { " fin" } else { "" };
+                format!("{kind} {}{fin}", payload.len())
+            };
+            self.unflushed.push(seen);
+            Poll::Ready(Ok(()))
         }
     }
 
@@ -644,5 +756,47 @@ mod tests {
             ]]
         );
         assert_eq!(socket.reassembled, long.as_bytes());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_the_full_batch_cannot_take_is_kept_and_leaves_first_once_it_can() {
+        let (mut writer, outbox) = writer(0);
+        let mut socket = Recorder {
+            full: true,
+            ..Recorder::default()
+        };
+        assert!(outbox.push("a".into()));
+        assert!(outbox.push("b".into()));
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert_eq!(poll(&mut writer, &mut socket), None, "still full");
+        assert!(socket.unflushed.is_empty(), "nothing taken while full");
+        socket.full = false;
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert_eq!(batches(&socket), [["a", "b"]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn data_frames_go_around_tungstenite_and_only_the_ping_and_the_close_go_through_it() {
+        let (mut writer, outbox) = writer(0);
+        let mut socket = Recorder::default();
+        writer.ping();
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert!(outbox.push("a".into()));
+        assert!(outbox.push("\u{20AC}".repeat(200).into()));
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        assert!(outbox.push("b".into()));
+        writer
+            .farewell(&mut socket, CloseReason::ServerShutdown)
+            .await
+            .expect("the recorder does not fail");
+        // A `Message` for a data frame would show as one (`Text(..)`, `Frame(..)`).
+        assert_eq!(
+            batches(&socket),
+            [
+                vec!["ping"],
+                vec!["a", "text 512", "continue 88 fin"],
+                vec!["b", "close 1001"]
+            ]
+        );
     }
 }

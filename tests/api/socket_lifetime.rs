@@ -207,3 +207,39 @@ async fn a_client_that_never_answers_the_close_frame_is_dropped_after_the_close_
         .expect("dropped once the grace is over");
     tokio::time::resume();
 }
+
+#[tokio::test]
+async fn a_client_that_closes_in_a_busy_room_gets_the_close_answer_last_and_nothing_after_it() {
+    use futures_util::StreamExt;
+    let app = spawn_app_with(crate::helpers::generous_budget).await;
+    let (mut alice, _) = app.join("alice", "general").await;
+    let (mut bob, _) = app.join("bob", "general").await;
+    // Messages keep coming to Alice's connection while it closes, so some are queued
+    // for it after the server has answered her close.
+    let talking = tokio::spawn(async move {
+        for i in 0..200 {
+            bob.say("general", &format!("message {i}")).await;
+        }
+    });
+    while alice.recv().await["type"] != "message" {}
+    alice.close_normally().await;
+    // The client library refuses any frame after the server's close (an error), so
+    // the stream ends cleanly only if the close answer was the last frame.
+    let deadline = Instant::now() + WAIT;
+    let code = loop {
+        let next = tokio::time::timeout_at(deadline, alice.stream.next())
+            .await
+            .expect("the server answers the close in time");
+        match next {
+            Some(Ok(Message::Text(_) | Message::Ping(_))) => continue,
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            other => panic!("expected the close answer, got {other:?}"),
+        }
+    };
+    assert_eq!(code, 1000, "the client's own code, echoed");
+    let after = tokio::time::timeout_at(deadline, alice.stream.next())
+        .await
+        .expect("the server drops the connection in time");
+    assert!(after.is_none(), "after the close answer: {after:?}");
+    talking.abort();
+}
