@@ -147,7 +147,7 @@ pub struct Limits {
     #[arg(long, env = "PALISADE_COALESCE_MS", default_value_t = DEFAULT_LIMITS.coalesce_ms)]
     pub coalesce_ms: u64,
     /// The server turns busy, for `coalesce_ms`, once its worker threads spend at least
-    /// this percent of their time running tasks, and quiet again below half of it; 0
+    /// this percent of their time running tasks, and quiet after a second below a third of it; 0
     /// counts it busy always.
     #[arg(long, env = "PALISADE_COALESCE_BUSY_PERCENT", default_value_t = DEFAULT_LIMITS.coalesce_busy_percent)]
     pub coalesce_busy_percent: u8,
