@@ -68,10 +68,10 @@ impl<T> SendsInFlight<T> {
         mut answer: impl FnMut(T),
     ) -> Poll<()> {
         for sending in &mut self.0 {
-            if let InFlight::Waiting(future) = sending {
-                if let Poll::Ready(outcome) = future.get_mut().as_mut().poll(cx) {
-                    *sending = InFlight::Done(outcome);
-                }
+            if let InFlight::Waiting(future) = sending
+                && let Poll::Ready(outcome) = future.get_mut().as_mut().poll(cx)
+            {
+                *sending = InFlight::Done(outcome);
             }
         }
         while let Some(InFlight::Done(_)) = self.0.front() {
