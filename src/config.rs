@@ -277,13 +277,13 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     write_stall_secs: 30,
     close_grace_ms: 3000,
     // Gathering turns a hot room's many tiny packets into a few larger ones: a batch is
-    // written at four frames or 60 ms after the last write, so a connection receiving
-    // 50 msg/s writes three frames a packet (14 ms, the old wait, never saw a second
-    // frame there) and one receiving 100 msg/s waits ~30 ms, not 60; docs/performance.md
-    // has the CPU against latency for 14, 45 and 60. Under 30 % of the workers' time
-    // (what issue #11 calls light load) the CPU it saves is not needed, and a frame
-    // leaves at once.
-    coalesce_ms: 60,
+    // written at four frames or 80 ms after the last write, so a connection receiving
+    // 50 msg/s writes four frames a packet (14 ms, the old wait, never saw a second
+    // frame there; 60 gave three) and one receiving 100 msg/s waits ~40 ms, not 80;
+    // docs/performance.md has the CPU against latency for 14 to 100. Under 30 % of the
+    // workers' time (what issue #11 calls light load) the CPU it saves is not needed,
+    // and a frame leaves at once.
+    coalesce_ms: 80,
     coalesce_busy_percent: 30,
     max_pending_connections_per_ip: 32,
     max_pending_connections: 2048,
