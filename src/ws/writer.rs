@@ -681,20 +681,25 @@ mod tests {
         assert_eq!(batches(&socket), [["ping"], ["a"], ["b"]]);
     }
 
+    /// A writer that was given frames `a` and `b` and polled once against `socket`.
+    fn a_and_b_offered_to(mut socket: Recorder) -> (Writer, Outbox, Recorder) {
+        let (mut writer, outbox) = writer(0);
+        assert!(outbox.push("a".into()));
+        assert!(outbox.push("b".into()));
+        assert_eq!(poll(&mut writer, &mut socket), None);
+        (writer, outbox, socket)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn what_a_blocked_socket_was_given_is_kept_for_the_close_and_a_slow_consumer_gets_none() {
         for (reason, expected) in [
             (CloseReason::ServerShutdown, vec!["a", "b", "close 1001"]),
             (CloseReason::SlowConsumer, vec!["close 4008"]),
         ] {
-            let (mut writer, outbox) = writer(0);
-            let mut socket = Recorder {
+            let (writer, _outbox, mut socket) = a_and_b_offered_to(Recorder {
                 blocked: true,
                 ..Recorder::default()
-            };
-            assert!(outbox.push("a".into()));
-            assert!(outbox.push("b".into()));
-            assert_eq!(poll(&mut writer, &mut socket), None);
+            });
             assert!(socket.unflushed.is_empty(), "nothing left while blocked");
             // The session stops polling (a close); the frame taken is not lost.
             socket.blocked = false;
@@ -760,14 +765,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_frame_the_full_batch_cannot_take_is_kept_and_leaves_first_once_it_can() {
-        let (mut writer, outbox) = writer(0);
-        let mut socket = Recorder {
+        let (mut writer, _outbox, mut socket) = a_and_b_offered_to(Recorder {
             full: true,
             ..Recorder::default()
-        };
-        assert!(outbox.push("a".into()));
-        assert!(outbox.push("b".into()));
-        assert_eq!(poll(&mut writer, &mut socket), None);
+        });
         assert_eq!(poll(&mut writer, &mut socket), None, "still full");
         assert!(socket.unflushed.is_empty(), "nothing taken while full");
         socket.full = false;
