@@ -668,12 +668,26 @@ mod tests {
         assert_eq!(batches(&socket), [["a"], ["b"]]);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_ping_leaves_on_its_own_and_a_quiet_writer_never_waits() {
+    /// The session's end: what is left, then the close frame for `reason`.
+    async fn farewell(writer: Writer, socket: &mut Recorder, reason: CloseReason) {
+        writer
+            .farewell(socket, reason)
+            .await
+            .expect("the recorder does not fail");
+    }
+
+    /// A quiet writer that has sent a heartbeat ping.
+    fn after_a_ping() -> (Writer, Outbox, Recorder) {
         let (mut writer, outbox) = writer(0);
         let mut socket = Recorder::default();
         writer.ping();
         assert_eq!(poll(&mut writer, &mut socket), None);
+        (writer, outbox, socket)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ping_leaves_on_its_own_and_a_quiet_writer_never_waits() {
+        let (mut writer, outbox, mut socket) = after_a_ping();
         assert!(outbox.push("a".into()));
         assert_eq!(poll(&mut writer, &mut socket), None);
         assert!(outbox.push("b".into()));
@@ -703,10 +717,7 @@ mod tests {
             assert!(socket.unflushed.is_empty(), "nothing left while blocked");
             // The session stops polling (a close); the frame taken is not lost.
             socket.blocked = false;
-            writer
-                .farewell(&mut socket, reason)
-                .await
-                .expect("the recorder does not fail");
+            farewell(writer, &mut socket, reason).await;
             assert_eq!(batches(&socket), [expected]);
         }
     }
@@ -746,10 +757,7 @@ mod tests {
         assert_eq!(socket.unflushed, ["text 512", "continue 512"]);
         // The session stops polling (a close): the close frame waits for the message.
         socket.takes = None;
-        writer
-            .farewell(&mut socket, CloseReason::ServerShutdown)
-            .await
-            .expect("the recorder does not fail");
+        farewell(writer, &mut socket, CloseReason::ServerShutdown).await;
         assert_eq!(
             batches(&socket),
             [vec![
@@ -778,18 +786,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn data_frames_go_around_tungstenite_and_only_the_ping_and_the_close_go_through_it() {
-        let (mut writer, outbox) = writer(0);
-        let mut socket = Recorder::default();
-        writer.ping();
-        assert_eq!(poll(&mut writer, &mut socket), None);
+        let (mut writer, outbox, mut socket) = after_a_ping();
         assert!(outbox.push("a".into()));
         assert!(outbox.push("\u{20AC}".repeat(200).into()));
         assert_eq!(poll(&mut writer, &mut socket), None);
         assert!(outbox.push("b".into()));
-        writer
-            .farewell(&mut socket, CloseReason::ServerShutdown)
-            .await
-            .expect("the recorder does not fail");
+        farewell(writer, &mut socket, CloseReason::ServerShutdown).await;
         // A `Message` for a data frame would show as one (`Text(..)`, `Frame(..)`).
         assert_eq!(
             batches(&socket),
