@@ -20,6 +20,7 @@
 //! without a restart once the cause is gone.
 
 pub mod sqlite;
+mod write_health;
 
 use crate::model::{Role, StoredMessage, UserRef};
 use async_trait::async_trait;
