@@ -1356,6 +1356,70 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_store_whose_connections_were_cut_writes_again_without_a_restart() {
+        let Some((db, store)) = store().await else {
+            return;
+        };
+        store
+            .append(draft("a", "1", None), no_hook())
+            .await
+            .unwrap();
+        // What a server restart or a dropped network does to the pool's connections.
+        let (cut,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut db.connect().await)
+        .await
+        .unwrap();
+        assert!(cut >= 1, "the store had a connection open");
+        let mut outcomes = Vec::new();
+        for i in 2..=4 {
+            outcomes.push(
+                store
+                    .append(
+                        draft("a", &i.to_string(), Some(&format!("n{i}"))),
+                        no_hook(),
+                    )
+                    .await,
+            );
+        }
+        let seqs: Vec<u64> = outcomes
+            .into_iter()
+            .filter_map(|outcome| match outcome {
+                Ok(appended) => Some(appended.message.seq),
+                Err(error) => {
+                    assert!(error.is_unavailable(), "{error}");
+                    None
+                }
+            })
+            .collect();
+        assert!(seqs.len() >= 2, "writes resume at once: {seqs:?}");
+        assert_eq!(
+            seqs,
+            (2..2 + seqs.len() as u64).collect::<Vec<_>>(),
+            "a refused write left no gap"
+        );
+        store.check_writable().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_its_caller_abandoned_does_not_make_the_store_look_unwritable() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        // What a dropped request future leaves: a write connection lent and never settled.
+        let abandoned = store.writer.lend().await.unwrap();
+        drop(abandoned);
+        assert_eq!(store.writer.health.fresh(), None, "nothing was learnt");
+        store.check_writable().await.unwrap();
+        store
+            .append(draft("a", "after", None), no_hook())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
     async fn a_taken_username_does_not_make_the_store_look_unwritable() {
         let Some(db) = TestDatabase::create().await else {
             return;
