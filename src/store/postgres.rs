@@ -1228,6 +1228,64 @@ mod tests {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_nonce_committed_while_a_batch_waits_on_it_is_answered_as_a_duplicate() {
+        let Some((db, store)) = store().await else {
+            return;
+        };
+        store
+            .append(draft("a", "1", None), no_hook())
+            .await
+            .unwrap();
+        // Another writer holds an uncommitted row with the nonce the batch will send,
+        // and without the room's lock: only the unique index stands between them.
+        let mut other = db.connect().await;
+        sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+        sqlx::query(
+            "INSERT INTO messages (room, seq, user_id, user_name, body, nonce, ts)
+             VALUES ('a', 100, 'u1', 'alice', 'from elsewhere', 'n1', 0)",
+        )
+        .execute(&mut other)
+        .await
+        .unwrap();
+        let heard = Heard::default();
+        let store = Arc::new(store);
+        let task = {
+            let store = Arc::clone(&store);
+            let hook = recorder(&heard);
+            tokio::spawn(async move { store.append(draft("a", "mine", Some("n1")), hook).await })
+        };
+        // Wait until the batch's insert is blocked on that row, then commit it.
+        let mut watcher = db.connect().await;
+        for _ in 0..100 {
+            let (waiting,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+
+        let appended = task.await.unwrap().unwrap();
+        assert!(appended.duplicate, "{appended:?}");
+        assert_eq!(
+            (appended.message.seq, appended.message.body.as_str()),
+            (100, "from elsewhere")
+        );
+        assert!(heard.lock().unwrap().is_empty(), "nothing new to announce");
+        let after = store
+            .append(draft("a", "2", None), no_hook())
+            .await
+            .unwrap();
+        assert_eq!(after.message.seq, 2, "the retried batch left no gap");
+    }
+
     #[tokio::test]
     async fn snapshots_page_and_report_completeness() {
         let Some((_db, store)) = store().await else {
