@@ -783,7 +783,11 @@ fn development_secret(database_url: &str) -> Result<SecretString, ConfigError> {
 pub const SECRETS_FILE_KEYS: [&str; 3] = ["JWT_SECRET", "DATABASE_URL", "ALLOWED_ORIGINS"];
 
 /// `PALISADE_*` variables the test suite reads (not the server): no warning for them.
-const TEST_SUITE_VARIABLES: [&str; 2] = ["PALISADE_REQUIRE_BROWSER", "PALISADE_REQUIRE_FAULTS"];
+const TEST_SUITE_VARIABLES: [&str; 3] = [
+    "PALISADE_REQUIRE_BROWSER",
+    "PALISADE_REQUIRE_FAULTS",
+    "PALISADE_REQUIRE_SERVICES",
+];
 
 /// A warning for each setting given where palisade does not read it: a `PALISADE_*`
 /// environment variable no flag reads, a bare `JWT_SECRET`, `DATABASE_URL` or
@@ -1323,6 +1327,7 @@ mod tests {
             "PALISADE_JWT_SECRET",
             "PALISADE_MAX_BODY_CHARS",
             "PALISADE_REQUIRE_BROWSER",
+            "PALISADE_REQUIRE_SERVICES",
             "PATH",
             "JWT_SECRET_FOR_SOMETHING_ELSE",
         ];

@@ -4,9 +4,10 @@
 //! parts that need not live together: [`Accounts`] (and bans), the [`MessageLog`] of
 //! every room, and the [`RevocationLog`]. Each user of the store asks for the part it
 //! needs (the broker holds only a `MessageLog`), so a store for cluster mode can put
-//! them where each fits. The embedded default is SQLite ([`sqlite::SqliteStore`]); a
-//! PostgreSQL store for cluster mode implements the same traits. The store assigns each room's `seq` atomically with
-//! the insert, and a call that returns `Ok` has committed.
+//! them where each fits. The embedded default is SQLite ([`sqlite::SqliteStore`]); for
+//! cluster mode, [`postgres::PostgresStore`] implements the same traits on a database
+//! every node shares. The store assigns each room's `seq` atomically with the insert,
+//! and a call that returns `Ok` has committed.
 //!
 //! The store is also where a room's order is decided, so it is the one to announce it:
 //! [`MessageLog::append`] takes an [`OnCommit`] hook that it calls with the stored message
@@ -19,7 +20,9 @@
 //! its client, who may retry; a disk that was full or read-only serves writes again
 //! without a restart once the cause is gone.
 
+pub mod postgres;
 pub mod sqlite;
+mod write_health;
 
 use crate::model::{Role, StoredMessage, UserRef};
 use async_trait::async_trait;
@@ -33,10 +36,11 @@ pub enum StoreError {
     #[error("username already taken")]
     UsernameTaken,
     #[error(
-        "unsupported database URL scheme {0:?} in --database-url / PALISADE_DATABASE_URL (expected sqlite://path)"
+        "unsupported database URL scheme {0:?} in --database-url / PALISADE_DATABASE_URL (expected sqlite://path or postgres://user@host/database)"
     )]
     UnsupportedUrl(String),
-    /// The database could not be opened or prepared at start; names the file.
+    /// The database could not be opened or prepared at start; names the file (or the
+    /// server and database, never the credentials).
     #[error("cannot open the database {path}: {reason}")]
     Open { path: String, reason: String },
     /// The file opens but fails SQLite's own consistency check.
@@ -268,27 +272,44 @@ pub trait Store: Accounts + MessageLog + RevocationLog + 'static {
     async fn check_writable(&self) -> Result<(), StoreError>;
 }
 
-/// Opens the store named by a database URL.
+/// Opens the store named by a database URL: `sqlite:` for the embedded store,
+/// `postgres://` or `postgresql://` for the one cluster mode shares.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if is_postgres(url) {
+        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(scheme_of(url)))
     }
 }
 
-/// The database a URL names, fit for an error message: the file of an SQLite URL, only
-/// the scheme of any other (its credentials must not reach a log).
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The database a URL names, fit for an error message: the file of an SQLite URL, the
+/// server and database of a PostgreSQL one, only the scheme of any other. Never a user
+/// name, password or query parameter (`?password=` is allowed there): those must not
+/// reach a log.
 pub fn describe_url(url: &str) -> String {
-    match url.strip_prefix("sqlite:") {
-        Some(rest) => rest
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        return rest
             .trim_start_matches("//")
             .split('?')
             .next()
             .unwrap_or_default()
-            .to_owned(),
-        None => format!("{}://…", scheme_of(url)),
+            .to_owned();
     }
+    let server = is_postgres(url)
+        .then(|| url::Url::parse(url).ok())
+        .flatten()
+        .map(|parsed| {
+            let host = parsed.host_str().unwrap_or_default();
+            let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{host}{port}{}", parsed.scheme(), parsed.path())
+        });
+    server.unwrap_or_else(|| format!("{}://…", scheme_of(url)))
 }
 
 /// The folder of an SQLite database file (`.` for a bare file name): where palisade
@@ -380,7 +401,13 @@ mod tests {
         assert_eq!(describe_url("sqlite:///srv/p.db?mode=rwc"), "/srv/p.db");
         assert_eq!(
             describe_url("postgres://user:secret@db/palisade"),
-            "postgres://…"
+            "postgres://db/palisade"
         );
+        assert_eq!(
+            describe_url("postgresql://u:p@10.0.0.5:6432/chat?password=secret&sslmode=require"),
+            "postgresql://10.0.0.5:6432/chat"
+        );
+        assert_eq!(describe_url("mysql://user:secret@db/x"), "mysql://…");
+        assert_eq!(describe_url("postgres://user:secret@[bad"), "postgres://…");
     }
 }

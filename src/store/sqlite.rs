@@ -17,23 +17,21 @@
 //! [`StoreError::Unwritable`]; the outcome of the latest write also answers `/readyz`.
 //! Opening refuses a file SQLite finds damaged, and every opening error names the file.
 
+use super::write_health::{Lent, WRITABLE_FRESH_FOR, WriteHealth, reason};
 use super::{
     Accounts, Appended, Ban, MessageLog, NewMessage, OnCommit, ReplayFrom, Revocation,
     RevocationLog, RoomSnapshot, RoomSummary, Store, StoreError, UserRecord,
 };
 use crate::model::{Role, StoredMessage, UserRef};
 use async_trait::async_trait;
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, Sqlite, SqliteConnection};
-use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 
 pub struct SqliteStore {
     writer: Writer,
@@ -49,9 +47,6 @@ struct AppendRequest {
 
 /// Most appends committed in one transaction.
 const MAX_BATCH: usize = 256;
-
-/// How long the outcome of a write or probe stands for readiness before a new probe.
-const WRITABLE_FRESH_FOR: Duration = Duration::from_secs(1);
 
 /// How long a write waits for the writer connection (queued behind others, or reopening).
 const WRITER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -123,14 +118,6 @@ fn write_error(error: sqlx::Error) -> StoreError {
         StoreError::Unwritable(reason(&error))
     } else {
         StoreError::WriteFailed(reason(&error))
-    }
-}
-
-/// The text of an error fit for one log line: SQLite's own message when there is one.
-fn reason(error: &sqlx::Error) -> String {
-    match error.as_database_error() {
-        Some(db) => db.message().to_owned(),
-        None => error.to_string(),
     }
 }
 
@@ -266,14 +253,9 @@ async fn check_integrity(pool: &SqlitePool, path: &str) -> Result<(), StoreError
     }
 }
 
-/// The single writer connection, lent out for one write at a time, and what the last
-/// write found (for readiness).
-///
-/// sqlx counts transactions on its side: when SQLite rolls one back by itself (a COMMIT
-/// that meets a full disk), that count stays open and later statements on the same
-/// connection run inside a transaction that never commits. So a connection whose write
-/// failed is never reused: it is closed and the pool opens a fresh one for the next
-/// write, which also makes writes resume by themselves once the disk has room again.
+/// The single writer connection, lent out for one write at a time (as a [`Lent`], which
+/// closes it after a failed write: SQLite may have rolled back a transaction sqlx still
+/// counts as open), and what the last write found (for readiness).
 #[derive(Clone)]
 struct Writer {
     pool: SqlitePool,
@@ -284,21 +266,13 @@ impl Writer {
     fn new(pool: SqlitePool, fresh_for: Duration) -> Self {
         Self {
             pool,
-            health: Arc::new(WriteHealth {
-                fresh_for,
-                last: std::sync::Mutex::new(None),
-                probing: tokio::sync::Mutex::new(()),
-            }),
+            health: Arc::new(WriteHealth::new(fresh_for)),
         }
     }
 
-    async fn lend(&self) -> Result<Lent<'_>, StoreError> {
+    async fn lend(&self) -> Result<Lent<'_, Sqlite>, StoreError> {
         match self.pool.acquire().await {
-            Ok(conn) => Ok(Lent {
-                conn,
-                health: &self.health,
-                outcome: Outcome::Abandoned,
-            }),
+            Ok(conn) => Ok(Lent::new(conn, &self.health)),
             Err(error) => {
                 self.health.record(Err(&reason(&error)));
                 Err(write_error(error))
@@ -314,136 +288,6 @@ impl Writer {
         let mut lent = self.lend().await?;
         let done = query.execute(&mut *lent).await.map(drop);
         lent.settle(done).map_err(write_error)
-    }
-}
-
-/// The writer connection on loan. Settled with a success it goes back to the pool; a
-/// failure, or a caller that gives up mid-write (a dropped future), closes it instead.
-struct Lent<'w> {
-    conn: PoolConnection<Sqlite>,
-    health: &'w WriteHealth,
-    outcome: Outcome,
-}
-
-/// How a loan of the writer ended.
-enum Outcome {
-    /// The statements ran but changed nothing (a nonce already stored, a taken name, an
-    /// enable of an account that was not disabled): the connection is fine, but nothing
-    /// was written, so it says nothing about the disk. Counting it as a good write would
-    /// let a client keep a full disk looking ready by resending an acked nonce.
-    Unwritten,
-    /// The caller went away mid-write (a client that disconnected, a request time
-    /// limit): the connection may be half in a transaction, so it is closed, but the
-    /// disk said nothing, so readiness is not told it failed. Otherwise anyone could
-    /// mark the node unready by hanging up during a write.
-    Abandoned,
-    Succeeded,
-    Failed(String),
-}
-
-impl Lent<'_> {
-    fn settle<T>(self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
-        self.settle_if_written(result, |_| true)
-    }
-
-    /// Like [`Lent::settle`], for a write that may have changed nothing: `written` says
-    /// whether it did.
-    fn settle_if_written<T>(
-        mut self,
-        result: Result<T, sqlx::Error>,
-        written: impl FnOnce(&T) -> bool,
-    ) -> Result<T, sqlx::Error> {
-        self.outcome = match &result {
-            Ok(value) if written(value) => Outcome::Succeeded,
-            Ok(_) => Outcome::Unwritten,
-            // A constraint refusal (a taken name) is SQLite answering: it undid only
-            // that statement. It says nothing about the disk either way: counting it as
-            // failed would let anyone mark the node unready by registering taken names,
-            // counting it as written would let them make a full disk look ready.
-            Err(error) if is_constraint_violation(error) => Outcome::Unwritten,
-            Err(error) => Outcome::Failed(reason(error)),
-        };
-        result
-    }
-}
-
-fn is_constraint_violation(error: &sqlx::Error) -> bool {
-    use sqlx::error::ErrorKind;
-    error.as_database_error().is_some_and(|db| {
-        matches!(
-            db.kind(),
-            ErrorKind::UniqueViolation
-                | ErrorKind::ForeignKeyViolation
-                | ErrorKind::NotNullViolation
-                | ErrorKind::CheckViolation
-        )
-    })
-}
-
-impl Drop for Lent<'_> {
-    fn drop(&mut self) {
-        match &self.outcome {
-            Outcome::Succeeded => self.health.record(Ok(())),
-            Outcome::Failed(reason) => {
-                self.conn.close_on_drop();
-                self.health.record(Err(reason));
-            }
-            Outcome::Abandoned => self.conn.close_on_drop(),
-            Outcome::Unwritten => {}
-        }
-    }
-}
-
-impl Deref for Lent<'_> {
-    type Target = SqliteConnection;
-    fn deref(&self) -> &SqliteConnection {
-        &self.conn
-    }
-}
-
-impl DerefMut for Lent<'_> {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.conn
-    }
-}
-
-/// The outcome of the latest write or probe, and when it happened.
-struct WriteHealth {
-    /// How long an outcome answers for readiness before a new probe.
-    fresh_for: Duration,
-    last: std::sync::Mutex<Option<(Instant, bool)>>,
-    /// One probe at a time: callers that arrive meanwhile share its answer.
-    probing: tokio::sync::Mutex<()>,
-}
-
-impl WriteHealth {
-    /// Notes a write's outcome. Only a change between writable and not is logged, so a
-    /// full disk under heavy traffic makes one log line, not one per refused write.
-    fn record(&self, outcome: Result<(), &str>) {
-        let Ok(mut last) = self.last.lock() else {
-            return;
-        };
-        let was = last.map(|(_, succeeded)| succeeded);
-        let succeeded = outcome.is_ok();
-        *last = Some((Instant::now(), succeeded));
-        drop(last);
-        match (was, outcome) {
-            (Some(true) | None, Err(reason)) => {
-                tracing::error!(
-                    %reason,
-                    "the store cannot write: sends, registrations and revocations are refused until it can"
-                );
-            }
-            (Some(false), Ok(())) => tracing::info!("the store writes again"),
-            _ => {}
-        }
-    }
-
-    /// The latest outcome, if recent enough to answer for now.
-    fn fresh(&self) -> Option<bool> {
-        let last = *self.last.lock().ok()?;
-        last.filter(|(at, _)| at.elapsed() < self.fresh_for)
-            .map(|(_, succeeded)| succeeded)
     }
 }
 
@@ -660,33 +504,15 @@ impl Store for SqliteStore {
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {
-        let health = &self.writer.health;
-        let answer = |writable: bool| {
-            if writable {
-                Ok(())
-            } else {
-                Err(StoreError::Unwritable(
-                    "the latest write or write probe failed".to_owned(),
-                ))
-            }
-        };
-        if let Some(writable) = health.fresh() {
-            return answer(writable);
-        }
-        let _turn = health.probing.lock().await;
-        if let Some(writable) = health.fresh() {
-            return answer(writable);
-        }
         // One tiny row rewritten in place: a real commit through the real writer.
-        self.writer
-            .execute(
-                sqlx::query(
-                    "INSERT INTO write_probe (id, at, probes) VALUES (1, ?1, 1)
-                     ON CONFLICT (id) DO UPDATE SET at = excluded.at, probes = probes + 1",
-                )
-                .bind(crate::model::now_millis()),
+        let probe = self.writer.execute(
+            sqlx::query(
+                "INSERT INTO write_probe (id, at, probes) VALUES (1, ?1, 1)
+                 ON CONFLICT (id) DO UPDATE SET at = excluded.at, probes = probes + 1",
             )
-            .await
+            .bind(crate::model::now_millis()),
+        );
+        self.writer.health.check(probe).await
     }
 }
 
@@ -1230,20 +1056,6 @@ mod tests {
             .unwrap();
         store.check_writable().await.unwrap();
         assert_eq!(probes_so_far(&store).await, 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_write_outcome_answers_for_readiness_only_while_fresh() {
-        let health = WriteHealth {
-            fresh_for: WRITABLE_FRESH_FOR,
-            last: std::sync::Mutex::new(None),
-            probing: tokio::sync::Mutex::new(()),
-        };
-        assert_eq!(health.fresh(), None);
-        health.record(Err("database or disk is full"));
-        assert_eq!(health.fresh(), Some(false));
-        tokio::time::advance(WRITABLE_FRESH_FOR).await;
-        assert_eq!(health.fresh(), None, "stale: time for a new probe");
     }
 
     #[tokio::test]

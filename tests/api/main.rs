@@ -20,6 +20,7 @@ mod http_api;
 mod lifecycle;
 mod metrics;
 mod ping_floods;
+mod postgres;
 mod production_config;
 pub(crate) mod protocol_violations;
 mod rights;
