@@ -20,6 +20,8 @@
 //! its client, who may retry; a disk that was full or read-only serves writes again
 //! without a restart once the cause is gone.
 
+#[cfg(test)]
+mod contract_tests;
 pub mod postgres;
 pub mod sqlite;
 mod write_health;
@@ -111,6 +113,14 @@ pub struct NewMessage {
 /// What [`MessageLog::append`] calls with the message once it is committed; see there.
 /// It runs on the store's writing path, so it must be quick and must not block.
 pub type OnCommit = Box<dyn FnOnce(&StoredMessage) + Send>;
+
+/// An append waiting for a store's committer, which answers on `reply` (both stores
+/// queue appends the same way, to commit them in batches).
+struct AppendRequest {
+    message: NewMessage,
+    on_commit: OnCommit,
+    reply: tokio::sync::oneshot::Sender<Result<Appended, StoreError>>,
+}
 
 /// The outcome of [`MessageLog::append`].
 #[derive(Clone, Debug)]

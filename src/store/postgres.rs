@@ -32,8 +32,8 @@
 
 use super::write_health::{Lent, WRITABLE_FRESH_FOR, WriteHealth, reason};
 use super::{
-    Accounts, Appended, Ban, MessageLog, NewMessage, OnCommit, ReplayFrom, Revocation,
-    RevocationLog, RoomSnapshot, RoomSummary, Store, StoreError, UserRecord,
+    Accounts, AppendRequest, Appended, Ban, MessageLog, NewMessage, OnCommit, ReplayFrom,
+    Revocation, RevocationLog, RoomSnapshot, RoomSummary, Store, StoreError, UserRecord,
 };
 use crate::model::{Role, StoredMessage, UserRef};
 use async_trait::async_trait;
@@ -48,12 +48,6 @@ use tokio::sync::{mpsc, oneshot};
 pub struct PostgresStore {
     writer: Writer,
     appends: mpsc::Sender<AppendRequest>,
-}
-
-struct AppendRequest {
-    message: NewMessage,
-    on_commit: OnCommit,
-    reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
 /// Most appends committed in one transaction.
@@ -745,88 +739,25 @@ async fn insert_messages<'m>(
     .map(drop)
 }
 
+// Shared with the API tests, which cannot see this crate's test code; see there.
+#[cfg(test)]
+#[path = "../../tests/support/test_database.rs"]
+mod test_database;
+
 #[cfg(test)]
 mod tests {
+    use super::super::contract_tests::{
+        CommitCount, Heard, Internals, draft, no_hook, recorder, seqs, store_contract,
+    };
     use super::*;
 
-    /// The machine's PostgreSQL service, and a database on it that always exists.
-    const SERVICE: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-    /// A database of its own for one test (so tests run in parallel), dropped at the end
-    /// of the test, even one that failed.
-    struct TestDatabase {
-        name: String,
-        url: String,
-    }
+    use test_database::TestDatabase;
 
     impl TestDatabase {
-        /// `None` (the test is skipped) when there is no server, unless
-        /// `PALISADE_REQUIRE_SERVICES=1` makes that a failure.
-        async fn create() -> Option<Self> {
-            let connected =
-                tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(SERVICE)).await;
-            let mut admin = match connected {
-                Ok(Ok(admin)) => admin,
-                Ok(Err(error)) => return unavailable(&error.to_string()),
-                Err(_) => return unavailable("no answer within 5 s"),
-            };
-            let name = format!("palisade_t_{}", uuid::Uuid::new_v4().simple());
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut admin)
-                .await
-                .expect("the test database is created");
-            let _ = admin.close().await;
-            Some(Self {
-                url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-                name,
-            })
-        }
-
         /// A connection of the test's own, to look behind the store's back.
         async fn connect(&self) -> PgConnection {
             PgConnection::connect(&self.url).await.unwrap()
         }
-    }
-
-    impl Drop for TestDatabase {
-        fn drop(&mut self) {
-            // The test's runtime may be gone (a panic) or single-threaded: a runtime of
-            // its own, on a thread of its own. FORCE ends the stores' open connections.
-            let name = self.name.clone();
-            let dropped = std::thread::spawn(move || -> Result<(), String> {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                runtime.block_on(async {
-                    let mut admin = PgConnection::connect(SERVICE)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut admin)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let _ = admin.close().await;
-                    Ok(())
-                })
-            })
-            .join();
-            if !matches!(dropped, Ok(Ok(()))) {
-                eprintln!(
-                    "WARNING: could not drop the test database {}: {dropped:?}",
-                    self.name
-                );
-            }
-        }
-    }
-
-    fn unavailable<T>(why: &str) -> Option<T> {
-        assert!(
-            std::env::var("PALISADE_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "PALISADE_REQUIRE_SERVICES=1 but there is no PostgreSQL at 127.0.0.1:5432 (user postgres, database test): {why}"
-        );
-        eprintln!("SKIPPED: no PostgreSQL at 127.0.0.1:5432 ({why})");
-        None
     }
 
     /// A fresh database and a store on it; `None`: skip the test.
@@ -836,290 +767,92 @@ mod tests {
         Some((db, store))
     }
 
-    /// For appends whose delivery a test does not look at.
-    fn no_hook() -> OnCommit {
-        Box::new(|_| {})
-    }
-
-    type Heard = Arc<std::sync::Mutex<Vec<(String, u64)>>>;
-
-    /// A hook that notes (room, seq) of each message it hears, in the order it hears them.
-    fn recorder(heard: &Heard) -> OnCommit {
-        let heard = Arc::clone(heard);
-        Box::new(move |message| {
-            heard
-                .lock()
-                .unwrap()
-                .push((message.room.clone(), message.seq));
-        })
-    }
-
-    fn draft(room: &str, body: &str, nonce: Option<&str>) -> NewMessage {
-        NewMessage {
-            room: room.to_owned(),
-            from: UserRef {
-                id: "u1".into(),
-                name: "alice".into(),
-            },
-            body: body.to_owned(),
-            nonce: nonce.map(str::to_owned),
-            ts: 1_700_000_000_000,
-        }
-    }
-
-    #[tokio::test]
-    async fn seq_counts_from_one_per_room() {
-        let Some((_db, store)) = store().await else {
-            return;
-        };
-        let a1 = store
-            .append(draft("a", "1", None), no_hook())
-            .await
-            .unwrap();
-        let a2 = store
-            .append(draft("a", "2", None), no_hook())
-            .await
-            .unwrap();
-        let b1 = store
-            .append(draft("b", "1", None), no_hook())
-            .await
-            .unwrap();
-        assert_eq!((a1.message.seq, a2.message.seq, b1.message.seq), (1, 2, 1));
-        assert_eq!(
-            store.rooms().await.unwrap(),
-            [
-                RoomSummary {
-                    name: "a".to_owned(),
-                    last_seq: 2
-                },
-                RoomSummary {
-                    name: "b".to_owned(),
-                    last_seq: 1
-                }
-            ]
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_appends_are_batched_without_gaps_or_double_nonces() {
-        let Some((_db, store)) = store().await else {
-            return;
-        };
-        let store = Arc::new(store);
-        let heard = Heard::default();
-        let mut tasks = Vec::new();
-        for i in 0..200 {
-            let store = Arc::clone(&store);
-            let hook = recorder(&heard);
-            tasks.push(tokio::spawn(async move {
-                // Every room gets 20 messages; "dup" nonces repeat within each room.
-                let room = format!("r{}", i % 10);
-                let nonce = (i % 20 == 0).then_some("dup");
-                store
-                    .append(draft(&room, &i.to_string(), nonce), hook)
-                    .await
-                    .unwrap()
-            }));
-        }
-        let mut appended = Vec::new();
-        for task in tasks {
-            appended.push(task.await.unwrap());
-        }
-        for r in 0..10 {
-            let room = format!("r{r}");
-            let mut seqs: Vec<u64> = appended
-                .iter()
-                .filter(|a| a.message.room == room && !a.duplicate)
-                .map(|a| a.message.seq)
-                .collect();
-            seqs.sort_unstable();
-            let stored = store
-                .snapshot(&room, ReplayFrom::Latest(100))
-                .await
-                .unwrap();
-            assert_eq!(
-                seqs,
-                (1..=stored.last_seq).collect::<Vec<_>>(),
-                "room {room}"
-            );
-            assert_eq!(stored.messages.len() as u64, stored.last_seq);
-            let announced: Vec<u64> = heard
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(r, _)| *r == room)
-                .map(|(_, seq)| *seq)
-                .collect();
-            assert_eq!(
-                announced, seqs,
-                "the hooks of room {room} hear every stored seq once, in order"
-            );
-        }
-        // Every i % 20 == 0 lands in room r0: ten sends with one nonce, one stored.
-        let firsts = appended
-            .iter()
-            .filter(|a| a.message.nonce.as_deref() == Some("dup"));
-        assert_eq!(firsts.clone().filter(|a| !a.duplicate).count(), 1);
-        assert_eq!(firsts.count(), 10);
-    }
-
-    /// Queues every message before a committer looks at its queue, as when they all
-    /// arrive while the previous batch is being written; their answers, in queue order.
-    async fn arrive_together(
-        store: &PostgresStore,
-        messages: Vec<NewMessage>,
-        heard: &Heard,
-    ) -> Vec<Result<Appended, StoreError>> {
-        let (requests, queue) = mpsc::channel(messages.len());
-        let mut answers = Vec::new();
-        for message in messages {
-            let (reply, answer) = oneshot::channel();
-            let on_commit = recorder(heard);
-            requests
-                .try_send(AppendRequest {
-                    message,
-                    on_commit,
-                    reply,
-                })
-                .unwrap();
-            answers.push(answer);
-        }
-        drop(requests);
-        group_commit(store.writer.clone(), queue).await;
-        let mut results = Vec::new();
-        for answer in answers {
-            results.push(answer.await.unwrap());
-        }
-        results
-    }
-
-    fn nonced(i: usize) -> NewMessage {
-        draft("hot", &i.to_string(), Some(&format!("n{i}")))
-    }
-
-    /// How many transactions wrote the messages of a room (each row keeps the id of the
-    /// transaction that inserted it).
-    async fn transactions_that_wrote(db: &TestDatabase, room: &str) -> i64 {
-        let (count,): (i64,) =
-            sqlx::query_as("SELECT COUNT(DISTINCT xmin::text) FROM messages WHERE room = $1")
-                .bind(room)
-                .fetch_one(&mut db.connect().await)
-                .await
-                .unwrap();
-        count
-    }
-
-    #[tokio::test]
-    async fn a_hot_room_commits_many_messages_per_batch() {
-        let Some((db, store)) = store().await else {
-            return;
-        };
-        let heard = Heard::default();
-        // 32 sends to one room, and a resend of the sixth within the same batch.
-        let mut messages: Vec<_> = (0..32).map(nonced).collect();
-        messages.push(nonced(5));
-
-        let results = arrive_together(&store, messages, &heard).await;
-
-        assert_eq!(
-            transactions_that_wrote(&db, "hot").await,
-            1,
-            "one transaction for the room's whole batch"
-        );
-        let answers: Vec<(u64, bool)> = results
-            .into_iter()
-            .map(|r| r.map(|a| (a.message.seq, a.duplicate)).unwrap())
-            .collect();
-        let mut expected: Vec<(u64, bool)> = (1..=32).map(|seq| (seq, false)).collect();
-        expected.push((6, true));
-        assert_eq!(
-            answers, expected,
-            "seq in queue order; the resend is the sixth"
-        );
-        let heard = heard.lock().unwrap().clone();
-        assert_eq!(
-            heard,
-            (1..=32)
-                .map(|seq| ("hot".to_owned(), seq))
-                .collect::<Vec<_>>(),
-            "each stored message announced once, in seq order; the resend not again"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_failed_batch_announces_nothing_and_every_sender_may_retry() {
-        let Some(db) = TestDatabase::create().await else {
-            return;
-        };
-        // Outcomes stay fresh for the whole test, however slow the machine.
+    /// Like [`store`], with write outcomes that stay fresh for readiness for the whole
+    /// test, however slow the machine.
+    async fn patient() -> Option<(TestDatabase, PostgresStore)> {
+        let db = TestDatabase::create().await?;
         let store = PostgresStore::open_with(&db.url, Duration::from_secs(3600))
             .await
             .unwrap();
-        // The server refuses the next inserts as it would with a full disk (53100).
-        let mut conn = db.connect().await;
-        for statement in [
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'
-                 USING ERRCODE = 'disk_full'; END $$",
-            "CREATE TRIGGER full_disk BEFORE INSERT ON messages
-             FOR EACH STATEMENT EXECUTE FUNCTION refuse()",
-        ] {
-            sqlx::query(statement).execute(&mut conn).await.unwrap();
-        }
-        let heard = Heard::default();
-
-        let failed = arrive_together(&store, (0..5).map(nonced).collect(), &heard).await;
-        for answer in &failed {
-            assert!(
-                matches!(answer, Err(error) if error.is_unavailable()),
-                "{answer:?}"
-            );
-        }
-        assert!(heard.lock().unwrap().is_empty(), "nothing was announced");
-        assert!(
-            store.check_writable().await.is_err(),
-            "readiness learnt it from the failed write"
-        );
-
-        sqlx::query("DROP TRIGGER full_disk ON messages")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        // The same sends again are stored, once each, from seq 1: the failed batch
-        // left nothing behind, not even a bumped counter.
-        let retried = arrive_together(&store, (0..5).map(nonced).collect(), &heard).await;
-        let seqs: Vec<u64> = retried
-            .into_iter()
-            .map(|r| r.map(|a| a.message.seq).unwrap())
-            .collect();
-        assert_eq!(seqs, [1, 2, 3, 4, 5]);
-        assert_eq!(heard.lock().unwrap().len(), 5);
-        store.check_writable().await.unwrap();
+        Some((db, store))
     }
 
-    #[tokio::test]
-    async fn a_repeated_nonce_returns_the_first_message() {
-        let Some((_db, store)) = store().await else {
-            return;
-        };
-        let first = store
-            .append(draft("a", "hi", Some("n1")), no_hook())
-            .await
-            .unwrap();
-        let again = store
-            .append(draft("a", "hi again", Some("n1")), no_hook())
-            .await
-            .unwrap();
-        assert!(again.duplicate);
-        assert_eq!(again.message.seq, first.message.seq);
-        assert_eq!(again.message.body, "hi");
-        let snap = store.snapshot("a", ReplayFrom::Latest(50)).await.unwrap();
-        assert_eq!(snap.messages.len(), 1);
-        let elsewhere = store
-            .append(draft("b", "same nonce, other room", Some("n1")), no_hook())
-            .await
-            .unwrap();
-        assert!(!elsewhere.duplicate, "a nonce is per room");
+    store_contract!(store, patient);
+
+    /// Counts transactions by the rows they wrote: each row keeps the id of the
+    /// transaction that inserted it.
+    struct TransactionsThatWrote<'s> {
+        store: &'s PostgresStore,
+        before: u64,
+    }
+
+    impl TransactionsThatWrote<'_> {
+        async fn count(store: &PostgresStore) -> u64 {
+            let (count,): (i64,) =
+                sqlx::query_as("SELECT COUNT(DISTINCT xmin::text) FROM messages")
+                    .fetch_one(store.reader())
+                    .await
+                    .unwrap();
+            count.try_into().unwrap()
+        }
+    }
+
+    #[async_trait]
+    impl CommitCount for TransactionsThatWrote<'_> {
+        async fn so_far(&self) -> u64 {
+            Self::count(self.store).await - self.before
+        }
+    }
+
+    #[async_trait]
+    impl Internals for PostgresStore {
+        async fn group_commit(&self, queue: mpsc::Receiver<AppendRequest>) {
+            group_commit(self.writer.clone(), queue).await;
+        }
+
+        async fn count_commits(&self) -> Box<dyn CommitCount + '_> {
+            let before = TransactionsThatWrote::count(self).await;
+            Box::new(TransactionsThatWrote {
+                store: self,
+                before,
+            })
+        }
+
+        /// The server refuses inserts as it would with a full disk (53100).
+        async fn refuse_writes(&self) {
+            for statement in [
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'
+                     USING ERRCODE = 'disk_full'; END $$",
+                "CREATE TRIGGER full_disk BEFORE INSERT ON messages
+                 FOR EACH STATEMENT EXECUTE FUNCTION refuse()",
+            ] {
+                sqlx::query(statement).execute(self.reader()).await.unwrap();
+            }
+        }
+
+        async fn allow_writes(&self) {
+            sqlx::query("DROP TRIGGER full_disk ON messages")
+                .execute(self.reader())
+                .await
+                .unwrap();
+        }
+
+        async fn abandon_a_write(&self) {
+            drop(self.writer.lend().await.unwrap());
+        }
+
+        fn write_health(&self) -> &WriteHealth {
+            &self.writer.health
+        }
+
+        async fn probes_so_far(&self) -> i64 {
+            let row: Option<(i64,)> = sqlx::query_as("SELECT probes FROM write_probe")
+                .fetch_optional(self.reader())
+                .await
+                .unwrap();
+            row.map_or(0, |(n,)| n)
+        }
     }
 
     /// Sends `count` messages through `store` at once, each with its own hook-recorder
@@ -1145,13 +878,25 @@ mod tests {
         (appended, heard)
     }
 
+    /// Two stores on one fresh database, as two nodes of a cluster; `None`: skip the test.
+    async fn two_nodes() -> Option<(TestDatabase, Arc<PostgresStore>, Arc<PostgresStore>)> {
+        let (db, one) = store().await?;
+        let two = PostgresStore::open(&db.url).await.unwrap();
+        Some((db, Arc::new(one), Arc::new(two)))
+    }
+
+    /// The room holds `seq`s 1 to `last`, each once, and nothing else.
+    async fn assert_stores_one_to(store: &PostgresStore, room: &str, last: u64) {
+        let stored = store.snapshot(room, ReplayFrom::Latest(500)).await.unwrap();
+        assert_eq!(stored.last_seq, last, "room {room}");
+        assert_eq!(seqs(&stored.messages), (1..=last).collect::<Vec<_>>());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_nodes_appending_to_one_room_get_contiguous_seqs() {
-        let Some((db, one)) = store().await else {
+        let Some((_db, one, two)) = two_nodes().await else {
             return;
         };
-        let one = Arc::new(one);
-        let two = Arc::new(PostgresStore::open(&db.url).await.unwrap());
         let batch = |node: &str| {
             (0..150)
                 .map(|i| draft("shared", &format!("{node}{i}"), None))
@@ -1179,24 +924,14 @@ mod tests {
                 "node {node}'s hooks hear its own messages, once, in seq order"
             );
         }
-        let stored = one
-            .snapshot("shared", ReplayFrom::Latest(500))
-            .await
-            .unwrap();
-        assert_eq!(stored.last_seq, 300);
-        assert_eq!(
-            stored.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-            (1..=300).collect::<Vec<_>>()
-        );
+        assert_stores_one_to(&one, "shared", 300).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_nodes_given_the_same_nonces_store_each_once() {
-        let Some((db, one)) = store().await else {
+        let Some((_db, one, two)) = two_nodes().await else {
             return;
         };
-        let one = Arc::new(one);
-        let two = Arc::new(PostgresStore::open(&db.url).await.unwrap());
         // A client that resends every message to the other node before hearing back,
         // in two rooms at once (the nodes lock both rooms, never in opposite orders).
         let sends = || {
@@ -1219,24 +954,25 @@ mod tests {
             );
         }
         for room in ["even", "odd"] {
-            let stored = one.snapshot(room, ReplayFrom::Latest(500)).await.unwrap();
-            assert_eq!(stored.last_seq, 50, "room {room}");
-            assert_eq!(
-                stored.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-                (1..=50).collect::<Vec<_>>()
-            );
+            assert_stores_one_to(&one, room, 50).await;
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_nonce_committed_while_a_batch_waits_on_it_is_answered_as_a_duplicate() {
-        let Some((db, store)) = store().await else {
-            return;
-        };
+    /// A fresh store whose room "a" holds one message (seq 1); `None`: skip the test.
+    async fn store_with_a_message() -> Option<(TestDatabase, PostgresStore)> {
+        let (db, store) = store().await?;
         store
             .append(draft("a", "1", None), no_hook())
             .await
             .unwrap();
+        Some((db, store))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_nonce_committed_while_a_batch_waits_on_it_is_answered_as_a_duplicate() {
+        let Some((db, store)) = store_with_a_message().await else {
+            return;
+        };
         // Another writer holds an uncommitted row with the nonce the batch will send,
         // and without the room's lock: only the unique index stands between them.
         let mut other = db.connect().await;
@@ -1287,141 +1023,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn snapshots_page_and_report_completeness() {
-        let Some((_db, store)) = store().await else {
-            return;
-        };
-        for i in 1..=10 {
-            store
-                .append(draft("a", &i.to_string(), None), no_hook())
-                .await
-                .unwrap();
-        }
-        let latest = store.snapshot("a", ReplayFrom::Latest(3)).await.unwrap();
-        assert_eq!(latest.last_seq, 10);
-        assert_eq!(
-            latest.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-            [8, 9, 10]
-        );
-        assert!(!latest.complete);
-        let all = store.snapshot("a", ReplayFrom::Latest(50)).await.unwrap();
-        assert!(all.complete);
-        assert_eq!(all.messages[0].body, "1");
-        assert_eq!(all.messages[0].from.name, "alice");
-        let since = store
-            .snapshot("a", ReplayFrom::Since { seq: 7, max: 100 })
-            .await
-            .unwrap();
-        assert_eq!(
-            since.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-            [8, 9, 10]
-        );
-        assert!(since.complete);
-        let caught_up = store
-            .snapshot("a", ReplayFrom::Since { seq: 10, max: 100 })
-            .await
-            .unwrap();
-        assert!(caught_up.messages.is_empty() && caught_up.complete);
-        let capped = store
-            .snapshot("a", ReplayFrom::Since { seq: 2, max: 2 })
-            .await
-            .unwrap();
-        assert_eq!(
-            capped.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-            [9, 10]
-        );
-        assert!(!capped.complete);
-        let before = store.before("a", 5, 2).await.unwrap();
-        assert_eq!(before.iter().map(|m| m.seq).collect::<Vec<_>>(), [3, 4]);
-        assert!(store.before("a", 1, 10).await.unwrap().is_empty());
-        let empty = store
-            .snapshot("nowhere", ReplayFrom::Latest(50))
-            .await
-            .unwrap();
-        assert_eq!((empty.last_seq, empty.complete), (0, true));
-    }
-
-    #[tokio::test]
-    async fn revocations_keep_the_latest_moment() {
-        let Some((_db, store)) = store().await else {
-            return;
-        };
-        store.revoke("u1", 100).await.unwrap();
-        store.revoke("u1", 50).await.unwrap();
-        store.revoke("u2", 7).await.unwrap();
-        let mut all = store.revocations().await.unwrap();
-        all.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-        assert_eq!(
-            all,
-            [
-                Revocation {
-                    user_id: "u1".to_owned(),
-                    at: 100
-                },
-                Revocation {
-                    user_id: "u2".to_owned(),
-                    at: 7
-                }
-            ]
-        );
-    }
-
-    async fn probes_so_far(store: &PostgresStore) -> i64 {
-        let row: Option<(i64,)> = sqlx::query_as("SELECT probes FROM write_probe")
-            .fetch_optional(store.reader())
-            .await
-            .unwrap();
-        row.map_or(0, |(n,)| n)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_flood_of_readiness_checks_writes_one_probe() {
-        let Some(db) = TestDatabase::create().await else {
-            return;
-        };
-        let store = Arc::new(
-            PostgresStore::open_with(&db.url, Duration::from_secs(3600))
-                .await
-                .unwrap(),
-        );
-        store.ping().await.unwrap();
-        let checks: Vec<_> = (0..50)
-            .map(|_| {
-                let store = Arc::clone(&store);
-                tokio::spawn(async move { store.check_writable().await })
-            })
-            .collect();
-        for check in checks {
-            check.await.unwrap().unwrap();
-        }
-        assert_eq!(probes_so_far(&store).await, 1);
-    }
-
-    #[tokio::test]
-    async fn readiness_answers_from_the_latest_write_instead_of_probing() {
-        let Some(db) = TestDatabase::create().await else {
-            return;
-        };
-        let store = PostgresStore::open_with(&db.url, Duration::from_secs(3600))
-            .await
-            .unwrap();
-        store
-            .append(draft("a", "1", None), no_hook())
-            .await
-            .unwrap();
-        store.check_writable().await.unwrap();
-        assert_eq!(probes_so_far(&store).await, 0);
-    }
-
-    #[tokio::test]
     async fn a_store_whose_connections_were_cut_writes_again_without_a_restart() {
-        let Some((db, store)) = store().await else {
+        let Some((db, store)) = store_with_a_message().await else {
             return;
         };
-        store
-            .append(draft("a", "1", None), no_hook())
-            .await
-            .unwrap();
         // What a server restart or a dropped network does to the pool's connections.
         let (cut,): (i64,) = sqlx::query_as(
             "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
@@ -1459,104 +1064,6 @@ mod tests {
             "a refused write left no gap"
         );
         store.check_writable().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_write_its_caller_abandoned_does_not_make_the_store_look_unwritable() {
-        let Some((_db, store)) = store().await else {
-            return;
-        };
-        // What a dropped request future leaves: a write connection lent and never settled.
-        let abandoned = store.writer.lend().await.unwrap();
-        drop(abandoned);
-        assert_eq!(store.writer.health.fresh(), None, "nothing was learnt");
-        store.check_writable().await.unwrap();
-        store
-            .append(draft("a", "after", None), no_hook())
-            .await
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_taken_username_does_not_make_the_store_look_unwritable() {
-        let Some(db) = TestDatabase::create().await else {
-            return;
-        };
-        let store = PostgresStore::open_with(&db.url, Duration::from_secs(3600))
-            .await
-            .unwrap();
-        store.create_user("1", "alice", "h").await.unwrap();
-        assert!(matches!(
-            store.create_user("2", "alice", "h").await,
-            Err(StoreError::UsernameTaken)
-        ));
-        store.check_writable().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_ban_is_kept_until_lifted_and_leaves_its_revocation_behind() {
-        let Some((_db, store)) = store().await else {
-            return;
-        };
-        store.disable("u1", 100).await.unwrap();
-        store.disable("u1", 200).await.unwrap();
-        assert_eq!(
-            store.disabled_users().await.unwrap(),
-            [Ban {
-                user_id: "u1".to_owned(),
-                at: 100
-            }]
-        );
-        assert_eq!(
-            store.revocations().await.unwrap(),
-            [Revocation {
-                user_id: "u1".to_owned(),
-                at: 200
-            }]
-        );
-        assert!(store.enable("u1").await.unwrap());
-        assert!(!store.enable("u1").await.unwrap());
-        assert!(store.disabled_users().await.unwrap().is_empty());
-        assert_eq!(
-            store.revocations().await.unwrap(),
-            [Revocation {
-                user_id: "u1".to_owned(),
-                at: 200
-            }]
-        );
-    }
-
-    #[tokio::test]
-    async fn accounts_are_found_by_id() {
-        let Some((_db, store)) = store().await else {
-            return;
-        };
-        store.create_user("1", "alice", "h").await.unwrap();
-        let found = store.find_user_by_id("1").await.unwrap().unwrap();
-        assert_eq!(
-            (
-                found.user.name.as_str(),
-                found.password_hash.as_str(),
-                found.role
-            ),
-            ("alice", "h", Role::User)
-        );
-        assert!(store.find_user_by_id("2").await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn usernames_are_unique_whatever_their_case() {
-        let Some((_db, store)) = store().await else {
-            return;
-        };
-        store.create_user("1", "alice", "h").await.unwrap();
-        assert!(matches!(
-            store.create_user("2", "ALICE", "h").await,
-            Err(StoreError::UsernameTaken)
-        ));
-        let found = store.find_user_by_name("Alice").await.unwrap().unwrap();
-        assert_eq!(found.user.id, "1");
-        assert!(store.find_user_by_name("bob").await.unwrap().is_none());
     }
 
     #[tokio::test]

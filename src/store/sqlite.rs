@@ -19,8 +19,8 @@
 
 use super::write_health::{Lent, WRITABLE_FRESH_FOR, WriteHealth, reason};
 use super::{
-    Accounts, Appended, Ban, MessageLog, NewMessage, OnCommit, ReplayFrom, Revocation,
-    RevocationLog, RoomSnapshot, RoomSummary, Store, StoreError, UserRecord,
+    Accounts, AppendRequest, Appended, Ban, MessageLog, NewMessage, OnCommit, ReplayFrom,
+    Revocation, RevocationLog, RoomSnapshot, RoomSummary, Store, StoreError, UserRecord,
 };
 use crate::model::{Role, StoredMessage, UserRef};
 use async_trait::async_trait;
@@ -37,12 +37,6 @@ pub struct SqliteStore {
     writer: Writer,
     reader: SqlitePool,
     appends: mpsc::Sender<AppendRequest>,
-}
-
-struct AppendRequest {
-    message: NewMessage,
-    on_commit: OnCommit,
-    reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
 /// Most appends committed in one transaction.
@@ -668,7 +662,9 @@ async fn write_batch(
 
 #[cfg(test)]
 mod tests {
+    use super::super::contract_tests::{CommitCount, Internals, store_contract};
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -677,289 +673,77 @@ mod tests {
         (dir, store)
     }
 
-    /// For appends whose delivery a test does not look at.
-    fn no_hook() -> OnCommit {
-        Box::new(|_| {})
+    /// A store for the contract (always there, so never `None`).
+    async fn fresh() -> Option<(tempfile::TempDir, SqliteStore)> {
+        Some(store().await)
     }
 
-    /// A hook that notes (room, seq) of each message it hears, in the order it hears them.
-    fn recorder(heard: &Arc<std::sync::Mutex<Vec<(String, u64)>>>) -> OnCommit {
-        let heard = Arc::clone(heard);
-        Box::new(move |message| {
-            heard
-                .lock()
-                .unwrap()
-                .push((message.room.clone(), message.seq));
-        })
+    /// A store whose write outcomes stay fresh for readiness for the whole test.
+    async fn patient() -> Option<(tempfile::TempDir, SqliteStore)> {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::open_with(&url, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        Some((dir, store))
     }
 
-    fn draft(room: &str, body: &str, nonce: Option<&str>) -> NewMessage {
-        NewMessage {
-            room: room.to_owned(),
-            from: UserRef {
-                id: "u1".into(),
-                name: "alice".into(),
-            },
-            body: body.to_owned(),
-            nonce: nonce.map(str::to_owned),
-            ts: 1_700_000_000_000,
+    store_contract!(fresh, patient);
+
+    #[async_trait]
+    impl CommitCount for Arc<AtomicU64> {
+        async fn so_far(&self) -> u64 {
+            self.load(Ordering::SeqCst)
         }
     }
 
-    #[tokio::test]
-    async fn seq_counts_from_one_per_room() {
-        let (_dir, store) = store().await;
-        let a1 = store
-            .append(draft("a", "1", None), no_hook())
-            .await
-            .unwrap();
-        let a2 = store
-            .append(draft("a", "2", None), no_hook())
-            .await
-            .unwrap();
-        let b1 = store
-            .append(draft("b", "1", None), no_hook())
-            .await
-            .unwrap();
-        assert_eq!((a1.message.seq, a2.message.seq, b1.message.seq), (1, 2, 1));
-    }
+    #[async_trait]
+    impl Internals for SqliteStore {
+        async fn group_commit(&self, queue: mpsc::Receiver<AppendRequest>) {
+            group_commit(self.writer.clone(), queue).await;
+        }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_appends_are_batched_without_gaps_or_double_nonces() {
-        let (_dir, store) = store().await;
-        let store = std::sync::Arc::new(store);
-        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        for i in 0..200 {
-            let store = std::sync::Arc::clone(&store);
-            let hook = recorder(&heard);
-            tasks.push(tokio::spawn(async move {
-                // Every room gets 20 messages; "dup" nonces repeat within each room.
-                let room = format!("r{}", i % 10);
-                let nonce = (i % 20 == 0).then_some("dup");
-                store
-                    .append(draft(&room, &i.to_string(), nonce), hook)
-                    .await
-                    .unwrap()
-            }));
+        /// Counts the transactions the writer connection commits, with SQLite's commit hook.
+        async fn count_commits(&self) -> Box<dyn CommitCount + '_> {
+            let commits = Arc::new(AtomicU64::new(0));
+            let counter = Arc::clone(&commits);
+            let mut lent = self.writer.lend().await.unwrap();
+            lent.lock_handle().await.unwrap().set_commit_hook(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                true
+            });
+            lent.settle(Ok(())).unwrap();
+            Box::new(commits)
         }
-        let mut appended = Vec::new();
-        for task in tasks {
-            appended.push(task.await.unwrap());
+
+        /// The writer goes read-only; the failed write closes that connection, so the
+        /// next one writes again by itself.
+        async fn refuse_writes(&self) {
+            let mut lent = self.writer.lend().await.unwrap();
+            let done = sqlx::query("PRAGMA query_only = ON")
+                .execute(&mut *lent)
+                .await
+                .map(drop);
+            lent.settle(done).unwrap();
         }
-        for r in 0..10 {
-            let room = format!("r{r}");
-            let mut seqs: Vec<u64> = appended
-                .iter()
-                .filter(|a| a.message.room == room && !a.duplicate)
-                .map(|a| a.message.seq)
-                .collect();
-            seqs.sort_unstable();
-            let stored = store
-                .snapshot(&room, ReplayFrom::Latest(100))
+
+        async fn allow_writes(&self) {}
+
+        async fn abandon_a_write(&self) {
+            drop(self.writer.lend().await.unwrap());
+        }
+
+        fn write_health(&self) -> &WriteHealth {
+            &self.writer.health
+        }
+
+        async fn probes_so_far(&self) -> i64 {
+            let row: Option<(i64,)> = sqlx::query_as("SELECT probes FROM write_probe")
+                .fetch_optional(&self.reader)
                 .await
                 .unwrap();
-            assert_eq!(
-                seqs,
-                (1..=stored.last_seq).collect::<Vec<_>>(),
-                "room {room}"
-            );
-            assert_eq!(stored.messages.len() as u64, stored.last_seq);
-            let announced: Vec<u64> = heard
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(r, _)| *r == room)
-                .map(|(_, seq)| *seq)
-                .collect();
-            assert_eq!(
-                announced, seqs,
-                "the hooks of room {room} hear every stored seq once, in order"
-            );
+            row.map_or(0, |(n,)| n)
         }
-        // Every i % 20 == 0 lands in room r0: ten sends with one nonce, one stored.
-        let firsts = appended
-            .iter()
-            .filter(|a| a.message.nonce.as_deref() == Some("dup"));
-        assert_eq!(firsts.clone().filter(|a| !a.duplicate).count(), 1);
-        assert_eq!(firsts.count(), 10);
-    }
-
-    /// Counts the transactions the writer connection commits from now on.
-    async fn count_commits(store: &SqliteStore) -> Arc<std::sync::atomic::AtomicU64> {
-        let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = Arc::clone(&commits);
-        let mut lent = store.writer.lend().await.unwrap();
-        lent.lock_handle().await.unwrap().set_commit_hook(move || {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            true
-        });
-        lent.settle(Ok(())).unwrap();
-        commits
-    }
-
-    /// Queues every message before a committer looks at its queue, as when they all
-    /// arrive while the previous batch is being written; their answers, in queue order.
-    async fn arrive_together(
-        store: &SqliteStore,
-        messages: Vec<NewMessage>,
-        heard: &Arc<std::sync::Mutex<Vec<(String, u64)>>>,
-    ) -> Vec<Result<Appended, StoreError>> {
-        let (requests, queue) = mpsc::channel(messages.len());
-        let mut answers = Vec::new();
-        for message in messages {
-            let (reply, answer) = oneshot::channel();
-            let on_commit = recorder(heard);
-            requests
-                .try_send(AppendRequest {
-                    message,
-                    on_commit,
-                    reply,
-                })
-                .unwrap();
-            answers.push(answer);
-        }
-        drop(requests);
-        group_commit(store.writer.clone(), queue).await;
-        let mut results = Vec::new();
-        for answer in answers {
-            results.push(answer.await.unwrap());
-        }
-        results
-    }
-
-    fn nonced(i: usize) -> NewMessage {
-        draft("hot", &i.to_string(), Some(&format!("n{i}")))
-    }
-
-    #[tokio::test]
-    async fn a_hot_room_commits_many_messages_per_batch() {
-        let (_dir, store) = store().await;
-        let commits = count_commits(&store).await;
-        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
-        // 32 sends to one room, and a resend of the sixth within the same batch.
-        let mut messages: Vec<_> = (0..32).map(nonced).collect();
-        messages.push(nonced(5));
-
-        let results = arrive_together(&store, messages, &heard).await;
-
-        assert_eq!(
-            commits.load(std::sync::atomic::Ordering::SeqCst),
-            1,
-            "one transaction (one fsync) for the room's whole batch"
-        );
-        let answers: Vec<(u64, bool)> = results
-            .into_iter()
-            .map(|r| r.map(|a| (a.message.seq, a.duplicate)).unwrap())
-            .collect();
-        let mut expected: Vec<(u64, bool)> = (1..=32).map(|seq| (seq, false)).collect();
-        expected.push((6, true));
-        assert_eq!(
-            answers, expected,
-            "seq in queue order; the resend is the sixth"
-        );
-        let heard = heard.lock().unwrap().clone();
-        assert_eq!(
-            heard,
-            (1..=32)
-                .map(|seq| ("hot".to_owned(), seq))
-                .collect::<Vec<_>>(),
-            "each stored message announced once, in seq order; the resend not again"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_failed_batch_announces_nothing_and_every_sender_may_retry() {
-        let (_dir, store) = store().await;
-        // The next write meets a database it cannot write to, as on a read-only disk.
-        let mut lent = store.writer.lend().await.unwrap();
-        let done = sqlx::query("PRAGMA query_only = ON")
-            .execute(&mut *lent)
-            .await
-            .map(drop);
-        lent.settle(done).unwrap();
-        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
-
-        let failed = arrive_together(&store, (0..5).map(nonced).collect(), &heard).await;
-        for answer in &failed {
-            assert!(
-                matches!(answer, Err(error) if error.is_unavailable()),
-                "{answer:?}"
-            );
-        }
-        assert!(heard.lock().unwrap().is_empty(), "nothing was announced");
-
-        // The failed connection was closed: the same sends again are stored, once each.
-        let retried = arrive_together(&store, (0..5).map(nonced).collect(), &heard).await;
-        let seqs: Vec<u64> = retried
-            .into_iter()
-            .map(|r| r.map(|a| a.message.seq).unwrap())
-            .collect();
-        assert_eq!(seqs, [1, 2, 3, 4, 5]);
-        assert_eq!(heard.lock().unwrap().len(), 5);
-    }
-
-    #[tokio::test]
-    async fn a_repeated_nonce_returns_the_first_message() {
-        let (_dir, store) = store().await;
-        let first = store
-            .append(draft("a", "hi", Some("n1")), no_hook())
-            .await
-            .unwrap();
-        let again = store
-            .append(draft("a", "hi again", Some("n1")), no_hook())
-            .await
-            .unwrap();
-        assert!(again.duplicate);
-        assert_eq!(again.message.seq, first.message.seq);
-        assert_eq!(again.message.body, "hi");
-        let snap = store.snapshot("a", ReplayFrom::Latest(50)).await.unwrap();
-        assert_eq!(snap.messages.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn snapshots_page_and_report_completeness() {
-        let (_dir, store) = store().await;
-        for i in 1..=10 {
-            store
-                .append(draft("a", &i.to_string(), None), no_hook())
-                .await
-                .unwrap();
-        }
-        let latest = store.snapshot("a", ReplayFrom::Latest(3)).await.unwrap();
-        assert_eq!(latest.last_seq, 10);
-        assert_eq!(
-            latest.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-            [8, 9, 10]
-        );
-        assert!(!latest.complete);
-        let all = store.snapshot("a", ReplayFrom::Latest(50)).await.unwrap();
-        assert!(all.complete);
-        let since = store
-            .snapshot("a", ReplayFrom::Since { seq: 7, max: 100 })
-            .await
-            .unwrap();
-        assert_eq!(
-            since.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-            [8, 9, 10]
-        );
-        assert!(since.complete);
-        let capped = store
-            .snapshot("a", ReplayFrom::Since { seq: 2, max: 2 })
-            .await
-            .unwrap();
-        assert_eq!(
-            capped.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-            [9, 10]
-        );
-        assert!(!capped.complete);
-        let before = store.before("a", 5, 2).await.unwrap();
-        assert_eq!(before.iter().map(|m| m.seq).collect::<Vec<_>>(), [3, 4]);
-        let empty = store
-            .snapshot("nowhere", ReplayFrom::Latest(50))
-            .await
-            .unwrap();
-        assert_eq!((empty.last_seq, empty.complete), (0, true));
     }
 
     #[tokio::test]
@@ -975,155 +759,5 @@ mod tests {
             .unwrap();
         assert_eq!(synchronous, 2, "FULL: an ack means the message is on disk");
         assert_eq!(journal, "wal");
-    }
-
-    #[tokio::test]
-    async fn revocations_keep_the_latest_moment() {
-        let (_dir, store) = store().await;
-        store.revoke("u1", 100).await.unwrap();
-        store.revoke("u1", 50).await.unwrap();
-        store.revoke("u2", 7).await.unwrap();
-        let mut all = store.revocations().await.unwrap();
-        all.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-        assert_eq!(
-            all,
-            [
-                Revocation {
-                    user_id: "u1".to_owned(),
-                    at: 100
-                },
-                Revocation {
-                    user_id: "u2".to_owned(),
-                    at: 7
-                }
-            ]
-        );
-    }
-
-    async fn probes_so_far(store: &SqliteStore) -> i64 {
-        let row: Option<(i64,)> = sqlx::query_as("SELECT probes FROM write_probe")
-            .fetch_optional(&store.reader)
-            .await
-            .unwrap();
-        row.map_or(0, |(n,)| n)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_flood_of_readiness_checks_writes_one_probe() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Arc::new(
-            SqliteStore::open_with(&url, Duration::from_secs(3600))
-                .await
-                .unwrap(),
-        );
-        let checks: Vec<_> = (0..50)
-            .map(|_| {
-                let store = Arc::clone(&store);
-                tokio::spawn(async move { store.check_writable().await })
-            })
-            .collect();
-        for check in checks {
-            check.await.unwrap().unwrap();
-        }
-        assert_eq!(probes_so_far(&store).await, 1);
-    }
-
-    #[tokio::test]
-    async fn a_write_its_caller_abandoned_does_not_make_the_store_look_unwritable() {
-        let (_dir, store) = store().await;
-        // What a dropped request future leaves: the writer lent and never settled.
-        let abandoned = store.writer.lend().await.unwrap();
-        drop(abandoned);
-        assert_eq!(store.writer.health.fresh(), None, "nothing was learnt");
-        store.check_writable().await.unwrap();
-        store
-            .append(draft("a", "after", None), no_hook())
-            .await
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn readiness_answers_from_the_latest_write_instead_of_probing() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = SqliteStore::open_with(&url, Duration::from_secs(3600))
-            .await
-            .unwrap();
-        store
-            .append(draft("a", "1", None), no_hook())
-            .await
-            .unwrap();
-        store.check_writable().await.unwrap();
-        assert_eq!(probes_so_far(&store).await, 0);
-    }
-
-    #[tokio::test]
-    async fn a_taken_username_does_not_make_the_store_look_unwritable() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = SqliteStore::open_with(&url, Duration::from_secs(3600))
-            .await
-            .unwrap();
-        store.create_user("1", "alice", "h").await.unwrap();
-        assert!(matches!(
-            store.create_user("2", "alice", "h").await,
-            Err(StoreError::UsernameTaken)
-        ));
-        store.check_writable().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_ban_is_kept_until_lifted_and_leaves_its_revocation_behind() {
-        let (_dir, store) = store().await;
-        store.disable("u1", 100).await.unwrap();
-        store.disable("u1", 200).await.unwrap();
-        assert_eq!(
-            store.disabled_users().await.unwrap(),
-            [Ban {
-                user_id: "u1".to_owned(),
-                at: 100
-            }]
-        );
-        assert_eq!(
-            store.revocations().await.unwrap(),
-            [Revocation {
-                user_id: "u1".to_owned(),
-                at: 200
-            }]
-        );
-        assert!(store.enable("u1").await.unwrap());
-        assert!(!store.enable("u1").await.unwrap());
-        assert!(store.disabled_users().await.unwrap().is_empty());
-        assert_eq!(
-            store.revocations().await.unwrap(),
-            [Revocation {
-                user_id: "u1".to_owned(),
-                at: 200
-            }]
-        );
-    }
-
-    #[tokio::test]
-    async fn accounts_are_found_by_id() {
-        let (_dir, store) = store().await;
-        store.create_user("1", "alice", "h").await.unwrap();
-        assert_eq!(
-            store.find_user_by_id("1").await.unwrap().unwrap().user.name,
-            "alice"
-        );
-        assert!(store.find_user_by_id("2").await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn usernames_are_unique_whatever_their_case() {
-        let (_dir, store) = store().await;
-        store.create_user("1", "alice", "h").await.unwrap();
-        assert!(matches!(
-            store.create_user("2", "ALICE", "h").await,
-            Err(StoreError::UsernameTaken)
-        ));
-        let found = store.find_user_by_name("Alice").await.unwrap().unwrap();
-        assert_eq!(found.user.id, "1");
     }
 }

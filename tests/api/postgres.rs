@@ -8,83 +8,16 @@
 
 use crate::helpers::{TestApp, bodies, spawn_app_with};
 use serde_json::json;
-use sqlx::{Connection, PgConnection};
-use std::time::Duration;
 
-/// The machine's PostgreSQL service, and a database on it that always exists.
-const SERVICE: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// A fresh database for one test, dropped when the test ends (failed or not).
-struct Database {
-    name: String,
-    url: String,
-}
+#[path = "../support/test_database.rs"]
+mod test_database;
+use test_database::TestDatabase as Database;
 
 impl Database {
-    /// `None`: no server, skip the test (a failure with `PALISADE_REQUIRE_SERVICES=1`).
-    async fn create() -> Option<Self> {
-        let connected =
-            tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(SERVICE)).await;
-        let why = match connected {
-            Ok(Ok(mut admin)) => {
-                let name = format!("palisade_api_{}", uuid::Uuid::new_v4().simple());
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&mut admin)
-                    .await
-                    .expect("the test database is created");
-                let _ = admin.close().await;
-                return Some(Self {
-                    url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-                    name,
-                });
-            }
-            Ok(Err(error)) => error.to_string(),
-            Err(_) => "no answer within 5 s".to_owned(),
-        };
-        assert!(
-            std::env::var("PALISADE_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "PALISADE_REQUIRE_SERVICES=1 but there is no PostgreSQL at 127.0.0.1:5432 (user postgres, database test): {why}"
-        );
-        eprintln!("SKIPPED: no PostgreSQL at 127.0.0.1:5432 ({why})");
-        None
-    }
-
     /// A server on this database.
     async fn spawn_app(&self) -> TestApp {
         let url = self.url.clone();
         spawn_app_with(move |settings| settings.database_url = url).await
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        // The test's runtime may be gone (a panic) or single-threaded: a runtime of its
-        // own, on a thread of its own. FORCE ends the connections servers still hold.
-        let name = self.name.clone();
-        let dropped = std::thread::spawn(move || -> Result<(), String> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(async {
-                let mut admin = PgConnection::connect(SERVICE)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let _ = admin.close().await;
-                Ok(())
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!(
-                "WARNING: could not drop the test database {}: {dropped:?}",
-                self.name
-            );
-        }
     }
 }
 
