@@ -7,10 +7,10 @@
 //! The few things a scenario needs from behind a store's back (running a queued batch
 //! by hand, counting transactions, refusing writes) are the store's [`Internals`].
 
+use super::group_commit::AppendRequest;
 use super::write_health::WriteHealth;
 use super::{
-    AppendRequest, Appended, Ban, NewMessage, OnCommit, ReplayFrom, Revocation, RoomSummary, Store,
-    StoreError,
+    Appended, Ban, NewMessage, OnCommit, ReplayFrom, Revocation, RoomSummary, Store, StoreError,
 };
 use crate::model::{Role, StoredMessage, UserRef};
 use async_trait::async_trait;

@@ -22,6 +22,7 @@
 
 #[cfg(test)]
 mod contract_tests;
+mod group_commit;
 pub mod postgres;
 pub mod sqlite;
 mod write_health;
@@ -113,14 +114,6 @@ pub struct NewMessage {
 /// What [`MessageLog::append`] calls with the message once it is committed; see there.
 /// It runs on the store's writing path, so it must be quick and must not block.
 pub type OnCommit = Box<dyn FnOnce(&StoredMessage) + Send>;
-
-/// An append waiting for a store's committer, which answers on `reply` (both stores
-/// queue appends the same way, to commit them in batches).
-struct AppendRequest {
-    message: NewMessage,
-    on_commit: OnCommit,
-    reply: tokio::sync::oneshot::Sender<Result<Appended, StoreError>>,
-}
 
 /// The outcome of [`MessageLog::append`].
 #[derive(Clone, Debug)]

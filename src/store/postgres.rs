@@ -30,10 +30,11 @@
 //! - User names are unique by `lower(name)`; they are ASCII (see
 //!   [`crate::model::is_valid_username`]), so this folds case exactly as SQLite's NOCASE.
 
+use super::group_commit::{Appends, BatchWriter};
 use super::write_health::{Lent, WRITABLE_FRESH_FOR, WriteHealth, reason};
 use super::{
-    Accounts, AppendRequest, Appended, Ban, MessageLog, NewMessage, OnCommit, ReplayFrom,
-    Revocation, RevocationLog, RoomSnapshot, RoomSummary, Store, StoreError, UserRecord,
+    Accounts, Appended, Ban, MessageLog, NewMessage, OnCommit, ReplayFrom, Revocation,
+    RevocationLog, RoomSnapshot, RoomSummary, Store, StoreError, UserRecord,
 };
 use crate::model::{Role, StoredMessage, UserRef};
 use async_trait::async_trait;
@@ -43,15 +44,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
 
 pub struct PostgresStore {
     writer: Writer,
-    appends: mpsc::Sender<AppendRequest>,
+    appends: Appends,
 }
-
-/// Most appends committed in one transaction.
-const MAX_BATCH: usize = 256;
 
 /// Connections to the server per node: the group commit takes one, reads and account
 /// writes share the rest. Many nodes share the server's `max_connections` (100 by default).
@@ -183,8 +180,7 @@ impl PostgresStore {
             pool,
             health: Arc::new(WriteHealth::new(writable_fresh_for)),
         };
-        let (appends, requests) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(group_commit(writer.clone(), requests));
+        let appends = Appends::start(writer.clone());
         Ok(Self { writer, appends })
     }
 
@@ -338,16 +334,7 @@ impl MessageLog for PostgresStore {
         message: NewMessage,
         on_commit: OnCommit,
     ) -> Result<Appended, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.appends
-            .send(AppendRequest {
-                message,
-                on_commit,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.appends.append(message, on_commit).await
     }
 
     async fn snapshot(&self, room: &str, from: ReplayFrom) -> Result<RoomSnapshot, StoreError> {
@@ -483,49 +470,10 @@ impl Store for PostgresStore {
     }
 }
 
-/// Commits waiting appends in batches until the store is dropped.
-async fn group_commit(writer: Writer, mut requests: mpsc::Receiver<AppendRequest>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = requests.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match requests.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
-        // The messages apart from their hooks and replies: only the messages are
-        // borrowed across the write's awaits, so a hook need not be `Sync`.
-        let (messages, waiting): (Vec<_>, Vec<_>) = batch
-            .drain(..)
-            .map(|request| (request.message, (request.on_commit, request.reply)))
-            .unzip();
-        match append_batch(&writer, &messages).await {
-            Ok(results) => {
-                crate::stats::store_batch(results.len());
-                // In queue order, which is seq order within each room: the hook hands
-                // the message on before its sender hears it is stored, so the sender
-                // sees its own message before the ack, as every other member sees it.
-                for ((on_commit, reply), result) in waiting.into_iter().zip(results) {
-                    if !result.duplicate {
-                        on_commit(&result.message);
-                    }
-                    let _ = reply.send(Ok(result));
-                }
-            }
-            Err(error) => {
-                // Nothing of the batch was committed: every sender gets an error to retry,
-                // and no hook is called (dropping them announces nothing).
-                tracing::debug!(%error, messages = waiting.len(), "cannot store messages");
-                for (_, reply) in waiting {
-                    let copy = match &error {
-                        StoreError::Unwritable(detail) => StoreError::Unwritable(detail.clone()),
-                        other => StoreError::WriteFailed(other.to_string()),
-                    };
-                    let _ = reply.send(Err(copy));
-                }
-            }
-        }
+#[async_trait]
+impl BatchWriter for Writer {
+    async fn append_batch(&self, batch: &[NewMessage]) -> Result<Vec<Appended>, StoreError> {
+        append_batch(self, batch).await
     }
 }
 
@@ -750,6 +698,8 @@ mod tests {
         CommitCount, Heard, Internals, draft, no_hook, recorder, seqs, store_contract,
     };
     use super::*;
+    use crate::store::group_commit::{self, AppendRequest};
+    use tokio::sync::mpsc;
 
     use test_database::TestDatabase;
 
@@ -807,7 +757,7 @@ mod tests {
     #[async_trait]
     impl Internals for PostgresStore {
         async fn group_commit(&self, queue: mpsc::Receiver<AppendRequest>) {
-            group_commit(self.writer.clone(), queue).await;
+            group_commit::run(self.writer.clone(), queue).await;
         }
 
         async fn count_commits(&self) -> Box<dyn CommitCount + '_> {

@@ -17,10 +17,11 @@
 //! [`StoreError::Unwritable`]; the outcome of the latest write also answers `/readyz`.
 //! Opening refuses a file SQLite finds damaged, and every opening error names the file.
 
+use super::group_commit::{Appends, BatchWriter};
 use super::write_health::{Lent, WRITABLE_FRESH_FOR, WriteHealth, reason};
 use super::{
-    Accounts, AppendRequest, Appended, Ban, MessageLog, NewMessage, OnCommit, ReplayFrom,
-    Revocation, RevocationLog, RoomSnapshot, RoomSummary, Store, StoreError, UserRecord,
+    Accounts, Appended, Ban, MessageLog, NewMessage, OnCommit, ReplayFrom, Revocation,
+    RevocationLog, RoomSnapshot, RoomSummary, Store, StoreError, UserRecord,
 };
 use crate::model::{Role, StoredMessage, UserRef};
 use async_trait::async_trait;
@@ -31,16 +32,12 @@ use sqlx::{Connection, Sqlite, SqliteConnection};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
 
 pub struct SqliteStore {
     writer: Writer,
     reader: SqlitePool,
-    appends: mpsc::Sender<AppendRequest>,
+    appends: Appends,
 }
-
-/// Most appends committed in one transaction.
-const MAX_BATCH: usize = 256;
 
 /// How long a write waits for the writer connection (queued behind others, or reopening).
 const WRITER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -177,8 +174,7 @@ impl SqliteStore {
             .await
             .map_err(|e| failed(&path, reason(&e)))?;
         let writer = Writer::new(writer, writable_fresh_for);
-        let (appends, requests) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(group_commit(writer.clone(), requests));
+        let appends = Appends::start(writer.clone());
         Ok(Self {
             writer,
             reader,
@@ -371,16 +367,7 @@ impl MessageLog for SqliteStore {
         message: NewMessage,
         on_commit: OnCommit,
     ) -> Result<Appended, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.appends
-            .send(AppendRequest {
-                message,
-                on_commit,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.appends.append(message, on_commit).await
     }
 
     async fn snapshot(&self, room: &str, from: ReplayFrom) -> Result<RoomSnapshot, StoreError> {
@@ -569,52 +556,6 @@ async fn append_in(
     }
 }
 
-/// Commits waiting appends in batches until the store is dropped.
-async fn group_commit(writer: Writer, mut requests: mpsc::Receiver<AppendRequest>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = requests.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match requests.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
-        // The messages apart from their hooks and replies: only the messages are
-        // borrowed across the write's awaits, so a hook need not be `Sync`.
-        let (messages, waiting): (Vec<_>, Vec<_>) = batch
-            .drain(..)
-            .map(|request| (request.message, (request.on_commit, request.reply)))
-            .unzip();
-        match append_batch(&writer, &messages).await {
-            Ok(results) => {
-                crate::stats::store_batch(results.len());
-                // In queue order, which is seq order within each room: the hook hands
-                // the message on before its sender hears it is stored, so the sender
-                // sees its own message before the ack, as every other member sees it.
-                for ((on_commit, reply), result) in waiting.into_iter().zip(results) {
-                    if !result.duplicate {
-                        on_commit(&result.message);
-                    }
-                    let _ = reply.send(Ok(result));
-                }
-            }
-            Err(error) => {
-                // Nothing of the batch was committed: every sender gets an error to retry,
-                // and no hook is called (dropping them announces nothing).
-                tracing::debug!(%error, messages = waiting.len(), "cannot store messages");
-                for (_, reply) in waiting {
-                    let copy = match &error {
-                        StoreError::Unwritable(detail) => StoreError::Unwritable(detail.clone()),
-                        other => StoreError::WriteFailed(other.to_string()),
-                    };
-                    let _ = reply.send(Err(copy));
-                }
-            }
-        }
-    }
-}
-
 async fn disable_in(
     conn: &mut SqliteConnection,
     user_id: &str,
@@ -638,6 +579,13 @@ async fn disable_in(
     .execute(&mut *tx)
     .await?;
     tx.commit().await
+}
+
+#[async_trait]
+impl BatchWriter for Writer {
+    async fn append_batch(&self, batch: &[NewMessage]) -> Result<Vec<Appended>, StoreError> {
+        append_batch(self, batch).await
+    }
 }
 
 async fn append_batch(writer: &Writer, batch: &[NewMessage]) -> Result<Vec<Appended>, StoreError> {
@@ -664,7 +612,9 @@ async fn write_batch(
 mod tests {
     use super::super::contract_tests::{CommitCount, Internals, store_contract};
     use super::*;
+    use crate::store::group_commit::{self, AppendRequest};
     use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::sync::mpsc;
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -700,7 +650,7 @@ mod tests {
     #[async_trait]
     impl Internals for SqliteStore {
         async fn group_commit(&self, queue: mpsc::Receiver<AppendRequest>) {
-            group_commit(self.writer.clone(), queue).await;
+            group_commit::run(self.writer.clone(), queue).await;
         }
 
         /// Counts the transactions the writer connection commits, with SQLite's commit hook.
