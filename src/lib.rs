@@ -26,8 +26,9 @@
 //!   `ws` maps to a close code. A [`hub::Frame`] is a server frame serialised once.
 //! - [`broker`]: stores and publishes a message as one step (in memory for one node), and
 //!   subscribes and unsubscribes this node's connections to rooms.
-//! - [`store`]: durable accounts and history (SQLite by default); group-commits sends
-//!   and announces each committed message, in `seq` order, to the broker's hook.
+//! - [`store`]: durable accounts and history (SQLite by default, PostgreSQL for a
+//!   cluster); group-commits sends and announces each committed message, in `seq`
+//!   order, to the broker's hook.
 //! - [`origin`], [`client_ip`]: who is asking, from where.
 //! - [`security_log`]: throttles repeated security events ("N more like this").
 //! - [`stats`]: Prometheus metrics served at `/metrics`.
