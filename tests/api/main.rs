@@ -6,6 +6,7 @@ mod amplification;
 mod auth_failures;
 mod big_rooms;
 mod chat;
+mod cluster;
 mod configuration;
 mod disk_faults;
 mod durability;

@@ -14,15 +14,16 @@ use std::time::Duration;
 /// The machine's PostgreSQL service, and a database on it that always exists.
 const SERVICE: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-/// A fresh database for one test, dropped when the test ends (failed or not).
-struct Database {
+/// A fresh database for one test, dropped when the test ends (failed or not); the
+/// cluster tests use it too.
+pub(crate) struct Database {
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Database {
     /// `None`: no server, skip the test (a failure with `PALISADE_REQUIRE_SERVICES=1`).
-    async fn create() -> Option<Self> {
+    pub(crate) async fn create() -> Option<Self> {
         let connected =
             tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(SERVICE)).await;
         let why = match connected {
