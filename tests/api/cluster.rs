@@ -15,8 +15,21 @@ use std::time::Duration;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
-/// A fresh database and a channel prefix no other test uses; `None`: skip the test.
-async fn services() -> Option<(Database, String)> {
+/// Held by each test that uses Redis: one cuts its nodes' subscriptions, and must not
+/// cut another test's nodes (tests of this file run one at a time).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What a cluster test runs on.
+struct Services {
+    database: Database,
+    /// A channel prefix no other test uses.
+    prefix: String,
+    _alone: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// A fresh database and prefix; `None`: skip the test.
+async fn services() -> Option<Services> {
+    let alone = ONE_AT_A_TIME.lock().await;
     let answered = tokio::time::timeout(Duration::from_secs(5), async {
         let client = redis::Client::open(REDIS)?;
         let mut conn = client.get_multiplexed_async_connection().await?;
@@ -36,8 +49,11 @@ async fn services() -> Option<(Database, String)> {
         eprintln!("SKIPPED: no Redis at 127.0.0.1:6379 ({why})");
         return None;
     }
-    let database = Database::create().await?;
-    Some((database, prefix()))
+    Some(Services {
+        database: Database::create().await?,
+        prefix: prefix(),
+        _alone: alone,
+    })
 }
 
 fn prefix() -> String {
@@ -112,7 +128,13 @@ async fn kill_subscribers(ids: &HashSet<u64>) -> usize {
 
 #[tokio::test]
 async fn members_on_two_nodes_get_every_message_of_concurrent_senders_once_in_seq_order() {
-    let Some((database, prefix)) = services().await else {
+    // `_alone` is bound (not `..`) so the test holds it to the end.
+    let Some(Services {
+        database,
+        prefix,
+        _alone,
+    }) = services().await
+    else {
         return;
     };
     let one = node(&database, &prefix).await;
@@ -185,7 +207,13 @@ async fn members_on_two_nodes_get_every_message_of_concurrent_senders_once_in_se
 
 #[tokio::test]
 async fn messages_redis_never_carried_still_reach_every_member_once_in_order() {
-    let Some((database, prefix)) = services().await else {
+    // `_alone` is bound (not `..`) so the test holds it to the end.
+    let Some(Services {
+        database,
+        prefix,
+        _alone,
+    }) = services().await
+    else {
         return;
     };
     // A node on the same database but another prefix: what it stores, the other two
