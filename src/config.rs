@@ -1057,6 +1057,22 @@ mod tests {
     }
 
     #[test]
+    fn redis_is_off_unless_a_url_is_given_and_channels_are_prefixed_palisade_by_default() {
+        let alone = Settings::from_cli(cli(&[])).unwrap();
+        assert_eq!(alone.redis_url, None);
+        assert_eq!(alone.redis_prefix, "palisade");
+        let clustered = Settings::from_cli(cli(&[
+            "--redis-url",
+            "redis://cache:6379",
+            "--redis-prefix",
+            "chat-eu",
+        ]))
+        .unwrap();
+        assert_eq!(clustered.redis_url.as_deref(), Some("redis://cache:6379"));
+        assert_eq!(clustered.redis_prefix, "chat-eu");
+    }
+
+    #[test]
     fn admin_users_are_account_ids_and_names_are_refused() {
         let err = Settings::from_cli(cli(&["--admin-users", "root"])).unwrap_err();
         assert!(matches!(err, ConfigError::AdminUserNotAnId(ref name) if name == "root"));

@@ -127,7 +127,7 @@ async fn kill_subscribers(ids: &HashSet<u64>) -> usize {
 }
 
 #[tokio::test]
-async fn members_on_two_nodes_get_every_message_of_concurrent_senders_once_in_seq_order() {
+async fn every_member_on_every_node_gets_every_message_of_concurrent_senders_once_in_seq_order() {
     // `_alone` is bound (not `..`) so the test holds it to the end.
     let Some(Services {
         database,
@@ -143,13 +143,15 @@ async fn members_on_two_nodes_get_every_message_of_concurrent_senders_once_in_se
     const EACH: usize = 15;
     const TOTAL: usize = SENDERS * EACH;
 
-    let (alice, _) = one.join("alice", "general").await;
-    let (bob, _) = two.join("bob", "general").await;
+    let (mut alice, _) = one.join("alice", "general").await;
+    let (mut bob, _) = two.join("bob", "general").await;
     let mut senders = Vec::new();
     for i in 0..SENDERS {
         let app = if i % 2 == 0 { &one } else { &two };
         senders.push(app.join(&format!("sender{i}"), "general").await.0);
     }
+    let three = node(&database, &prefix).await;
+    let mut latecomer = three.connect("latecomer").await;
     let sending: Vec<_> = senders
         .into_iter()
         .enumerate()
@@ -164,10 +166,36 @@ async fn members_on_two_nodes_get_every_message_of_concurrent_senders_once_in_se
             })
         })
         .collect();
-    let listening: Vec<_> = [alice, bob]
-        .into_iter()
-        .map(|mut member| tokio::spawn(async move { read(&mut member, TOTAL, 0).await }))
+    // Alice says when she has a first message: sending is under way.
+    let (first_seen, seen_first) = tokio::sync::oneshot::channel();
+    let listening = vec![
+        tokio::spawn(async move {
+            let (mut got, _) = read(&mut alice, 1, 0).await;
+            let _ = first_seen.send(());
+            got.extend(read(&mut alice, TOTAL - 1, 0).await.0);
+            (got, Vec::new())
+        }),
+        tokio::spawn(async move { read(&mut bob, TOTAL, 0).await }),
+    ];
+    // Then the room's first member on a third node joins mid-stream: its snapshot and
+    // what follows it live are every message once.
+    seen_first.await.expect("alice got a first message");
+    latecomer
+        .send(json!({"type":"join","room":"general","since":0}))
+        .await;
+    let joined = latecomer.recv_type("joined").await;
+    let mut late: Vec<(u64, String)> = joined["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            (
+                m["seq"].as_u64().unwrap(),
+                m["body"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
+    late.extend(read(&mut latecomer, TOTAL - late.len(), 0).await.0);
 
     let mut everyone = Vec::new();
     let mut acked = Vec::new();
@@ -181,6 +209,7 @@ async fn members_on_two_nodes_get_every_message_of_concurrent_senders_once_in_se
     }
     let expected: Vec<u64> = (1..=TOTAL as u64).collect();
     let reference = everyone[0].clone();
+    everyone.push(late);
     for got in &everyone {
         let seqs: Vec<u64> = got.iter().map(|(seq, _)| *seq).collect();
         assert_eq!(seqs, expected, "every message once, in seq order");
@@ -203,6 +232,7 @@ async fn members_on_two_nodes_get_every_message_of_concurrent_senders_once_in_se
     assert_eq!(all_acks, expected);
     one.stop().await;
     two.stop().await;
+    three.stop().await;
 }
 
 #[tokio::test]
