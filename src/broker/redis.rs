@@ -40,6 +40,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// How long one Redis command (connect, subscribe, ping) may take before it counts as
 /// failed: a half-open connection must not hold up a join.
@@ -173,6 +174,14 @@ pub(crate) struct RedisBroker {
     /// One lock for subscribing and unsubscribing the node: a room's first join and
     /// last leave, and a reconnection, do not interleave.
     subscriptions: Arc<tokio::sync::Mutex<Subscriptions>>,
+    /// Ends the subscriber task (and closes its connection) with the broker.
+    stopped: CancellationToken,
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        self.stopped.cancel();
+    }
 }
 
 fn channel_of(prefix: &str, room: &str) -> String {
@@ -189,6 +198,7 @@ impl RedisBroker {
             rooms: HashSet::new(),
             sink: None,
         }));
+        let stopped = CancellationToken::new();
         let sequencer = Sequencer::new(Arc::clone(&store), hub_delivery(Arc::clone(&hub)));
         tokio::spawn(sequencer.run(events_rx));
         tokio::spawn(publish(
@@ -205,6 +215,7 @@ impl RedisBroker {
                 subscriptions: Arc::clone(&subscriptions),
                 events: events.downgrade(),
                 hub: Arc::downgrade(&hub),
+                stopped: stopped.clone(),
             }
             .run(link.pubsub),
         );
@@ -216,6 +227,7 @@ impl RedisBroker {
             events,
             outgoing,
             subscriptions,
+            stopped,
         }
     }
 }
@@ -418,17 +430,23 @@ struct Listener {
     subscriptions: Arc<tokio::sync::Mutex<Subscriptions>>,
     events: mpsc::WeakUnboundedSender<Event>,
     hub: std::sync::Weak<Hub>,
+    stopped: CancellationToken,
 }
 
 impl Listener {
     async fn run(self, first: PubSub) {
+        let stopped = self.stopped.clone();
+        tokio::select! {
+            () = stopped.cancelled() => {}
+            () = self.listen(first) => {}
+        }
+    }
+
+    async fn listen(&self, first: PubSub) {
         const FIRST_BACKOFF: Duration = Duration::from_millis(100);
         let mut connection = Some(first);
         let mut backoff = FIRST_BACKOFF;
         loop {
-            if self.events.upgrade().is_none() {
-                return; // The broker is gone.
-            }
             let pubsub = match connection.take() {
                 Some(pubsub) => pubsub,
                 None => match tokio::time::timeout(REDIS_TIMEOUT, self.client.get_async_pubsub())
