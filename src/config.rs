@@ -460,6 +460,14 @@ pub struct Cli {
     /// `sqlite://path` (default `sqlite://./data/palisade.db`).
     #[arg(long, env = "PALISADE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// `redis://host:port` of the Redis that the nodes of a cluster (sharing one
+    /// PostgreSQL database) fan room events out through; unset, one node serves alone.
+    #[arg(long, env = "PALISADE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of the Redis channels (`{prefix}:room:{room}`): clusters sharing one Redis
+    /// each need their own.
+    #[arg(long, env = "PALISADE_REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
+    pub redis_prefix: String,
     /// HS256 secret for the tokens palisade issues and accepts (at least 32 bytes).
     #[arg(long, env = "PALISADE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -516,6 +524,9 @@ pub struct Settings {
     pub environment: Environment,
     pub listen: SocketAddr,
     pub database_url: String,
+    /// Redis for cluster mode's fan-out; `None`: this node alone (the embedded broker).
+    pub redis_url: Option<String>,
+    pub redis_prefix: String,
     pub jwt_secret: SecretString,
     pub jwt_public_key: Option<PathBuf>,
     pub jwt_public_key_algorithm: Option<PublicKeyAlgorithm>,
@@ -555,6 +566,7 @@ pub enum ConfigError {
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/palisade.db";
+pub const DEFAULT_REDIS_PREFIX: &str = "palisade";
 pub const DEFAULT_ORIGINS: [&str; 2] = ["http://localhost:8000", "http://127.0.0.1:8000"];
 
 impl Settings {
@@ -564,6 +576,8 @@ impl Settings {
             environment: Environment::Development,
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             database_url: DEFAULT_DATABASE_URL.to_owned(),
+            redis_url: None,
+            redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
             jwt_secret: random_secret(),
             jwt_public_key: None,
             jwt_public_key_algorithm: None,
@@ -693,6 +707,8 @@ impl Settings {
             environment: cli.env,
             listen: cli.listen,
             database_url,
+            redis_url: cli.redis_url.filter(|url| !url.is_empty()),
+            redis_prefix: cli.redis_prefix,
             jwt_secret,
             jwt_public_key: cli.jwt_public_key,
             jwt_public_key_algorithm: cli.jwt_public_key_algorithm,
@@ -1038,6 +1054,22 @@ mod tests {
         );
         // Development mode binds wherever it is told.
         assert!(Settings::from_cli(cli(&["--listen", "0.0.0.0:8000"])).is_ok());
+    }
+
+    #[test]
+    fn redis_is_off_unless_a_url_is_given_and_channels_are_prefixed_palisade_by_default() {
+        let alone = Settings::from_cli(cli(&[])).unwrap();
+        assert_eq!(alone.redis_url, None);
+        assert_eq!(alone.redis_prefix, "palisade");
+        let clustered = Settings::from_cli(cli(&[
+            "--redis-url",
+            "redis://cache:6379",
+            "--redis-prefix",
+            "chat-eu",
+        ]))
+        .unwrap();
+        assert_eq!(clustered.redis_url.as_deref(), Some("redis://cache:6379"));
+        assert_eq!(clustered.redis_prefix, "chat-eu");
     }
 
     #[test]

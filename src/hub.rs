@@ -327,6 +327,11 @@ impl Hub {
             .collect()
     }
 
+    /// Whether the room has a member on this node (joining or live).
+    pub fn has_members(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
+    }
+
     /// Every room with someone in it, with its number of distinct users.
     pub fn occupied_rooms(&self) -> Vec<(String, usize)> {
         self.rooms

@@ -37,8 +37,9 @@ impl Role {
     }
 }
 
-/// A message as stored, and as sent to clients (`{"type":"message",…}`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// A message as stored, and as sent to clients (`{"type":"message",…}`); read back
+/// from JSON by the Redis broker, which passes it between nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename = "message")]
 pub struct StoredMessage {
     pub room: String,

@@ -10,6 +10,7 @@ use crate::auth::jwt::{JwtKeys, KeyError};
 use crate::auth::revocation::Revocations;
 use crate::broker::Broker;
 use crate::broker::memory::MemoryBroker;
+use crate::broker::redis::{RedisBroker, RedisLink, RedisUnreachable};
 use crate::config::Settings;
 use crate::hub::Hub;
 use crate::server;
@@ -38,6 +39,8 @@ pub enum StartupError {
         database: String,
         source: StoreError,
     },
+    #[error(transparent)]
+    Redis(#[from] RedisUnreachable),
     #[error(transparent)]
     Keys(#[from] KeyError),
     #[error(transparent)]
@@ -94,7 +97,11 @@ impl Application {
         let stored_revocations = store.revocations().await.map_err(unreadable)?;
         let disabled_users = store.disabled_users().await.map_err(unreadable)?;
         let revocations = Revocations::new(stored_revocations).with_disabled(disabled_users);
-        let state = build_state(settings, store, keys, revocations);
+        let redis = match &settings.redis_url {
+            Some(url) => Some(RedisLink::open(url, &settings.redis_prefix).await?),
+            None => None,
+        };
+        let state = build_state(settings, store, keys, revocations, redis);
         let router = build_router(state.clone());
         Ok(Self {
             listener,
@@ -160,18 +167,23 @@ impl Application {
     }
 }
 
-/// Wires store, hub and broker into the shared state.
-pub fn build_state(
+/// Wires store, hub and broker into the shared state: the Redis broker when a link to
+/// Redis is given (cluster mode), else the single-node one.
+pub(crate) fn build_state(
     settings: Settings,
     store: Arc<dyn Store>,
     keys: JwtKeys,
     revocations: Revocations,
+    redis: Option<RedisLink>,
 ) -> AppState {
     let hub = Arc::new(
         Hub::new(settings.limits.outbound_queue)
             .with_presence_full_max(settings.limits.presence_full_max),
     );
-    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(store.clone(), Arc::clone(&hub)));
+    let broker: Arc<dyn Broker> = match redis {
+        Some(link) => Arc::new(RedisBroker::start(link, store.clone(), Arc::clone(&hub))),
+        None => Arc::new(MemoryBroker::new(store.clone(), Arc::clone(&hub))),
+    };
     AppState::new(
         settings,
         store,

@@ -5,9 +5,9 @@
 //! A broker gets that order from the store rather than making it: it publishes from the
 //! hook the store calls after each commit, in commit order (see [`MessageLog::append`]), so
 //! sends to one room share commits instead of waiting for each other's.
-//! The embedded [`memory::MemoryBroker`] serves one process; a Redis broker for cluster
-//! mode implements the same trait (publishing from the same hook), and the session code
-//! does not change.
+//! The embedded [`memory::MemoryBroker`] serves one process; [`redis::RedisBroker`] for
+//! cluster mode implements the same trait (publishing from the same hook), and the
+//! session code does not change.
 //!
 //! Joining and leaving a room go through the broker too ([`Broker::subscribe`],
 //! [`Broker::unsubscribe`]), not straight to the hub: a broker between nodes has to
@@ -17,6 +17,7 @@
 //! [`MessageLog::append`]: crate::store::MessageLog::append
 
 pub(crate) mod memory;
+pub(crate) mod redis;
 
 use crate::hub::outbox::Outbox;
 use crate::hub::{ConnId, Frame, Members};
@@ -28,6 +29,9 @@ use async_trait::async_trait;
 pub enum BrokerError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Redis did not answer (cluster mode); never credentials.
+    #[error("redis: {0}")]
+    Redis(String),
 }
 
 #[async_trait]

@@ -12,9 +12,10 @@
 //! The store is also where a room's order is decided, so it is the one to announce it:
 //! [`MessageLog::append`] takes an [`OnCommit`] hook that it calls with the stored message
 //! right after the commit, in commit order (for one room, `seq` order), before it
-//! answers. Whoever fans messages out (the hub of this node, or later a Redis publisher)
-//! hangs off that hook, so nothing needs a lock per room to put messages back in order,
-//! and a caller that stops waiting (its client went away) cannot lose a delivery.
+//! answers. Whoever fans messages out (the hub of this node, or the Redis broker of
+//! cluster mode) hangs off that hook, so nothing needs a lock per room to put messages
+//! back in order, and a caller that stops waiting (its client went away) cannot lose a
+//! delivery.
 //!
 //! A write that fails is reported as [`StoreError::Unwritable`]: the caller says so to
 //! its client, who may retry; a disk that was full or read-only serves writes again

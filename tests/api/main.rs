@@ -6,6 +6,7 @@ mod amplification;
 mod auth_failures;
 mod big_rooms;
 mod chat;
+mod cluster;
 mod configuration;
 mod disk_faults;
 mod durability;
@@ -28,6 +29,9 @@ mod security_log;
 mod slow_readers;
 mod slowloris;
 mod socket_lifetime;
+// Shared with the store's unit tests, which include the same file: see there.
+#[path = "../support/test_database.rs"]
+mod test_database;
 mod text_spoofing;
 mod tickets;
 mod transport;

@@ -7,11 +7,8 @@
 //! `PALISADE_REQUIRE_SERVICES=1` (CI), where a missing service fails them.
 
 use crate::helpers::{TestApp, bodies, spawn_app_with};
+use crate::test_database::TestDatabase as Database;
 use serde_json::json;
-
-#[path = "../support/test_database.rs"]
-mod test_database;
-use test_database::TestDatabase as Database;
 
 impl Database {
     /// A server on this database.

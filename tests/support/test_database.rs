@@ -1,5 +1,6 @@
 //! A PostgreSQL database of its own for one test, shared by the store's unit tests
-//! (`src/store/postgres.rs`) and the API tests (`tests/api/postgres.rs`).
+//! (`src/store/postgres.rs`) and the API tests (`tests/api/main.rs` includes it for
+//! `postgres.rs` and `cluster.rs`).
 //!
 //! The API tests are a separate crate and cannot see the library's `#[cfg(test)]`
 //! items, and putting this in the library's public API would ship test code. So it is

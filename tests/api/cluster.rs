@@ -1,0 +1,333 @@
+//! Cluster mode: nodes on one PostgreSQL database and one Redis (`--redis-url`) share
+//! rooms live. A member on any node gets every stored message once, in `seq` order,
+//! even when Redis loses some of them.
+//!
+//! These need the machine's PostgreSQL (see `postgres.rs`) and Redis at 127.0.0.1:6379
+//! (no password). Each test has a database and a Redis channel prefix of its own (it
+//! stores no Redis keys). Without the services they print `SKIPPED …` and pass, unless
+//! `PALISADE_REQUIRE_SERVICES=1` (CI), where a missing service fails them.
+
+use crate::helpers::{Client, TestApp, generous_budget, spawn_app_with};
+use crate::test_database::TestDatabase as Database;
+use serde_json::json;
+use std::collections::HashSet;
+use std::time::Duration;
+
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+/// Held by each test that uses Redis: one cuts its nodes' subscriptions, and must not
+/// cut another test's nodes (tests of this file run one at a time).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What a cluster test runs on.
+struct Services {
+    database: Database,
+    /// A channel prefix no other test uses.
+    prefix: String,
+    _alone: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// A fresh database and prefix; `None`: skip the test.
+async fn services() -> Option<Services> {
+    let alone = ONE_AT_A_TIME.lock().await;
+    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+        let client = redis::Client::open(REDIS)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<()>(&mut conn).await
+    })
+    .await;
+    let why = match answered {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(error.to_string()),
+        Err(_) => Some("no answer within 5 s".to_owned()),
+    };
+    if let Some(why) = why {
+        assert!(
+            std::env::var("PALISADE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "PALISADE_REQUIRE_SERVICES=1 but there is no Redis at 127.0.0.1:6379: {why}"
+        );
+        eprintln!("SKIPPED: no Redis at 127.0.0.1:6379 ({why})");
+        return None;
+    }
+    Some(Services {
+        database: Database::create().await?,
+        prefix: prefix(),
+        _alone: alone,
+    })
+}
+
+fn prefix() -> String {
+    format!("palisade-t-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A node on the test's database, fanning out through Redis under `prefix`.
+async fn node(database: &Database, prefix: &str) -> TestApp {
+    let (url, prefix) = (database.url.clone(), prefix.to_owned());
+    spawn_app_with(move |settings| {
+        settings.database_url = url;
+        settings.redis_url = Some(REDIS.to_owned());
+        settings.redis_prefix = prefix;
+        generous_budget(settings);
+    })
+    .await
+}
+
+/// Reads until `messages` message frames and `acks` acks have come (presence, count and
+/// typing frames are skipped): the messages' (seq, body) and the acks' seqs, in order.
+async fn read(client: &mut Client, messages: usize, acks: usize) -> (Vec<(u64, String)>, Vec<u64>) {
+    let (mut got, mut acked) = (Vec::new(), Vec::new());
+    while got.len() < messages || acked.len() < acks {
+        let frame = client.recv().await;
+        let seq = frame["seq"].as_u64();
+        match frame["type"].as_str().unwrap_or("") {
+            "message" => got.push((
+                seq.expect("a seq"),
+                frame["body"].as_str().expect("a body").to_owned(),
+            )),
+            "ack" => acked.push(seq.expect("a seq")),
+            "presence" | "occupancy" | "typing" => {}
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+    (got, acked)
+}
+
+/// The ids of the Redis connections in pub/sub mode now, or of every connection.
+async fn redis_clients(pubsub_only: bool) -> HashSet<u64> {
+    let client = redis::Client::open(REDIS).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut list = redis::cmd("CLIENT");
+    list.arg("LIST");
+    if pubsub_only {
+        list.arg("TYPE").arg("pubsub");
+    }
+    let text: String = list.query_async(&mut conn).await.unwrap();
+    text.lines()
+        .filter_map(|line| line.strip_prefix("id=")?.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// Closes these Redis connections, if they are in pub/sub mode (as Redis does when it
+/// restarts or drops a slow subscriber): what was published meanwhile is lost to them.
+async fn kill_subscribers(ids: &HashSet<u64>) -> usize {
+    let client = redis::Client::open(REDIS).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut killed = 0;
+    for id in redis_clients(true).await.intersection(ids) {
+        let gone: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(*id)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or(0);
+        killed += usize::try_from(gone).unwrap_or(0);
+    }
+    killed
+}
+
+#[tokio::test]
+async fn every_member_on_every_node_gets_every_message_of_concurrent_senders_once_in_seq_order() {
+    // `_alone` is bound (not `..`) so the test holds it to the end.
+    let Some(Services {
+        database,
+        prefix,
+        _alone,
+    }) = services().await
+    else {
+        return;
+    };
+    let one = node(&database, &prefix).await;
+    let two = node(&database, &prefix).await;
+    const SENDERS: usize = 4;
+    const EACH: usize = 15;
+    const TOTAL: usize = SENDERS * EACH;
+
+    let (mut alice, _) = one.join("alice", "general").await;
+    let (mut bob, _) = two.join("bob", "general").await;
+    let mut senders = Vec::new();
+    for i in 0..SENDERS {
+        let app = if i % 2 == 0 { &one } else { &two };
+        senders.push(app.join(&format!("sender{i}"), "general").await.0);
+    }
+    let three = node(&database, &prefix).await;
+    let mut latecomer = three.connect("latecomer").await;
+    let sending: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut sender)| {
+            tokio::spawn(async move {
+                for k in 0..EACH {
+                    sender
+                        .send(json!({"type":"send","room":"general","body":format!("s{i}-{k}")}))
+                        .await;
+                }
+                read(&mut sender, TOTAL, EACH).await
+            })
+        })
+        .collect();
+    // Alice says when she has a first message: sending is under way.
+    let (first_seen, seen_first) = tokio::sync::oneshot::channel();
+    let listening = vec![
+        tokio::spawn(async move {
+            let (mut got, _) = read(&mut alice, 1, 0).await;
+            let _ = first_seen.send(());
+            got.extend(read(&mut alice, TOTAL - 1, 0).await.0);
+            (got, Vec::new())
+        }),
+        tokio::spawn(async move { read(&mut bob, TOTAL, 0).await }),
+    ];
+    // Then the room's first member on a third node joins mid-stream: its snapshot and
+    // what follows it live are every message once.
+    seen_first.await.expect("alice got a first message");
+    latecomer
+        .send(json!({"type":"join","room":"general","since":0}))
+        .await;
+    let joined = latecomer.recv_type("joined").await;
+    let mut late: Vec<(u64, String)> = joined["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            (
+                m["seq"].as_u64().unwrap(),
+                m["body"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    late.extend(read(&mut latecomer, TOTAL - late.len(), 0).await.0);
+
+    let mut everyone = Vec::new();
+    let mut acked = Vec::new();
+    for (i, task) in sending.into_iter().enumerate() {
+        let (got, acks) = task.await.expect("a sender finishes");
+        acked.push((i, acks));
+        everyone.push(got);
+    }
+    for task in listening {
+        everyone.push(task.await.expect("a member finishes").0);
+    }
+    let expected: Vec<u64> = (1..=TOTAL as u64).collect();
+    let reference = everyone[0].clone();
+    everyone.push(late);
+    for got in &everyone {
+        let seqs: Vec<u64> = got.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, expected, "every message once, in seq order");
+        assert_eq!(
+            got, &reference,
+            "the same message under each seq everywhere"
+        );
+    }
+    let mut all_acks = Vec::new();
+    for (i, acks) in acked {
+        let bodies: Vec<&str> = acks
+            .iter()
+            .map(|seq| reference[usize::try_from(*seq).unwrap() - 1].1.as_str())
+            .collect();
+        let sent: Vec<String> = (0..EACH).map(|k| format!("s{i}-{k}")).collect();
+        assert_eq!(bodies, sent, "each ack names the seq its message has");
+        all_acks.extend(acks);
+    }
+    all_acks.sort_unstable();
+    assert_eq!(all_acks, expected);
+    one.stop().await;
+    two.stop().await;
+    three.stop().await;
+}
+
+#[tokio::test]
+async fn messages_redis_never_carried_still_reach_every_member_once_in_order() {
+    // `_alone` is bound (not `..`) so the test holds it to the end.
+    let Some(Services {
+        database,
+        prefix,
+        _alone,
+    }) = services().await
+    else {
+        return;
+    };
+    // A node on the same database but another prefix: what it stores, the other two
+    // never hear of through Redis (as if Redis had lost it).
+    let outsider = node(&database, &self::prefix()).await;
+    let before = redis_clients(false).await;
+    let one = node(&database, &prefix).await;
+    let two = node(&database, &prefix).await;
+    let ours: HashSet<u64> = redis_clients(false)
+        .await
+        .difference(&before)
+        .copied()
+        .collect();
+
+    let (mut alice, _) = one.join("alice", "general").await;
+    let (mut bob, _) = two.join("bob", "general").await;
+    let (mut carol, _) = outsider.join("carol", "general").await;
+    alice
+        .send(json!({"type":"send","room":"general","body":"a1"}))
+        .await;
+    assert_eq!(read(&mut alice, 1, 1).await.1, [1]);
+    assert_eq!(read(&mut bob, 1, 0).await.0, [(1, "a1".to_owned())]);
+
+    // A gap: seq 2 was never published here; the next message brings it from the store.
+    carol
+        .send(json!({"type":"send","room":"general","body":"c2"}))
+        .await;
+    assert_eq!(
+        read(&mut carol, 2, 1).await.1,
+        [2],
+        "a1 (from the store) and c2"
+    );
+    alice
+        .send(json!({"type":"send","room":"general","body":"a3"}))
+        .await;
+    let in_order = vec![(2, "c2".to_owned()), (3, "a3".to_owned())];
+    assert_eq!(read(&mut alice, 2, 1).await, (in_order.clone(), vec![3]));
+    assert_eq!(read(&mut bob, 2, 0).await.0, in_order);
+
+    // Redis drops the nodes' subscriptions while a message is stored: they read it
+    // from the store when they reconnect, with no later message to reveal the gap.
+    carol
+        .send(json!({"type":"send","room":"general","body":"c4"}))
+        .await;
+    assert_eq!(
+        read(&mut carol, 2, 1).await.1,
+        [4],
+        "a3 (from the store) and c4"
+    );
+    assert!(
+        kill_subscribers(&ours).await >= 2,
+        "both nodes' subscriptions were cut"
+    );
+    let missed = vec![(4, "c4".to_owned())];
+    assert_eq!(read(&mut alice, 1, 0).await.0, missed);
+    assert_eq!(read(&mut bob, 1, 0).await.0, missed);
+
+    // And then live again, nothing repeated.
+    bob.send(json!({"type":"send","room":"general","body":"b5"}))
+        .await;
+    assert_eq!(
+        read(&mut bob, 1, 1).await,
+        (vec![(5, "b5".to_owned())], vec![5])
+    );
+    assert_eq!(read(&mut alice, 1, 0).await.0, [(5, "b5".to_owned())]);
+    one.stop().await;
+    two.stop().await;
+    outsider.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_stops_the_server_at_start_naming_the_server_not_the_password() {
+    let mut settings = palisade::config::Settings::development();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.database_url = "sqlite::memory:".to_owned();
+    // Port 1 on loopback: nothing listens there.
+    settings.redis_url = Some("redis://:hunter2@127.0.0.1:1".to_owned());
+    let error = match palisade::startup::Application::build(settings).await {
+        Ok(_) => panic!("the server started without its Redis"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains("redis://127.0.0.1:1") && error.contains("--redis-url"),
+        "{error}"
+    );
+    assert!(!error.contains("hunter2"), "{error}");
+}
