@@ -551,3 +551,75 @@ async fn a_revocation_a_node_never_heard_of_closes_the_sockets_once_it_reconnect
     two.stop().await;
     outsider.stop().await;
 }
+
+/// A TCP relay to Redis that can be cut: dropping the returned sender stops it taking
+/// connections and closes every one it carries (Redis gone, as far as the node knows).
+async fn redis_relay() -> (String, tokio::sync::watch::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    let (cut, watch) = tokio::sync::watch::channel(());
+    tokio::spawn(async move {
+        let mut accepting = watch.clone();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = accepting.changed() => return,
+            };
+            let Ok((mut inbound, _)) = accepted else {
+                return;
+            };
+            let mut cut = watch.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:6379").await
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cut.changed() => {}
+                }
+            });
+        }
+    });
+    (url, cut)
+}
+
+#[tokio::test]
+async fn without_redis_tickets_are_503_unavailable_and_nothing_panics() {
+    // `_alone` is bound (not `..`) so the test holds it to the end.
+    let Some(Services {
+        database,
+        prefix,
+        _alone,
+    }) = services().await
+    else {
+        return;
+    };
+    let (relay, cut) = redis_relay().await;
+    let url = database.url.clone();
+    let app = spawn_app_with(move |settings| {
+        settings.database_url = url;
+        settings.redis_url = Some(relay);
+        settings.redis_prefix = prefix;
+    })
+    .await;
+    let token = user_token("alice");
+    let ticket = ticket_from(&app, &token).await;
+
+    drop(cut);
+    let response = app.request_ticket(&token).await;
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    let refusal = app
+        .try_connect(&[], &format!("?ticket={ticket}"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refusal.status, 503);
+    assert_eq!(refusal.code(), "unavailable");
+    // Tokens do not need Redis.
+    let mut alice = app.connect_with(&token).await.expect("accepted");
+    assert_eq!(alice.recv().await["type"], "welcome");
+    app.stop().await;
+}
