@@ -24,6 +24,7 @@
 //! - [`hub`]: rooms and members on this node; fans events out to bounded outboxes
 //!   ([`hub::outbox`]), which close a connection for a [`hub::outbox::CloseReason`] that
 //!   `ws` maps to a close code. A [`hub::Frame`] is a server frame serialised once.
+//! - [`cluster`]: in cluster mode, tells every node of a revocation or ban made on one.
 //! - [`broker`]: stores and publishes a message as one step (in memory for one node), and
 //!   subscribes and unsubscribes this node's connections to rooms.
 //! - [`store`]: durable accounts and history (SQLite by default, PostgreSQL for a
@@ -57,6 +58,7 @@ pub mod auth;
 mod bare_errors;
 mod broker;
 mod client_ip;
+mod cluster;
 pub mod config;
 mod dev_secret;
 mod error;

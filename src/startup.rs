@@ -10,7 +10,8 @@ use crate::auth::jwt::{JwtKeys, KeyError};
 use crate::auth::revocation::Revocations;
 use crate::broker::Broker;
 use crate::broker::memory::MemoryBroker;
-use crate::broker::redis::{RedisBroker, RedisLink, RedisUnreachable};
+use crate::broker::redis::{RedisBroker, RedisLink, RedisUnreachable, describe_url};
+use crate::cluster::{self, SharedRedis};
 use crate::config::Settings;
 use crate::hub::Hub;
 use crate::server;
@@ -19,6 +20,7 @@ use crate::state::AppState;
 use crate::store::{self, Store, StoreError};
 use crate::tls::{self, TlsError};
 use axum::Router;
+use redis::aio::PubSub;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +92,22 @@ impl Application {
             });
         }
         let keys = JwtKeys::new(&settings.jwt_config())?;
+        // In cluster mode the control channel is subscribed before the revocations are
+        // read: one stored meanwhile is in the read or heard of (see `cluster`).
+        let redis = match &settings.redis_url {
+            Some(url) => {
+                let link = RedisLink::open(url, &settings.redis_prefix).await?;
+                let (client, _, prefix) = link.shared();
+                let control = cluster::subscribe(&client, &prefix)
+                    .await
+                    .map_err(|reason| RedisUnreachable {
+                        server: describe_url(url),
+                        reason,
+                    })?;
+                Some((link, control))
+            }
+            None => None,
+        };
         let unreadable = |source| StartupError::Revocations {
             database: store::describe_url(&settings.database_url),
             source,
@@ -97,10 +115,6 @@ impl Application {
         let stored_revocations = store.revocations().await.map_err(unreadable)?;
         let disabled_users = store.disabled_users().await.map_err(unreadable)?;
         let revocations = Revocations::new(stored_revocations).with_disabled(disabled_users);
-        let redis = match &settings.redis_url {
-            Some(url) => Some(RedisLink::open(url, &settings.redis_prefix).await?),
-            None => None,
-        };
         let state = build_state(settings, store, keys, revocations, redis);
         let router = build_router(state.clone());
         Ok(Self {
@@ -133,6 +147,9 @@ impl Application {
             std::time::Duration::from_millis(self.state.settings.limits.presence_count_ms),
             self.state.shutdown.clone(),
         ));
+        if let Some(control) = &self.state.control {
+            tokio::spawn(Arc::clone(control).run(self.state.clone()));
+        }
         // Sessions close through their own close signals (see `ws::registry`).
         tokio::spawn({
             let connections = Arc::clone(&self.state.connections);
@@ -167,22 +184,36 @@ impl Application {
     }
 }
 
-/// Wires store, hub and broker into the shared state: the Redis broker when a link to
-/// Redis is given (cluster mode), else the single-node one.
+/// Wires store, hub and broker into the shared state: the Redis broker, tickets in Redis
+/// and the control channel when a link to Redis is given (cluster mode), else the
+/// single-node ones.
 pub(crate) fn build_state(
     settings: Settings,
     store: Arc<dyn Store>,
     keys: JwtKeys,
     revocations: Revocations,
-    redis: Option<RedisLink>,
+    redis: Option<(RedisLink, PubSub)>,
 ) -> AppState {
     let hub = Arc::new(
         Hub::new(settings.limits.outbound_queue)
             .with_presence_full_max(settings.limits.presence_full_max),
     );
-    let broker: Arc<dyn Broker> = match redis {
-        Some(link) => Arc::new(RedisBroker::start(link, store.clone(), Arc::clone(&hub))),
-        None => Arc::new(MemoryBroker::new(store.clone(), Arc::clone(&hub))),
+    let (broker, shared): (Arc<dyn Broker>, _) = match redis {
+        Some((link, control)) => {
+            let (client, commands, prefix) = link.shared();
+            let shared = SharedRedis {
+                client,
+                commands,
+                prefix,
+                control,
+            };
+            let broker = RedisBroker::start(link, store.clone(), Arc::clone(&hub));
+            (Arc::new(broker), Some(shared))
+        }
+        None => (
+            Arc::new(MemoryBroker::new(store.clone(), Arc::clone(&hub))),
+            None,
+        ),
     };
     AppState::new(
         settings,
@@ -190,6 +221,7 @@ pub(crate) fn build_state(
         broker,
         hub,
         Authenticator::new(keys, revocations),
+        shared,
     )
 }
 

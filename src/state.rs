@@ -2,9 +2,10 @@
 
 use crate::auth::Authenticator;
 use crate::auth::passwords::Passwords;
-use crate::auth::tickets::TicketStore;
+use crate::auth::tickets::{RedisTickets, TicketStore, Tickets};
 use crate::broker::Broker;
 use crate::client_ip::PerIpLimiter;
+use crate::cluster::{Control, SharedRedis};
 use crate::config::Settings;
 use crate::hub::outbox::OutboundBudget;
 use crate::hub::{ConnId, Hub};
@@ -31,7 +32,10 @@ pub struct Inner {
     pub broker: Arc<dyn Broker>,
     pub hub: Arc<Hub>,
     pub auth: Authenticator,
-    pub tickets: TicketStore,
+    /// In this process on one node, in Redis in cluster mode.
+    pub tickets: Tickets,
+    /// The control channel to the other nodes: cluster mode only.
+    pub(crate) control: Option<Arc<Control>>,
     pub caps: Arc<ConnectionCaps>,
     /// Bytes of `joined` and `history` replies per user and per IP, across connections.
     pub replies: ReplyAllowance,
@@ -59,13 +63,15 @@ pub struct Inner {
 }
 
 impl AppState {
-    /// Shared state around a store, broker and hub, with a fresh stop signal.
-    pub fn new(
+    /// Shared state around a store, broker and hub, with a fresh stop signal; `redis`
+    /// in cluster mode.
+    pub(crate) fn new(
         settings: Settings,
         store: Arc<dyn Store>,
         broker: Arc<dyn Broker>,
         hub: Arc<Hub>,
         auth: Authenticator,
+        redis: Option<SharedRedis>,
     ) -> Self {
         let limits = &settings.limits;
         let v6_prefix = limits.ipv6_prefix_len;
@@ -79,7 +85,19 @@ impl AppState {
         );
         let outbound = OutboundBudget::new(limits.outbound_total_bytes);
         let load = ServerLoad::new(limits.coalesce_busy_percent);
-        let tickets = TicketStore::new(std::time::Duration::from_secs(limits.ticket_ttl_secs));
+        let ticket_ttl = std::time::Duration::from_secs(limits.ticket_ttl_secs);
+        let (tickets, control) = match redis {
+            Some(SharedRedis {
+                client,
+                commands,
+                prefix,
+                control,
+            }) => (
+                Tickets::Shared(RedisTickets::new(commands.clone(), &prefix, ticket_ttl)),
+                Some(Arc::new(Control::new(client, commands, &prefix, control))),
+            ),
+            None => (Tickets::Local(TicketStore::new(ticket_ttl)), None),
+        };
         let auth_limiter = PerIpLimiter::new(
             quota_per_minute(limits.auth_per_minute, limits.auth_burst),
             v6_prefix,
@@ -126,6 +144,7 @@ impl AppState {
             hub,
             auth,
             tickets,
+            control,
             caps,
             replies,
             outbound,

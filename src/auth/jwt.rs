@@ -31,7 +31,8 @@ const MINTED_BY_PALISADE: &str = "palisade";
 
 /// Who minted a token. Only palisade's own tokens may be renewed by palisade: an external
 /// issuer decides itself how long its users stay signed in, and renews their tokens.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Minter {
     /// Signed with palisade's HS256 key and carrying palisade's mark.
     Palisade,

@@ -19,8 +19,9 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use std::time::Duration;
 
-/// A verified caller, as taken from a token's claims.
-#[derive(Clone, Debug)]
+/// A verified caller, as taken from a token's claims. Serialised only for a ticket kept
+/// in Redis (cluster mode), so any node can redeem it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     pub user: UserRef,
     pub role: Role,

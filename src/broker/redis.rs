@@ -158,6 +158,18 @@ impl RedisLink {
     }
 }
 
+impl RedisLink {
+    /// What the rest of the node shares in Redis (tickets, control events) needs: the
+    /// client (for connections of its own), the command connection and the prefix.
+    pub(crate) fn shared(&self) -> (redis::Client, ConnectionManager, String) {
+        (
+            self.client.clone(),
+            self.commands.clone(),
+            self.prefix.clone(),
+        )
+    }
+}
+
 /// The rooms this node is subscribed to, and the pub/sub connection when it is up.
 struct Subscriptions {
     rooms: HashSet<String>,

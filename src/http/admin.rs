@@ -13,11 +13,15 @@
 //!
 //! A revocation or ban the store cannot save is not applied at all and answers
 //! `503 unavailable` to retry, so a `200` always means it survives a restart.
+//!
+//! In cluster mode each action is also announced to the other nodes ([`crate::cluster`]),
+//! which apply it to their caches and close the user's connections there too;
+//! `closed_connections` counts this node's only.
 
 use crate::auth::Identity;
+use crate::cluster::{self, Action};
 use crate::error::ApiError;
 use crate::http::caller::{Authenticated, current_role};
-use crate::hub::outbox::CloseReason;
 use crate::model::{Role, now_secs};
 use crate::state::AppState;
 use axum::extract::rejection::PathRejection;
@@ -65,6 +69,16 @@ async fn require_admin(state: &AppState, caller: &Identity) -> Result<(), ApiErr
     }
 }
 
+/// Applies a stored action here, then tells the other nodes (cluster mode): how many of
+/// this node's connections closed.
+async fn cluster_wide(state: &AppState, action: Action, user_id: &str, at: i64) -> usize {
+    let closed = cluster::apply(state, action, user_id, at);
+    if let Some(control) = &state.control {
+        control.announce(action, user_id, at).await;
+    }
+    closed
+}
+
 async fn revoke(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -77,8 +91,7 @@ async fn revoke(
         .revoke(&user_id, at)
         .await
         .map_err(ApiError::store)?;
-    state.auth.revocations().record(&user_id, at);
-    let closed = state.connections.close_user(&user_id, CloseReason::Revoked);
+    let closed = cluster_wide(&state, Action::Revoke, &user_id, at).await;
     tracing::warn!(target: "security", event = "user_revoked", admin = %caller.user.id, user = %user_id, closed);
     Ok(Json(
         json!({"user_id": user_id, "revoked_at": at, "closed_connections": closed}),
@@ -103,8 +116,7 @@ async fn disable(
         .disable(&user_id, at)
         .await
         .map_err(ApiError::store)?;
-    state.auth.revocations().disable(&user_id, at);
-    let closed = state.connections.close_user(&user_id, CloseReason::Revoked);
+    let closed = cluster_wide(&state, Action::Disable, &user_id, at).await;
     tracing::warn!(target: "security", event = "user_disabled", admin = %caller.user.id, user = %user_id, closed);
     Ok(Json(json!({
         "user_id": user_id,
@@ -125,7 +137,7 @@ async fn enable(
         .enable(&user_id)
         .await
         .map_err(ApiError::store)?;
-    state.auth.revocations().enable(&user_id);
+    cluster_wide(&state, Action::Enable, &user_id, now_secs()).await;
     tracing::warn!(target: "security", event = "user_enabled", admin = %caller.user.id, user = %user_id, was_disabled);
     Ok(Json(
         json!({"user_id": user_id, "disabled": false, "was_disabled": was_disabled}),

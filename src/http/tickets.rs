@@ -1,5 +1,7 @@
 //! `POST /api/tickets`: trade a bearer token for a single-use WebSocket ticket.
-//! Rate limited per client IP (60 a minute by default).
+//! Rate limited per client IP (60 a minute by default). In cluster mode the ticket is
+//! kept in Redis (any node redeems it); when Redis does not answer the request gets
+//! `503 unavailable`, to retry.
 //!
 //! The `Origin` is checked here as at the handshake, and first: a browser cannot read
 //! why a WebSocket handshake failed, but it can read this answer, so the web client
@@ -28,7 +30,10 @@ async fn issue(
     Authenticated(identity): Authenticated,
 ) -> Result<Json<Value>, ApiError> {
     per_ip_rate(&state.ticket_limiter, &state.security_log, ip, "tickets")?;
-    let ticket = state.tickets.issue(identity);
+    let ticket = state.tickets.issue(identity).await.map_err(|error| {
+        tracing::warn!(%error, "cannot issue a ticket");
+        ApiError::Unavailable
+    })?;
     Ok(Json(
         json!({"ticket": ticket, "expires_in": state.tickets.ttl().as_secs()}),
     ))

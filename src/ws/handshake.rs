@@ -4,7 +4,8 @@
 //!
 //! 1. Origin allowlist (`403 origin_forbidden`)
 //! 2. Draining or at the global cap (`503 unavailable`)
-//! 3. Credentials: bearer header, `?ticket=` or `?token=` (`401 unauthorized`, or
+//! 3. Credentials: bearer header, `?ticket=` or `?token=` (`401 unauthorized`;
+//!    `503 unavailable` when, in cluster mode, Redis cannot redeem a ticket; or
 //!    `429 rate_limited` once the client IP's failed-credentials budget, shared with the
 //!    HTTP API, is spent: see [`refuse_credentials`]).
 //! 4. Per-IP and per-user connection caps (`429 too_many_connections`)
@@ -95,9 +96,14 @@ pub async fn upgrade(
 
     // 3. Credentials.
     let query = query.map(|Query(q)| q).unwrap_or_default();
-    let identity = match authenticate(&state, &headers, &query) {
+    let identity = match authenticate(&state, &headers, &query).await {
         Ok(identity) => identity,
-        Err(reason) => return credentials_refused(&state, ip, reason),
+        Err(NotAuthenticated::Refused(reason)) => return credentials_refused(&state, ip, reason),
+        Err(NotAuthenticated::TicketsUnavailable) => {
+            // Not the client's fault: no failure budget is spent.
+            refused(&state, ip, None, "tickets_unavailable", "unavailable");
+            return ApiError::Unavailable.into_response();
+        }
     };
 
     // 4. Connection caps.
@@ -161,12 +167,26 @@ fn refused(
     crate::stats::handshake_rejected(metric_reason);
 }
 
+/// Why a handshake has no identity.
+enum NotAuthenticated {
+    /// The credentials are no good.
+    Refused(CredentialRejection),
+    /// A ticket could not be looked up (cluster mode, Redis unavailable).
+    TicketsUnavailable,
+}
+
+impl<T: Into<CredentialRejection>> From<T> for NotAuthenticated {
+    fn from(reason: T) -> Self {
+        NotAuthenticated::Refused(reason.into())
+    }
+}
+
 /// Finds and checks the credentials; why they are no good when they are not.
-fn authenticate(
+async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     query: &QueryCredentials,
-) -> Result<Identity, CredentialRejection> {
+) -> Result<Identity, NotAuthenticated> {
     let bearer = bearer_token(headers).map_err(|_| CredentialRejection::MalformedAuthorization)?;
     if let Some(token) = bearer {
         return Ok(state.auth.verify(token)?);
@@ -175,6 +195,11 @@ fn authenticate(
         let identity = state
             .tickets
             .redeem(ticket)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "cannot redeem a ticket");
+                NotAuthenticated::TicketsUnavailable
+            })?
             .ok_or(CredentialRejection::TicketInvalid)?;
         state.auth.still_valid(&identity)?;
         return Ok(identity);
@@ -182,7 +207,7 @@ fn authenticate(
     if let Some(token) = &query.token {
         return Ok(state.auth.verify(token)?);
     }
-    Err(CredentialRejection::Missing)
+    Err(CredentialRejection::Missing.into())
 }
 
 #[cfg(test)]

@@ -1,15 +1,18 @@
 //! Cluster mode: nodes on one PostgreSQL database and one Redis (`--redis-url`) share
 //! rooms live. A member on any node gets every stored message once, in `seq` order,
-//! even when Redis loses some of them.
+//! even when Redis loses some of them. A ticket issued on one node is spent once on any,
+//! and an admin's revoke, disable or enable on one node holds on every node at once.
 //!
 //! These need the machine's PostgreSQL (see `postgres.rs`) and Redis at 127.0.0.1:6379
-//! (no password). Each test has a database and a Redis channel prefix of its own (it
-//! stores no Redis keys). Without the services they print `SKIPPED …` and pass, unless
+//! (no password). Each test has a database and a Redis key and channel prefix of its own
+//! (the only keys are tickets, which expire). Without the services they print `SKIPPED …` and pass, unless
 //! `PALISADE_REQUIRE_SERVICES=1` (CI), where a missing service fails them.
 
-use crate::helpers::{Client, TestApp, generous_budget, spawn_app_with};
+use crate::helpers::{
+    Client, TestApp, generous_budget, now, sign, spawn_app_with, user_token, wall_clock_past,
+};
 use crate::test_database::TestDatabase as Database;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -19,7 +22,7 @@ const REDIS: &str = "redis://127.0.0.1:6379";
 /// cut another test's nodes (tests of this file run one at a time).
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// What a cluster test runs on.
+/// What a cluster test runs on; the test holds it to its end (the guard with it).
 struct Services {
     database: Database,
     /// A channel prefix no other test uses.
@@ -128,17 +131,12 @@ async fn kill_subscribers(ids: &HashSet<u64>) -> usize {
 
 #[tokio::test]
 async fn every_member_on_every_node_gets_every_message_of_concurrent_senders_once_in_seq_order() {
-    // `_alone` is bound (not `..`) so the test holds it to the end.
-    let Some(Services {
-        database,
-        prefix,
-        _alone,
-    }) = services().await
-    else {
+    let Some(held) = services().await else {
         return;
     };
-    let one = node(&database, &prefix).await;
-    let two = node(&database, &prefix).await;
+    let (database, prefix) = (&held.database, &held.prefix);
+    let one = node(database, prefix).await;
+    let two = node(database, prefix).await;
     const SENDERS: usize = 4;
     const EACH: usize = 15;
     const TOTAL: usize = SENDERS * EACH;
@@ -150,7 +148,7 @@ async fn every_member_on_every_node_gets_every_message_of_concurrent_senders_onc
         let app = if i % 2 == 0 { &one } else { &two };
         senders.push(app.join(&format!("sender{i}"), "general").await.0);
     }
-    let three = node(&database, &prefix).await;
+    let three = node(database, prefix).await;
     let mut latecomer = three.connect("latecomer").await;
     let sending: Vec<_> = senders
         .into_iter()
@@ -237,21 +235,16 @@ async fn every_member_on_every_node_gets_every_message_of_concurrent_senders_onc
 
 #[tokio::test]
 async fn messages_redis_never_carried_still_reach_every_member_once_in_order() {
-    // `_alone` is bound (not `..`) so the test holds it to the end.
-    let Some(Services {
-        database,
-        prefix,
-        _alone,
-    }) = services().await
-    else {
+    let Some(held) = services().await else {
         return;
     };
+    let (database, prefix) = (&held.database, &held.prefix);
     // A node on the same database but another prefix: what it stores, the other two
     // never hear of through Redis (as if Redis had lost it).
-    let outsider = node(&database, &self::prefix()).await;
+    let outsider = node(database, &self::prefix()).await;
     let before = redis_clients(false).await;
-    let one = node(&database, &prefix).await;
-    let two = node(&database, &prefix).await;
+    let one = node(database, prefix).await;
+    let two = node(database, prefix).await;
     let ours: HashSet<u64> = redis_clients(false)
         .await
         .difference(&before)
@@ -330,4 +323,260 @@ async fn an_unreachable_redis_stops_the_server_at_start_naming_the_server_not_th
         "{error}"
     );
     assert!(!error.contains("hunter2"), "{error}");
+}
+
+/// A ticket for this token, asked of `app`.
+async fn ticket_from(app: &TestApp, token: &str) -> String {
+    let response = app.request_ticket(token).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["ticket"].as_str().expect("a ticket").to_owned()
+}
+
+/// A handshake on `app` with `?ticket=`: whether it was accepted (a refusal must be 401).
+async fn ticket_accepted(app: &TestApp, ticket: &str) -> bool {
+    match app.try_connect(&[], &format!("?ticket={ticket}")).await {
+        Ok(mut client) => {
+            assert_eq!(client.recv().await["type"], "welcome");
+            true
+        }
+        Err(refusal) => {
+            assert_eq!(refusal.status, 401, "{refusal:?}");
+            false
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_ticket_issued_on_one_node_works_once_on_another_and_never_again_anywhere() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (database, prefix) = (&held.database, &held.prefix);
+    let one = node(database, prefix).await;
+    let two = node(database, prefix).await;
+    let ticket = ticket_from(&one, &user_token("alice")).await;
+    assert!(
+        ticket_accepted(&two, &ticket).await,
+        "spent on the other node"
+    );
+    assert!(!ticket_accepted(&two, &ticket).await, "not twice there");
+    assert!(
+        !ticket_accepted(&one, &ticket).await,
+        "nor where it was issued"
+    );
+
+    // And the other way round, racing: of two handshakes at once, exactly one gets in.
+    let ticket = ticket_from(&two, &user_token("bob")).await;
+    let (first, second) = tokio::join!(
+        ticket_accepted(&one, &ticket),
+        ticket_accepted(&two, &ticket)
+    );
+    assert!(first ^ second, "spent exactly once: {first} {second}");
+    one.stop().await;
+    two.stop().await;
+}
+
+/// A token the operator's app mints for its admin (same shared secret, `role: admin`).
+fn operator_admin() -> String {
+    sign(&json!({"sub":"app-root","name":"root","iat":now(),"exp":now()+900,"role":"admin"}))
+}
+
+/// `POST /api/admin/users/{user_id}/{action}` on `app` as the operator's admin: the body.
+async fn admin_action(app: &TestApp, user_id: &str, action: &str) -> Value {
+    let response = app
+        .http
+        .post(app.url(&format!("/api/admin/users/{user_id}/{action}")))
+        .bearer_auth(operator_admin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// The close code of `client`, which must come within a few seconds.
+async fn closed_soon(client: &mut Client) -> u16 {
+    tokio::time::timeout(Duration::from_secs(3), client.expect_close())
+        .await
+        .expect("closed within a few seconds")
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_node_closes_the_users_sockets_on_another_with_4003() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (database, prefix) = (&held.database, &held.prefix);
+    let one = node(database, prefix).await;
+    let two = node(database, prefix).await;
+    let token = user_token("bob");
+    let mut bob = two.connect_with(&token).await.expect("accepted");
+    assert_eq!(bob.recv().await["type"], "welcome");
+    let (mut carol, _) = two.join("carol", "general").await;
+
+    let body = admin_action(&one, "id-bob", "revoke").await;
+    assert_eq!(
+        body["closed_connections"], 0,
+        "none on the node that revoked"
+    );
+    assert_eq!(closed_soon(&mut bob).await, 4003);
+    assert_eq!(two.refused(&token).await.status, 401);
+    assert_eq!(one.refused(&token).await.status, 401);
+    // Nobody else is touched.
+    assert_eq!(carol.say("general", "still here").await["type"], "ack");
+
+    // A token issued after the revocation works anywhere: a revocation is not a ban.
+    wall_clock_past(body["revoked_at"].as_i64().unwrap()).await;
+    let mut back = two.connect_with(&user_token("bob")).await.expect("back");
+    assert_eq!(back.recv().await["type"], "welcome");
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test]
+async fn a_ban_on_one_node_closes_the_users_sockets_on_another_and_enabling_there_lifts_it() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (database, prefix) = (&held.database, &held.prefix);
+    let one = node(database, prefix).await;
+    let two = node(database, prefix).await;
+    let token = user_token("bob");
+    let mut bob = two.connect_with(&token).await.expect("accepted");
+    assert_eq!(bob.recv().await["type"], "welcome");
+
+    let body = admin_action(&one, "id-bob", "disable").await;
+    assert_eq!(closed_soon(&mut bob).await, 4003);
+    assert_eq!(two.refused(&token).await.status, 401);
+
+    // A token issued after the ban is refused on the other node too: banned, not revoked.
+    wall_clock_past(body["disabled_at"].as_i64().unwrap()).await;
+    let fresh = user_token("bob");
+    assert_eq!(two.refused(&fresh).await.status, 401);
+    assert_eq!(two.request_ticket(&fresh).await.status(), 401);
+
+    // Enabled on the other node: the first node lets bob back in. Nothing a client
+    // sees tells when the first node applied it, so a second event follows it on the
+    // same channel from the same node: once carol's socket on the first node closes
+    // for that one, the enable (published before it, and Redis keeps one publisher's
+    // order) has been applied too.
+    let mut carol = one.connect_with(&user_token("carol")).await.expect("carol");
+    assert_eq!(carol.recv().await["type"], "welcome");
+    admin_action(&two, "id-bob", "enable").await;
+    admin_action(&two, "id-carol", "revoke").await;
+    assert_eq!(closed_soon(&mut carol).await, 4003);
+    let mut back = one.connect_with(&fresh).await.expect("no longer banned");
+    assert_eq!(back.recv().await["type"], "welcome");
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test]
+async fn a_revocation_a_node_never_heard_of_closes_the_sockets_once_it_reconnects_to_redis() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (database, prefix) = (&held.database, &held.prefix);
+    // A node on the same database but another prefix: its control events never reach
+    // the other node (as if Redis had lost them).
+    let outsider = node(database, &self::prefix()).await;
+    let before = redis_clients(false).await;
+    let two = node(database, prefix).await;
+    // The node's connections (its control subscription among them, made at start).
+    let ours: HashSet<u64> = redis_clients(false)
+        .await
+        .difference(&before)
+        .copied()
+        .collect();
+    let token = user_token("bob");
+    let mut bob = two.connect_with(&token).await.expect("accepted");
+    assert_eq!(bob.recv().await["type"], "welcome");
+    let mut dave = two.connect("dave").await;
+
+    admin_action(&outsider, "id-bob", "revoke").await;
+    admin_action(&outsider, "id-dave", "disable").await;
+    // Unheard: the handshake still takes the revoked token here.
+    let mut stale = two.connect_with(&token).await.expect("not heard of yet");
+    assert_eq!(stale.recv().await["type"], "welcome");
+
+    // Redis drops the node's connections: on reconnecting it reads the store again.
+    assert!(
+        kill_subscribers(&ours).await >= 1,
+        "the control connection was cut"
+    );
+    assert_eq!(closed_soon(&mut bob).await, 4003);
+    assert_eq!(closed_soon(&mut stale).await, 4003);
+    assert_eq!(closed_soon(&mut dave).await, 4003);
+    assert_eq!(two.refused(&token).await.status, 401);
+    assert_eq!(two.refused(&user_token("dave")).await.status, 401);
+    two.stop().await;
+    outsider.stop().await;
+}
+
+/// A TCP relay to Redis that can be cut: dropping the returned sender stops it taking
+/// connections and closes every one it carries (Redis gone, as far as the node knows).
+async fn redis_relay() -> (String, tokio::sync::watch::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    let (cut, watch) = tokio::sync::watch::channel(());
+    tokio::spawn(async move {
+        let mut accepting = watch.clone();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = accepting.changed() => return,
+            };
+            let Ok((mut inbound, _)) = accepted else {
+                return;
+            };
+            let mut cut = watch.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:6379").await
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cut.changed() => {}
+                }
+            });
+        }
+    });
+    (url, cut)
+}
+
+#[tokio::test]
+async fn without_redis_tickets_are_503_unavailable_and_nothing_panics() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (database, prefix) = (&held.database, &held.prefix);
+    let (relay, cut) = redis_relay().await;
+    let (url, prefix) = (database.url.clone(), prefix.clone());
+    let app = spawn_app_with(move |settings| {
+        settings.database_url = url;
+        settings.redis_url = Some(relay);
+        settings.redis_prefix = prefix;
+    })
+    .await;
+    let token = user_token("alice");
+    let ticket = ticket_from(&app, &token).await;
+
+    drop(cut);
+    let response = app.request_ticket(&token).await;
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    let refusal = app
+        .try_connect(&[], &format!("?ticket={ticket}"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refusal.status, 503);
+    assert_eq!(refusal.code(), "unavailable");
+    // Tokens do not need Redis.
+    let mut alice = app.connect_with(&token).await.expect("accepted");
+    assert_eq!(alice.recv().await["type"], "welcome");
+    app.stop().await;
 }
