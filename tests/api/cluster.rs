@@ -129,6 +129,24 @@ async fn kill_subscribers(ids: &HashSet<u64>) -> usize {
     killed
 }
 
+/// A node on the cluster's database under another prefix (an outsider: what it
+/// publishes, the others never hear), then `n` nodes of the cluster, and the Redis
+/// connections those `n` opened (to cut them).
+async fn with_an_outsider(held: &Services, n: usize) -> (TestApp, Vec<TestApp>, HashSet<u64>) {
+    let outsider = node(&held.database, &prefix()).await;
+    let before = redis_clients(false).await;
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(node(&held.database, &held.prefix).await);
+    }
+    let ours = redis_clients(false)
+        .await
+        .difference(&before)
+        .copied()
+        .collect();
+    (outsider, nodes, ours)
+}
+
 #[tokio::test]
 async fn every_member_on_every_node_gets_every_message_of_concurrent_senders_once_in_seq_order() {
     let Some(held) = services().await else {
@@ -238,18 +256,10 @@ async fn messages_redis_never_carried_still_reach_every_member_once_in_order() {
     let Some(held) = services().await else {
         return;
     };
-    let (database, prefix) = (&held.database, &held.prefix);
-    // A node on the same database but another prefix: what it stores, the other two
-    // never hear of through Redis (as if Redis had lost it).
-    let outsider = node(database, &self::prefix()).await;
-    let before = redis_clients(false).await;
-    let one = node(database, prefix).await;
-    let two = node(database, prefix).await;
-    let ours: HashSet<u64> = redis_clients(false)
-        .await
-        .difference(&before)
-        .copied()
-        .collect();
+    // What the outsider stores, the other two never hear of through Redis (as if
+    // Redis had lost it).
+    let (outsider, mut nodes, ours) = with_an_outsider(&held, 2).await;
+    let (two, one) = (nodes.remove(1), nodes.remove(0));
 
     let (mut alice, _) = one.join("alice", "general").await;
     let (mut bob, _) = two.join("bob", "general").await;
@@ -477,18 +487,10 @@ async fn a_revocation_a_node_never_heard_of_closes_the_sockets_once_it_reconnect
     let Some(held) = services().await else {
         return;
     };
-    let (database, prefix) = (&held.database, &held.prefix);
-    // A node on the same database but another prefix: its control events never reach
-    // the other node (as if Redis had lost them).
-    let outsider = node(database, &self::prefix()).await;
-    let before = redis_clients(false).await;
-    let two = node(database, prefix).await;
-    // The node's connections (its control subscription among them, made at start).
-    let ours: HashSet<u64> = redis_clients(false)
-        .await
-        .difference(&before)
-        .copied()
-        .collect();
+    // The outsider's control events never reach the other node (as if Redis had lost
+    // them); `ours` has that node's control subscription, made at start.
+    let (outsider, mut nodes, ours) = with_an_outsider(&held, 1).await;
+    let two = nodes.remove(0);
     let token = user_token("bob");
     let mut bob = two.connect_with(&token).await.expect("accepted");
     assert_eq!(bob.recv().await["type"], "welcome");
