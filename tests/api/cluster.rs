@@ -16,22 +16,22 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Duration;
 
-const REDIS: &str = "redis://127.0.0.1:6379";
+pub(crate) const REDIS: &str = "redis://127.0.0.1:6379";
 
 /// Held by each test that uses Redis: one cuts its nodes' subscriptions, and must not
 /// cut another test's nodes (tests of this file run one at a time).
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// What a cluster test runs on; the test holds it to its end (the guard with it).
-struct Services {
-    database: Database,
+pub(crate) struct Services {
+    pub(crate) database: Database,
     /// A channel prefix no other test uses.
-    prefix: String,
+    pub(crate) prefix: String,
     _alone: tokio::sync::MutexGuard<'static, ()>,
 }
 
 /// A fresh database and prefix; `None`: skip the test.
-async fn services() -> Option<Services> {
+pub(crate) async fn services() -> Option<Services> {
     let alone = ONE_AT_A_TIME.lock().await;
     let answered = tokio::time::timeout(Duration::from_secs(5), async {
         let client = redis::Client::open(REDIS)?;
@@ -64,7 +64,7 @@ fn prefix() -> String {
 }
 
 /// A node on the test's database, fanning out through Redis under `prefix`.
-async fn node(database: &Database, prefix: &str) -> TestApp {
+pub(crate) async fn node(database: &Database, prefix: &str) -> TestApp {
     let (url, prefix) = (database.url.clone(), prefix.to_owned());
     spawn_app_with(move |settings| {
         settings.database_url = url;
@@ -77,7 +77,11 @@ async fn node(database: &Database, prefix: &str) -> TestApp {
 
 /// Reads until `messages` message frames and `acks` acks have come (presence, count and
 /// typing frames are skipped): the messages' (seq, body) and the acks' seqs, in order.
-async fn read(client: &mut Client, messages: usize, acks: usize) -> (Vec<(u64, String)>, Vec<u64>) {
+pub(crate) async fn read(
+    client: &mut Client,
+    messages: usize,
+    acks: usize,
+) -> (Vec<(u64, String)>, Vec<u64>) {
     let (mut got, mut acked) = (Vec::new(), Vec::new());
     while got.len() < messages || acked.len() < acks {
         let frame = client.recv().await;

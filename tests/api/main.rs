@@ -7,6 +7,7 @@ mod auth_failures;
 mod big_rooms;
 mod chat;
 mod cluster;
+mod cluster_faults;
 mod configuration;
 mod disk_faults;
 mod durability;

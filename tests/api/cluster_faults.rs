@@ -1,0 +1,424 @@
+//! Cluster mode when things break: the rows of docs/cluster.md's failure-mode table,
+//! checked the way a client lives them. A node is killed (the real binary, so SIGKILL
+//! is real) or stopped, or PostgreSQL goes away under a node: nothing acked is lost,
+//! nothing is stored twice, a client that resends with its nonces and resumes with
+//! `since` on another node misses nothing, and a node gets back on its own.
+//!
+//! Same services, skip rule and one-at-a-time lock as `cluster.rs`.
+
+use crate::cluster::{REDIS, Services, read, services};
+use crate::helpers::{Client, ServerProcess, WAIT, spawn_app_with};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+const ROOM: &str = "general";
+
+/// Two nodes of the cluster as processes of the real binary, with a budget that lets a
+/// test's senders send back to back.
+async fn two_processes(held: &Services) -> (ServerProcess, ServerProcess) {
+    let args = [
+        "--redis-url",
+        REDIS,
+        "--redis-prefix",
+        &held.prefix,
+        "--messages-per-sec",
+        "10000",
+        "--message-burst",
+        "10000",
+    ];
+    let one = ServerProcess::start(&held.database.url, &args).await;
+    let two = ServerProcess::start(&held.database.url, &args).await;
+    (one, two)
+}
+
+/// `name` on `node`, joined to the room `since` this seq (`None`: a plain join): the
+/// client and its `joined` frame.
+async fn joined_on(node: &ServerProcess, name: &str, since: Option<u64>) -> (Client, Value) {
+    let mut client = node.connect(name).await;
+    let mut join = json!({"type":"join","room":ROOM});
+    if let Some(since) = since {
+        join["since"] = json!(since);
+    }
+    client.send(join).await;
+    let joined = client.recv_type("joined").await;
+    (client, joined)
+}
+
+/// The (seq, body) of a `joined` frame's messages, oldest first.
+fn snapshot(joined: &Value) -> Vec<(u64, String)> {
+    joined["messages"]
+        .as_array()
+        .expect("a joined frame has messages")
+        .iter()
+        .map(|m| {
+            (
+                m["seq"].as_u64().expect("a stored message has a seq"),
+                m["body"]
+                    .as_str()
+                    .expect("a stored message has a body")
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// What a sender knew when its node went away.
+#[derive(Default)]
+struct Cut {
+    /// How many it sent (ids 1..=sent).
+    sent: u64,
+    /// Its acks: id → seq.
+    acked: BTreeMap<u64, u64>,
+    /// The last seq it received (messages come in seq order, so all before it too).
+    last_seen: u64,
+}
+
+/// The body and nonce of sender `s`'s message `id`.
+fn message(s: usize, id: u64) -> (String, String) {
+    (format!("s{s}-m{id}"), format!("s{s}-n{id}"))
+}
+
+/// Sends messages (nonce, id) with at most `IN_FLIGHT` unacked at a time, up to
+/// `CAP`, until the connection breaks; says on `acks` each time an ack comes.
+async fn send_until_cut(mut client: Client, s: usize, acks: mpsc::UnboundedSender<()>) -> Cut {
+    const IN_FLIGHT: u64 = 3;
+    const CAP: u64 = 60;
+    let mut cut = Cut::default();
+    loop {
+        while cut.sent - (cut.acked.len() as u64) < IN_FLIGHT && cut.sent < CAP {
+            let id = cut.sent + 1;
+            let (body, nonce) = message(s, id);
+            let frame = json!({"type":"send","id":id,"room":ROOM,"body":body,"nonce":nonce});
+            if client
+                .stream
+                .send(Message::text(frame.to_string()))
+                .await
+                .is_err()
+            {
+                return cut;
+            }
+            cut.sent = id;
+        }
+        let next = tokio::time::timeout(WAIT, client.stream.next())
+            .await
+            .expect("a frame, or the node's end, within the wait");
+        let text = match next {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            // Killed: the connection drops (reset or end), with no close frame.
+            Some(Ok(Message::Close(_)) | Err(_)) | None => return cut,
+            Some(Ok(other)) => panic!("unexpected {other:?}"),
+        };
+        let frame: Value = serde_json::from_str(&text).expect("the server sends JSON");
+        match frame["type"].as_str().unwrap_or("") {
+            "ack" => {
+                let id = frame["id"].as_u64().expect("an ack names its send");
+                cut.acked
+                    .insert(id, frame["seq"].as_u64().expect("an ack has a seq"));
+                let _ = acks.send(());
+            }
+            "message" => cut.last_seen = frame["seq"].as_u64().expect("a message has a seq"),
+            "presence" | "occupancy" | "typing" => {}
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn killing_a_node_mid_stream_loses_no_acked_message_and_its_clients_resume_on_another() {
+    const SENDERS: usize = 3;
+    const KILL_AFTER_ACKS: usize = 12;
+    let Some(held) = services().await else {
+        return;
+    };
+    let (mut one, two) = two_processes(&held).await;
+    let (mut watcher, _) = joined_on(&two, "watcher", None).await;
+    let (acks, mut acked) = mpsc::unbounded_channel();
+    let mut sending = Vec::new();
+    for s in 0..SENDERS {
+        let (client, _) = joined_on(&one, &format!("sender{s}"), None).await;
+        sending.push(tokio::spawn(send_until_cut(client, s, acks.clone())));
+    }
+    drop(acks);
+    for _ in 0..KILL_AFTER_ACKS {
+        tokio::time::timeout(WAIT, acked.recv())
+            .await
+            .expect("acks come while the senders send")
+            .expect("a sender is still sending");
+    }
+    one.child.start_kill().expect("SIGKILL is sent");
+    one.child.wait().await.expect("the killed node is reaped");
+
+    let mut cuts = Vec::new();
+    for task in sending {
+        cuts.push(task.await.expect("a sender's task does not panic"));
+    }
+    // Each sender resumes on the other node: it joins from the last seq it saw (the
+    // protocol takes sends only in a joined room), then resends, with the same nonce,
+    // every message it has no ack for.
+    let mut resent_acks: BTreeMap<(usize, u64), (u64, bool)> = BTreeMap::new();
+    let mut resumed = Vec::new();
+    for (s, cut) in cuts.iter().enumerate() {
+        let (mut client, joined) =
+            joined_on(&two, &format!("sender{s}"), Some(cut.last_seen)).await;
+        let missed: Vec<u64> = snapshot(&joined).iter().map(|(seq, _)| *seq).collect();
+        let expected: Vec<u64> =
+            (cut.last_seen + 1..=cut.last_seen + missed.len() as u64).collect();
+        assert_eq!(missed, expected, "sender{s} resumes with no gap");
+        assert_eq!(joined["complete"], true, "{joined}");
+        let unacked: Vec<u64> = (1..=cut.sent)
+            .filter(|id| !cut.acked.contains_key(id))
+            .collect();
+        for id in &unacked {
+            let (body, nonce) = message(s, *id);
+            client
+                .send(json!({"type":"send","id":id,"room":ROOM,"body":body,"nonce":nonce}))
+                .await;
+        }
+        for _ in &unacked {
+            let ack = client.recv_type_skipping_messages("ack").await;
+            let id = ack["id"].as_u64().expect("an ack names its send");
+            let seq = ack["seq"].as_u64().expect("an ack has a seq");
+            let duplicate = ack["duplicate"]
+                .as_bool()
+                .expect("an ack says if a duplicate");
+            assert!(
+                resent_acks.insert((s, id), (seq, duplicate)).is_none(),
+                "one ack per resend: {ack}"
+            );
+        }
+        resumed.push(client);
+    }
+    // One new message last: a message the killed node committed but never published
+    // is revealed to the watcher's node by the gap before it, and filled from the store.
+    let last = resumed[0].say(ROOM, "after").await;
+    let total = last["seq"].as_u64().expect("an ack has a seq");
+
+    // Everything the room has, read back on the surviving node.
+    let (_auditor, joined) = joined_on(&two, "auditor", Some(0)).await;
+    assert_eq!(joined["complete"], true, "{joined}");
+    let history = snapshot(&joined);
+    let seqs: Vec<u64> = history.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "seqs 1..=N, no gap");
+    let at: BTreeMap<u64, &str> = history.iter().map(|(seq, b)| (*seq, b.as_str())).collect();
+    let stored: BTreeSet<&str> = at.values().copied().collect();
+    assert_eq!(stored.len(), history.len(), "no message stored twice");
+    let mut sent: BTreeSet<String> = BTreeSet::from(["after".to_owned()]);
+    for (s, cut) in cuts.iter().enumerate() {
+        for id in 1..=cut.sent {
+            let (body, _) = message(s, id);
+            let seq = cut
+                .acked
+                .get(&id)
+                .copied()
+                .or_else(|| resent_acks.get(&(s, id)).map(|(seq, _)| *seq))
+                .expect("every send is acked, first or on resending");
+            assert_eq!(
+                at.get(&seq).copied(),
+                Some(body.as_str()),
+                "the ack names its message"
+            );
+            sent.insert(body);
+        }
+    }
+    let stored: BTreeSet<String> = stored.into_iter().map(str::to_owned).collect();
+    assert_eq!(stored, sent, "what was sent is what is stored");
+    let committed_before_the_kill = resent_acks.values().filter(|(_, dup)| *dup).count();
+    eprintln!(
+        "acked before the kill: {}, resent: {} ({committed_before_the_kill} already stored), total {total}",
+        cuts.iter().map(|c| c.acked.len()).sum::<usize>(),
+        resent_acks.len()
+    );
+
+    let (watched, _) = read(&mut watcher, usize::try_from(total).expect("a count"), 0).await;
+    assert_eq!(watched, history, "the watcher saw every seq once, in order");
+}
+
+/// A TCP relay to the machine's PostgreSQL that can be cut and restored: `false` closes
+/// every connection it carries and refuses (closes at once) new ones; `true` carries
+/// them again.
+async fn postgres_relay() -> (SocketAddr, watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("the relay binds");
+    let addr = listener.local_addr().expect("the relay has an address");
+    let (up, watching) = watch::channel(true);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if !*watching.borrow() {
+                continue;
+            }
+            let mut watching = watching.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = watching.wait_for(|up| !*up) => {}
+                }
+            });
+        }
+    });
+    (addr, up)
+}
+
+/// `GET /readyz` until it answers `status`, for at most the wait (it is answered from
+/// the store's latest write, or a probe at most once a second).
+async fn ready_becomes(app: &crate::helpers::TestApp, status: u16) {
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    loop {
+        let answered = tokio::time::timeout_at(deadline, app.http.get(app.url("/readyz")).send())
+            .await
+            .expect("/readyz answers within the wait")
+            .expect("/readyz answers");
+        if answered.status() == status {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz still {} not {status}",
+            answered.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn while_postgresql_is_unreachable_sends_are_unavailable_and_the_node_recovers_by_itself() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (relay, up) = postgres_relay().await;
+    let url = held
+        .database
+        .url
+        .replace("127.0.0.1:5432", &relay.to_string());
+    let prefix = held.prefix.clone();
+    let app = spawn_app_with(move |settings| {
+        settings.database_url = url;
+        settings.redis_url = Some(REDIS.to_owned());
+        settings.redis_prefix = prefix;
+    })
+    .await;
+    let (mut alice, _) = app.join("alice", ROOM).await;
+    assert_eq!(alice.say(ROOM, "before").await["seq"], 1);
+    ready_becomes(&app, 200).await;
+
+    up.send_replace(false);
+    let send = json!({"type":"send","id":2,"room":ROOM,"body":"while cut","nonce":"n-cut"});
+    alice.send(send.clone()).await;
+    let refused = alice.recv_type_skipping_messages("error").await;
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    assert_eq!(refused["id"], 2, "{refused}");
+    assert!(
+        refused["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0),
+        "{refused}"
+    );
+    ready_becomes(&app, 503).await;
+
+    // Back, and the node was not restarted: the client's retry (as told) is stored.
+    up.send_replace(true);
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    let ack = loop {
+        alice.send(send.clone()).await;
+        let answer = tokio::time::timeout_at(deadline, async {
+            loop {
+                let frame = alice.recv().await;
+                if !["message", "presence", "occupancy", "typing"]
+                    .contains(&frame["type"].as_str().unwrap_or(""))
+                {
+                    return frame;
+                }
+            }
+        })
+        .await
+        .expect("the send is stored within the wait once PostgreSQL is back");
+        match answer["type"].as_str() {
+            Some("ack") => break answer,
+            Some("error") if answer["code"] == "unavailable" => {
+                let ms = answer["retry_after_ms"].as_u64().expect("a retry delay");
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            _ => panic!("unexpected frame {answer}"),
+        }
+    };
+    assert_eq!(ack["seq"], 2, "{ack}");
+    assert_eq!(ack["duplicate"], false, "never stored while cut: {ack}");
+    ready_becomes(&app, 200).await;
+
+    let mut carol = app.connect("carol").await;
+    carol
+        .send(json!({"type":"join","room":ROOM,"since":0}))
+        .await;
+    let joined = carol.recv_type("joined").await;
+    assert_eq!(
+        snapshot(&joined),
+        [(1, "before".to_owned()), (2, "while cut".to_owned())],
+        "stored once"
+    );
+    app.stop().await;
+}
+
+/// Reads until the message of this seq has come (presence frames and older messages
+/// skipped): its body.
+async fn until_seq(client: &mut Client, seq: u64) -> String {
+    loop {
+        let frame = client.recv_type("message").await;
+        if frame["seq"] == seq {
+            return frame["body"]
+                .as_str()
+                .expect("a message has a body")
+                .to_owned();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_node_stopped_with_sigterm_closes_its_clients_with_1001_and_they_resume_on_another() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (mut one, two) = two_processes(&held).await;
+    let (mut alice, _) = joined_on(&one, "alice", None).await;
+    let (mut bob, _) = joined_on(&two, "bob", None).await;
+    assert_eq!(alice.say(ROOM, "a1").await["seq"], 1);
+    assert_eq!(bob.say(ROOM, "b2").await["seq"], 2);
+    assert_eq!(
+        until_seq(&mut alice, 2).await,
+        "b2",
+        "the nodes share the room"
+    );
+
+    let pid = one.child.id().expect("the node runs").to_string();
+    let status = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(status.success());
+    assert_eq!(alice.expect_close().await, 1001);
+    let exit = tokio::time::timeout(WAIT, one.child.wait())
+        .await
+        .expect("the stopped node exits in time")
+        .expect("the stopped node is reaped");
+    assert_eq!(exit.code(), Some(0), "an orderly stop");
+    // Meanwhile the room goes on on the other node.
+    assert_eq!(bob.say(ROOM, "b3").await["seq"], 3);
+    assert_eq!(bob.say(ROOM, "b4").await["seq"], 4);
+
+    let (mut alice, joined) = joined_on(&two, "alice", Some(2)).await;
+    assert_eq!(
+        snapshot(&joined),
+        [(3, "b3".to_owned()), (4, "b4".to_owned())],
+        "nothing missed"
+    );
+    assert_eq!(alice.say(ROOM, "a5").await["seq"], 5);
+    assert_eq!(until_seq(&mut bob, 5).await, "a5");
+}
