@@ -269,8 +269,9 @@ async fn postgres_relay() -> (SocketAddr, watch::Sender<bool>) {
     (addr, up)
 }
 
-/// `GET /readyz` until it answers `status`, for at most the wait (it is answered from
-/// the store's latest write, or a probe at most once a second).
+/// `GET /readyz` until it answers `status`, for at most the wait. Polled, not awaited:
+/// readiness is answered from the store's latest write or a probe at most once a
+/// second, and nothing a client can watch says when that changes.
 async fn ready_becomes(app: &crate::helpers::TestApp, status: u16) {
     let deadline = tokio::time::Instant::now() + WAIT * 2;
     loop {
