@@ -140,6 +140,9 @@ mod tests {
         async fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError> {
             unimplemented!("the broker does not list rooms")
         }
+        async fn last_seqs(&self, _: &[String]) -> Result<Vec<(String, u64)>, StoreError> {
+            unimplemented!("the broker does not read last seqs")
+        }
     }
 
     fn draft(body: &str) -> NewMessage {

@@ -15,10 +15,14 @@
 //! subscribed to it knows `next`, the next `seq` to hand on. A message with that `seq`
 //! goes on; an older one is a duplicate and is dropped (every node also hears its own
 //! messages once locally); a newer one means a gap (another node's message not yet
-//! heard, or lost), which is read from the store and handed on first. A node subscribes
-//! to a room's channel before it reads the room's last `seq` to start from, so anything
-//! committed later reaches it one way or the other: the session's join (subscribe,
-//! snapshot, go live) stays gap-free.
+//! heard, or lost), which is read from the store and handed on first. A gap shows only
+//! when a later message comes, so every [`CATCH_UP_INTERVAL`] the sequencer also asks the
+//! store, in one query, for the last `seq` of every room it follows, and fills whatever
+//! was committed but never heard of the same way: a message whose node died (or failed
+//! to `PUBLISH`) after its commit reaches this node within about that interval, even in
+//! a quiet room. A node subscribes to a room's channel before it reads the room's last
+//! `seq` to start from, so anything committed later reaches it one way or the other: the
+//! session's join (subscribe, snapshot, go live) stays gap-free.
 //!
 //! When the connection to Redis drops (Redis restarted, or the connection was killed),
 //! the node reconnects with backoff, subscribes to its rooms again and reads from the
@@ -48,6 +52,13 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Most messages one store read of a gap fill asks for.
 const FILL_CHUNK: u64 = 500;
+
+/// How often the sequencer asks the store for the last `seq` of every room it follows.
+/// A message whose node died (or failed to `PUBLISH`) between its commit and its
+/// publication is otherwise revealed only by the room's next message, which a quiet room
+/// may not see for long; this bounds that delay to about one interval, for one query per
+/// interval for all of this node's rooms.
+const CATCH_UP_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Messages buffered for a room between its subscription and its starting point; more
 /// are dropped (a gap the next message fills).
@@ -428,7 +439,7 @@ async fn publish(
         }
         if let Err(error) = pipe.query_async::<()>(&mut commands).await {
             // The store has the messages: other nodes read them when they next hear of
-            // their room, or when they reconnect.
+            // their room, at their next periodic check, or when they reconnect.
             tracing::warn!(%error, "cannot publish to Redis");
         }
     }
@@ -592,8 +603,17 @@ impl Sequencer {
     }
 
     async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) {
-        while let Some(event) = events.recv().await {
-            self.handle(event).await;
+        let mut catch_up = tokio::time::interval(CATCH_UP_INTERVAL);
+        // After a slow tick (a long fill), one check is enough, not a burst of them.
+        catch_up.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => self.handle(event).await,
+                    None => return,
+                },
+                _ = catch_up.tick() => self.catch_up().await,
+            }
         }
     }
 
@@ -662,6 +682,36 @@ impl Sequencer {
         }
     }
 
+    /// Asks the store where each live room stands and hands on what this node never
+    /// heard of, as for a gap: it runs in the sequencer's turn like every message, so
+    /// order and exactly-once hold.
+    async fn catch_up(&mut self) {
+        let live: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|(_, state)| matches!(state, RoomState::Live { .. }))
+            .map(|(room, _)| room.clone())
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let last_seqs = match self.store.last_seqs(&live).await {
+            Ok(last_seqs) => last_seqs,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read where the rooms stand; retrying at the next check");
+                return;
+            }
+        };
+        for (room, last_seq) in last_seqs {
+            if let Some(RoomState::Live { next }) = self.rooms.get(&room)
+                && last_seq >= *next
+            {
+                let next = *next;
+                self.fill(&room, next, last_seq + 1).await;
+            }
+        }
+    }
+
     /// Hands on the stored messages with `from <= seq < to`, in order.
     async fn fill(&mut self, room: &str, from: u64, to: u64) {
         let mut start = from;
@@ -708,6 +758,8 @@ mod tests {
     #[derive(Default)]
     struct FakeLog {
         messages: Mutex<Vec<StoredMessage>>,
+        /// How many times `last_seqs` was asked.
+        last_seq_reads: std::sync::atomic::AtomicUsize,
     }
 
     impl FakeLog {
@@ -745,6 +797,16 @@ mod tests {
         }
         async fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError> {
             unimplemented!("the sequencer does not list rooms")
+        }
+        async fn last_seqs(&self, rooms: &[String]) -> Result<Vec<(String, u64)>, StoreError> {
+            self.last_seq_reads
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let last_seq = self.messages.lock().unwrap().last().map(|m| m.seq);
+            Ok(rooms
+                .iter()
+                .filter(|room| *room == "r")
+                .filter_map(|room| Some((room.clone(), last_seq?)))
+                .collect())
         }
     }
 
@@ -862,6 +924,71 @@ mod tests {
         sequencer.handle(Event::Message(message(4))).await;
         sequencer.handle(Event::Message(message(5))).await;
         assert_eq!(*handed.lock().unwrap(), [1, 2, 3, 4, 5]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_committed_but_never_heard_is_handed_on_within_a_check() {
+        let log = FakeLog::with(1..=1);
+        let handed = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&handed);
+        let sequencer = Sequencer::new(
+            Arc::clone(&log) as Arc<dyn MessageLog>,
+            Box::new(move |m: &StoredMessage| sink.lock().unwrap().push(m.seq)),
+        );
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let running = tokio::spawn(sequencer.run(events_rx));
+        for event in [
+            Event::Watch("r".into()),
+            Event::Start {
+                room: "r".into(),
+                last_seq: 0,
+            },
+            Event::Message(message(1)),
+        ] {
+            events.send(event).unwrap();
+        }
+        // Seq 2 and 3 are committed, and their node dies before publishing them: the
+        // room stays quiet, no later message shows the gap.
+        log.messages
+            .lock()
+            .unwrap()
+            .extend([message(2), message(3)]);
+        tokio::time::sleep(CATCH_UP_INTERVAL + Duration::from_millis(1)).await;
+        assert_eq!(*handed.lock().unwrap(), [1, 2, 3]);
+        // Heard late after all, through Redis: not handed on twice.
+        events.send(Event::Message(message(3))).unwrap();
+        events.send(Event::Message(message(4))).unwrap();
+        log.messages.lock().unwrap().push(message(4));
+        tokio::time::sleep(CATCH_UP_INTERVAL).await;
+        assert_eq!(*handed.lock().unwrap(), [1, 2, 3, 4]);
+        drop(events);
+        running.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_node_following_no_room_does_not_ask_the_store() {
+        let log = FakeLog::with(1..=1);
+        let mut sequencer =
+            Sequencer::new(Arc::clone(&log) as Arc<dyn MessageLog>, Box::new(|_| {}));
+        sequencer.catch_up().await;
+        sequencer.handle(Event::Watch("r".into())).await;
+        sequencer.catch_up().await;
+        assert_eq!(
+            log.last_seq_reads.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "no live room, no query"
+        );
+        sequencer
+            .handle(Event::Start {
+                room: "r".into(),
+                last_seq: 1,
+            })
+            .await;
+        sequencer.catch_up().await;
+        assert_eq!(
+            log.last_seq_reads.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
     }
 
     #[tokio::test]

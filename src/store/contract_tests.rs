@@ -130,6 +130,7 @@ macro_rules! store_contract {
     ($fresh:path, $patient:path) => {
         $crate::store::contract_tests::store_contract!(@ $fresh;
             seq_counts_from_one_per_room,
+            last_seqs_are_read_for_several_rooms_at_once,
             concurrent_appends_are_batched_without_gaps_or_double_nonces,
             a_hot_room_commits_many_messages_per_batch,
             a_repeated_nonce_returns_the_first_message,
@@ -188,6 +189,24 @@ pub(super) async fn seq_counts_from_one_per_room(store: impl Store) {
                 last_seq: 1
             }
         ]
+    );
+}
+
+pub(super) async fn last_seqs_are_read_for_several_rooms_at_once(store: impl Store) {
+    assert!(store.last_seqs(&[]).await.unwrap().is_empty());
+    for room in ["a", "a", "a", "b", "other"] {
+        store
+            .append(draft(room, "x", None), no_hook())
+            .await
+            .unwrap();
+    }
+    let asked = ["a", "b", "empty", "it's \"odd\""].map(str::to_owned);
+    let mut last = store.last_seqs(&asked).await.unwrap();
+    last.sort();
+    assert_eq!(
+        last,
+        [("a".to_owned(), 3), ("b".to_owned(), 1)],
+        "only the rooms asked for that have messages"
     );
 }
 

@@ -252,6 +252,11 @@ pub trait MessageLog: Send + Sync {
 
     /// Every room with at least one message, with its last `seq`.
     async fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError>;
+
+    /// The last `seq` of each of `rooms` that has a message (a room with none is left
+    /// out), in one query, in no particular order: a cluster node's periodic check for
+    /// messages it never heard of.
+    async fn last_seqs(&self, rooms: &[String]) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
 /// Revoked tokens, kept across restarts.

@@ -423,6 +423,21 @@ impl MessageLog for PostgresStore {
             })
             .collect())
     }
+
+    async fn last_seqs(&self, rooms: &[String]) -> Result<Vec<(String, u64)>, StoreError> {
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, last_seq FROM rooms WHERE name = ANY($1)")
+                .bind(rooms)
+                .fetch_all(self.reader())
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, seq)| (name, u64::try_from(seq).unwrap_or(0)))
+            .collect())
+    }
 }
 
 #[async_trait]

@@ -450,6 +450,25 @@ impl MessageLog for SqliteStore {
             })
             .collect())
     }
+
+    async fn last_seqs(&self, rooms: &[String]) -> Result<Vec<(String, u64)>, StoreError> {
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The names as one JSON array: one bound parameter whatever their number (SQLite
+        // caps the parameters of a statement).
+        let names = serde_json::to_string(rooms).unwrap_or_else(|_| "[]".to_owned());
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT name, last_seq FROM rooms WHERE name IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(names)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, seq)| (name, u64::try_from(seq).unwrap_or(0)))
+            .collect())
+    }
 }
 
 #[async_trait]
