@@ -150,6 +150,9 @@ impl Application {
         if let Some(control) = &self.state.control {
             tokio::spawn(Arc::clone(control).run(self.state.clone()));
         }
+        if let Some(shared_caps) = &self.state.shared_caps {
+            tokio::spawn(Arc::clone(shared_caps).run(self.state.shutdown.clone()));
+        }
         // Sessions close through their own close signals (see `ws::registry`).
         tokio::spawn({
             let connections = Arc::clone(&self.state.connections);

@@ -15,6 +15,7 @@ use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::ws::limits::{ConnectionCaps, ReplyAllowance};
 use crate::ws::registry::LiveConnections;
+use crate::ws::shared_caps::SharedCaps;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::ops::Deref;
@@ -37,6 +38,8 @@ pub struct Inner {
     /// The control channel to the other nodes: cluster mode only.
     pub(crate) control: Option<Arc<Control>>,
     pub caps: Arc<ConnectionCaps>,
+    /// The per-user cap across the cluster: cluster mode only.
+    pub(crate) shared_caps: Option<Arc<SharedCaps>>,
     /// Bytes of `joined` and `history` replies per user and per IP, across connections.
     pub replies: ReplyAllowance,
     /// Bytes in every connection's outbound queue together, and their bound.
@@ -86,6 +89,13 @@ impl AppState {
         let outbound = OutboundBudget::new(limits.outbound_total_bytes);
         let load = ServerLoad::new(limits.coalesce_busy_percent);
         let ticket_ttl = std::time::Duration::from_secs(limits.ticket_ttl_secs);
+        let shared_caps = redis.as_ref().map(|redis| {
+            Arc::new(SharedCaps::new(
+                redis.commands.clone(),
+                &redis.prefix,
+                limits.max_connections_per_user,
+            ))
+        });
         let (tickets, control) = match redis {
             Some(SharedRedis {
                 client,
@@ -146,6 +156,7 @@ impl AppState {
             tickets,
             control,
             caps,
+            shared_caps,
             replies,
             outbound,
             load,

@@ -8,13 +8,16 @@
 //!    `503 unavailable` when, in cluster mode, Redis cannot redeem a ticket; or
 //!    `429 rate_limited` once the client IP's failed-credentials budget, shared with the
 //!    HTTP API, is spent: see [`refuse_credentials`]).
-//! 4. Per-IP and per-user connection caps (`429 too_many_connections`)
+//! 4. Per-IP and per-user connection caps (`429 too_many_connections`); in cluster mode
+//!    the per-user cap also counts the user's connections on every node
+//!    ([`super::shared_caps`]), or this node's alone when Redis does not answer in time.
 //!
 //! Log lines are throttled per client ([`crate::security_log`]), so a flood of refusals
 //! writes a few lines and one count.
 
 use super::limits::CapRejection;
 use super::session::{self, SessionContext};
+use super::shared_caps::NotTaken;
 use super::upgrade::UpgradeOffer;
 use crate::auth::{CredentialRejection, Identity, bearer_token, refuse_credentials};
 use crate::client_ip::ClientIp;
@@ -121,6 +124,25 @@ pub async fn upgrade(
             }
             .into_response();
         }
+    };
+    // 4b. The per-user cap across the cluster (cluster mode).
+    let slot = match &state.shared_caps {
+        None => slot,
+        Some(shared) => match shared.take(&identity.user.id).await {
+            Ok(shared) => slot.with_shared(shared),
+            Err(NotTaken::Full) => {
+                drop(slot);
+                let cap = CapRejection::TooManyForUser;
+                refused(&state, ip, user, cap.as_str(), "too_many_connections");
+                return ApiError::TooManyConnections {
+                    retry_after: CAP_RETRY_AFTER,
+                }
+                .into_response();
+            }
+            // A cap is a limit, not a reason to refuse everyone: without an answer from
+            // Redis the node's own cap (taken above) still bounds the user here.
+            Err(NotTaken::Unknown) => slot,
+        },
     };
 
     let max = state.settings.limits.frame_limit();

@@ -10,6 +10,7 @@
 //! and they spend a [`ReplyAllowance`] kept per user and per IP, so reconnecting does
 //! not buy a fresh budget.
 
+use super::shared_caps::SharedSlot;
 use crate::client_ip::{PerIpLimiter, rate_key, take_up_to};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -58,6 +59,25 @@ pub struct ConnectionSlot {
     /// The client IP as counted ([`rate_key`]).
     ip: IpAddr,
     user: String,
+    /// The place in the cluster-wide count (cluster mode, when Redis answered).
+    shared: Option<SharedSlot>,
+}
+
+impl ConnectionSlot {
+    /// Holds `shared` with this slot: it is given back with it.
+    pub(crate) fn with_shared(mut self, shared: SharedSlot) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Gives back the cluster-wide place now, waiting for Redis (a bounded time), so
+    /// the client's next handshake on any node finds it free; the node's own place is
+    /// given back on drop.
+    pub(crate) async fn release_shared(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.release().await;
+        }
+    }
 }
 
 impl ConnectionCaps {
@@ -112,6 +132,7 @@ impl ConnectionCaps {
             caps: Arc::clone(self),
             ip,
             user: user.to_owned(),
+            shared: None,
         })
     }
 }

@@ -26,5 +26,6 @@ pub mod protocol;
 pub mod registry;
 pub(crate) mod sends;
 pub mod session;
+pub(crate) mod shared_caps;
 pub mod upgrade;
 pub mod writer;

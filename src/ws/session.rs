@@ -144,7 +144,7 @@ pub(crate) fn run(mut socket: Socket, context: SessionContext) -> impl Future<Ou
         state,
         identity,
         ip,
-        slot,
+        mut slot,
     } = context;
     let limits = &state.settings.limits;
     let closer = Closer::new();
@@ -205,6 +205,8 @@ pub(crate) fn run(mut socket: Socket, context: SessionContext) -> impl Future<Ou
         session.log_close();
         let reason = session.closer.reason();
         crate::stats::connection_closed(CloseCode::from(reason).code());
+        // Before the close frame: a client that saw it may reconnect on any node at once.
+        slot.release_shared().await;
         Box::pin(close_socket(
             socket,
             writable.then_some(writer),

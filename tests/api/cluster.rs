@@ -1,17 +1,19 @@
 //! Cluster mode: nodes on one PostgreSQL database and one Redis (`--redis-url`) share
 //! rooms live. A member on any node gets every stored message once, in `seq` order,
 //! even when Redis loses some of them. A ticket issued on one node is spent once on any,
-//! and an admin's revoke, disable or enable on one node holds on every node at once.
+//! an admin's revoke, disable or enable on one node holds on every node at once, and
+//! the per-user connection cap counts the user's connections on every node.
 //!
 //! These need the machine's PostgreSQL (see `postgres.rs`) and Redis at 127.0.0.1:6379
 //! (no password). Each test has a database and a Redis key and channel prefix of its own
-//! (the only keys are tickets, which expire). Without the services they print `SKIPPED …` and pass, unless
+//! (the only keys are tickets and connection sets, which expire). Without the services they print `SKIPPED …` and pass, unless
 //! `PALISADE_REQUIRE_SERVICES=1` (CI), where a missing service fails them.
 
 use crate::helpers::{
     Client, TestApp, generous_budget, now, sign, spawn_app_with, user_token, wall_clock_past,
 };
 use crate::test_database::TestDatabase as Database;
+use palisade::config::Settings;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -65,12 +67,22 @@ fn prefix() -> String {
 
 /// A node on the test's database, fanning out through Redis under `prefix`.
 pub(crate) async fn node(database: &Database, prefix: &str) -> TestApp {
+    node_with(database, prefix, |_| {}).await
+}
+
+/// [`node`], with `tweak` applied to its settings last.
+pub(crate) async fn node_with(
+    database: &Database,
+    prefix: &str,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
     let (url, prefix) = (database.url.clone(), prefix.to_owned());
     spawn_app_with(move |settings| {
         settings.database_url = url;
         settings.redis_url = Some(REDIS.to_owned());
         settings.redis_prefix = prefix;
         generous_budget(settings);
+        tweak(settings);
     })
     .await
 }
@@ -585,4 +597,87 @@ async fn without_redis_tickets_are_503_unavailable_and_nothing_panics() {
     let mut alice = app.connect_with(&token).await.expect("accepted");
     assert_eq!(alice.recv().await["type"], "welcome");
     app.stop().await;
+}
+
+/// Two nodes of the cluster with a per-user cap of 2.
+async fn capped_pair(held: &Services) -> (TestApp, TestApp) {
+    let cap = |settings: &mut Settings| settings.limits.max_connections_per_user = 2;
+    let a = node_with(&held.database, &held.prefix, cap).await;
+    let b = node_with(&held.database, &held.prefix, cap).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn the_per_user_connection_cap_counts_the_users_connections_on_every_node() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (a, b) = capped_pair(&held).await;
+    let mut on_a = a.connect("alice").await;
+    let _on_b = b.connect("alice").await;
+    for node in [&a, &b] {
+        let refusal = node.refused(&node.token("alice")).await;
+        assert_eq!(refusal.status, 429);
+        assert_eq!(refusal.code(), "too_many_connections");
+        assert!(refusal.retry_after.is_some());
+    }
+    // Another user is not counted with alice.
+    assert!(a.connect_with(&a.token("bob")).await.is_ok());
+
+    // The place is given back in Redis before the server answers the close.
+    on_a.close_normally().await;
+    assert_eq!(on_a.expect_close().await, 1000);
+    let mut again = b
+        .connect_with(&b.token("alice"))
+        .await
+        .expect("a place is free");
+    assert_eq!(again.recv().await["type"], "welcome");
+    assert_eq!(b.refused(&b.token("alice")).await.status, 429);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_whose_expiry_is_past_no_longer_counts_towards_the_cap() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (a, b) = capped_pair(&held).await;
+    // Two places held by a node that died long ago: it stopped refreshing them.
+    let client = redis::Client::open(REDIS).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}:conns:id-alice", held.prefix);
+    let long_ago = now().saturating_sub(3600).saturating_mul(1000);
+    redis::cmd("ZADD")
+        .arg(&key)
+        .arg(long_ago)
+        .arg("dead-node:1")
+        .arg(long_ago)
+        .arg("dead-node:2")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let _first = a.connect("alice").await;
+    let _second = b.connect("alice").await;
+    assert_eq!(a.refused(&a.token("alice")).await.status, 429);
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&key)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(members.len(), 2, "{members:?}");
+    assert!(
+        members.iter().all(|m| !m.starts_with("dead-node")),
+        "{members:?}"
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "an idle key vanishes: {ttl}");
+    a.stop().await;
+    b.stop().await;
 }
