@@ -67,6 +67,11 @@ impl<T> SendsInFlight<T> {
         cx: &mut Context<'_>,
         mut answer: impl FnMut(T),
     ) -> Poll<()> {
+        // Polled on every wake-up of the connection: a connection with nothing in flight
+        // (nearly always) pays one check, not a loop and a fresh deque.
+        if self.0.is_empty() {
+            return Poll::Ready(());
+        }
         for sending in &mut self.0 {
             if let InFlight::Waiting(future) = sending
                 && let Poll::Ready(outcome) = future.get_mut().as_mut().poll(cx)
