@@ -47,7 +47,8 @@ fn token(secret: &str, user: usize) -> String {
 /// Opens connection number `index` from source address 127.0.0.(1 + index % 4) and, for
 /// palisade, joins `room` and waits for `joined`.
 pub async fn connect(args: &Args, index: usize, room: &str) -> (Sink, Stream) {
-    let server = server_addr(&args.url);
+    let url = args.url(index);
+    let server = server_addr(url);
     let source = Ipv4Addr::new(127, 0, 0, 1 + (index % 4) as u8);
     let socket = TcpSocket::new_v4().expect("socket");
     socket
@@ -56,8 +57,8 @@ pub async fn connect(args: &Args, index: usize, room: &str) -> (Sink, Stream) {
     let tcp = socket.connect(server).await.expect("connect to the server");
     tcp.set_nodelay(true).ok();
     let url = match args.protocol {
-        Protocol::Palisade => format!("{}?token={}", args.url, token(&args.jwt_secret, index)),
-        Protocol::Raw => args.url.clone(),
+        Protocol::Palisade => format!("{url}?token={}", token(&args.jwt_secret, index)),
+        Protocol::Raw => url.to_owned(),
     };
     let (ws, _) = tokio_tungstenite::client_async(url, tcp)
         .await

@@ -13,7 +13,9 @@
 //!
 //! Latency is measured from each message's *scheduled* send time, so queueing in the
 //! sender is not hidden. Connections spread over source addresses 127.0.0.1–127.0.0.4 to
-//! get four ephemeral port ranges. Progress goes to stderr, a markdown table row to
+//! get four ephemeral port ranges. Against a cluster, `--url` lists the nodes and
+//! connections go round-robin over them; `--services postgres,redis-server` adds what
+//! those processes spend to the report, apart from the nodes' own CPU. Progress goes to stderr, a markdown table row to
 //! stdout, and the full result as JSON to `--json`.
 #![forbid(unsafe_code)]
 
@@ -27,9 +29,10 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(about = "Load generator for palisade and its peers")]
 pub struct Args {
-    /// WebSocket URL of the server.
-    #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
-    pub url: String,
+    /// WebSocket URL of the server; for a cluster, its nodes' URLs separated by commas:
+    /// connection `i` goes to the `i mod n`-th, so clients spread evenly over the nodes.
+    #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8000/ws")]
+    pub url: Vec<String>,
     /// What the server speaks: palisade's protocol, or a bare broadcast server.
     #[arg(long, value_enum, default_value = "palisade")]
     pub protocol: Protocol,
@@ -39,9 +42,15 @@ pub struct Args {
     /// HS256 secret to mint palisade tokens with (the server's PALISADE_JWT_SECRET).
     #[arg(long, env = "PALISADE_JWT_SECRET", default_value = "")]
     pub jwt_secret: String,
-    /// PID of the server, to read its CPU time and memory from /proc.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// PID of the server, to read its CPU time and memory from /proc; for a cluster, its
+    /// nodes' PIDs separated by commas (their CPU is added up).
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// Names of the processes of the services the server uses (e.g. `postgres,redis-server`):
+    /// their CPU over the same window is reported apart, so a cluster's cost per message
+    /// counts its PostgreSQL and Redis too.
+    #[arg(long, value_delimiter = ',')]
+    pub services: Vec<String>,
     /// Append the result as a JSON line to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -152,6 +161,29 @@ pub enum Scenario {
         #[arg(long, default_value_t = 10)]
         idle: u64,
     },
+}
+
+impl Args {
+    /// The URL connection number `index` goes to.
+    pub fn url(&self, index: usize) -> &str {
+        &self.url[index % self.url.len()]
+    }
+
+    /// The one server's PID, for scenarios that read its memory.
+    pub fn the_server_pid(&self) -> Option<u32> {
+        self.server_pid.first().copied()
+    }
+
+    /// CPU seconds of every server process together (`None` when one is unreadable).
+    pub fn server_cpu(&self) -> Option<f64> {
+        if self.server_pid.is_empty() {
+            return None;
+        }
+        self.server_pid
+            .iter()
+            .map(|pid| proc_stats::cpu_seconds(*pid))
+            .sum()
+    }
 }
 
 #[tokio::main]

@@ -6,7 +6,7 @@ mod light_load;
 mod register;
 
 use crate::client::{self, Sink, Stream, body, now_micros, scheduled_time, send_frame};
-use crate::proc_stats::{cpu_seconds, rss_kib};
+use crate::proc_stats::{ServicesCpu, rss_kib};
 use crate::{Args, Arrivals, Protocol, Scenario};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -278,7 +278,8 @@ fn args_clone(args: &Args) -> Args {
         protocol: args.protocol,
         name: args.name.clone(),
         jwt_secret: args.jwt_secret.clone(),
-        server_pid: args.server_pid,
+        server_pid: args.server_pid.clone(),
+        services: args.services.clone(),
         json: None,
         scenario: args.scenario.clone(),
     }
@@ -392,7 +393,8 @@ async fn broadcast(args: &Args, load: &Load) -> Report {
 
     let sent = Arc::new(AtomicU64::new(0));
     let protocol = args.protocol;
-    let cpu_before = args.server_pid.and_then(cpu_seconds);
+    let cpu_before = args.server_cpu();
+    let services = ServicesCpu::start(&args.services);
     let cpu_since = Instant::now();
     let start_micros = now_micros() + 500_000;
     let mut senders = JoinSet::new();
@@ -418,14 +420,15 @@ async fn broadcast(args: &Args, load: &Load) -> Report {
         });
     }
     let _sinks = senders.join_all().await;
-    let cpu_after_send = args.server_pid.and_then(cpu_seconds);
+    let cpu_after_send = args.server_cpu();
     let mut histogram = new_histogram();
     let mut delivered = 0;
     for (received, part) in readers.join_all().await {
         delivered += received;
         histogram.add(part).expect("merge histograms");
     }
-    let cpu_after = args.server_pid.and_then(cpu_seconds).or(cpu_after_send);
+    let cpu_after = args.server_cpu().or(cpu_after_send);
+    let services_cpu = services.seconds();
     let cpu_wall_seconds = cpu_since.elapsed().as_secs_f64();
     let sent = sent.load(Ordering::Relaxed);
     let subscribers_per_room = subscribers / rooms;
@@ -438,7 +441,19 @@ async fn broadcast(args: &Args, load: &Load) -> Report {
         cpu_wall_seconds,
         latency_ms: (delivered > 0)
             .then(|| [0.5, 0.99, 0.999].map(|q| histogram.value_at_quantile(q) as f64 / 1000.0)),
+        extra: services_extra(services_cpu, delivered),
         ..Report::default()
+    }
+}
+
+/// The services' CPU per delivered (or acked) message, in µs, when they were measured.
+fn services_extra(cpu_seconds: Option<f64>, count: u64) -> Vec<(&'static str, f64)> {
+    match cpu_seconds {
+        Some(cpu) if count > 0 => vec![
+            ("services cpu µs/msg", cpu * 1e6 / count as f64),
+            ("services cpu s", cpu),
+        ],
+        _ => Vec::new(),
     }
 }
 
@@ -455,7 +470,7 @@ async fn ingest(args: &Args, connections: usize, window: usize, duration: u64) -
     );
     let conns = open_many(args, 0, connections, |i| format!("ingest-{i}")).await;
     let stop = Instant::now() + Duration::from_secs(duration);
-    let cpu_before = args.server_pid.and_then(cpu_seconds);
+    let cpu_before = args.server_cpu();
     let mut tasks = JoinSet::new();
     for (mut sink, mut stream, room) in conns {
         tasks.spawn(async move {
@@ -504,7 +519,7 @@ async fn ingest(args: &Args, connections: usize, window: usize, duration: u64) -
         acked += count;
         histogram.add(part).expect("merge histograms");
     }
-    let cpu_after = args.server_pid.and_then(cpu_seconds);
+    let cpu_after = args.server_cpu();
     Report {
         scenario: "ingest".into(),
         params: format!("{connections} conns × {window} in flight"),
@@ -521,7 +536,7 @@ async fn ingest(args: &Args, connections: usize, window: usize, duration: u64) -
 
 /// Opens `connections` joined connections and reads the server's memory per connection.
 async fn idle(args: &Args, connections: usize) -> Report {
-    let pid = args.server_pid.expect("idle needs --server-pid");
+    let pid = args.the_server_pid().expect("idle needs --server-pid");
     let before = rss_kib(pid).unwrap_or(0);
     eprintln!(
         "{}: {connections} idle connections (server RSS {before} KiB before)",

@@ -8,7 +8,6 @@
 
 use super::{CONNECT_BATCH, Report};
 use crate::client;
-use crate::proc_stats::cpu_seconds;
 use crate::{Args, Protocol};
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -34,7 +33,7 @@ pub async fn run(args: &Args, members: usize) -> Report {
     let gate = Arc::new(Semaphore::new(CONNECT_BATCH));
     let frames = Arc::new(AtomicU64::new(0));
     let (stop, stopped) = watch::channel(false);
-    let cpu_before = args.server_pid.and_then(cpu_seconds);
+    let cpu_before = args.server_cpu();
     let started = Instant::now();
     let mut joins = JoinSet::new();
     for i in 0..members {
@@ -75,7 +74,7 @@ pub async fn run(args: &Args, members: usize) -> Report {
     }
     eprintln!();
     tokio::time::sleep(SETTLE).await;
-    let cpu_after = args.server_pid.and_then(cpu_seconds);
+    let cpu_after = args.server_cpu();
     let frames = frames.load(Ordering::Relaxed);
     let _ = stop.send(true);
     let seconds = last.as_secs_f64();

@@ -12,8 +12,9 @@
 //! ack, so a server that falls behind is not credited for acks it had not yet given.
 //! Publishers are members of the room, so each also reads every message of the others.
 
-use super::{Report, new_histogram, open_many};
+use super::{Report, new_histogram, open_many, services_extra};
 use crate::client::{body, now_micros};
+use crate::proc_stats::ServicesCpu;
 use crate::{Args, Protocol};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{BTreeMap, HashMap};
@@ -77,7 +78,8 @@ pub async fn run(
     let stop_sending = start + Duration::from_secs(duration);
     let give_up = stop_sending + DRAIN;
     let run_id = start_micros % 1_000_000_000;
-    let cpu_before = args.server_pid.and_then(crate::proc_stats::cpu_seconds);
+    let cpu_before = args.server_cpu();
+    let services = ServicesCpu::start(&args.services);
     let mut tasks = JoinSet::new();
     for (p, (mut sink, mut stream, _)) in pubs.into_iter().enumerate() {
         tasks.spawn(async move {
@@ -194,7 +196,8 @@ pub async fn run(
         histogram.add(tally.histogram).expect("merge histograms");
         connections.push((sink, stream));
     }
-    let cpu_after = args.server_pid.and_then(crate::proc_stats::cpu_seconds);
+    let cpu_after = args.server_cpu();
+    let services_cpu = services.seconds();
     drop(connections);
     let seconds = (last_ack - start).as_secs_f64();
     let error_count: u64 = errors.values().sum();
@@ -215,10 +218,14 @@ pub async fn run(
         seconds,
         cpu_seconds: cpu_before.zip(cpu_after).map(|(a, b)| b - a),
         latency_ms: (acked > 0).then(|| [ms(0.5), ms(0.99), ms(0.999)]),
-        extra: vec![
-            ("max ms", histogram.max() as f64 / 1000.0),
-            ("errors", error_count as f64),
-        ],
+        extra: [
+            vec![
+                ("max ms", histogram.max() as f64 / 1000.0),
+                ("errors", error_count as f64),
+            ],
+            services_extra(services_cpu, acked),
+        ]
+        .concat(),
         ..Report::default()
     }
 }

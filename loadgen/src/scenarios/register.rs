@@ -128,8 +128,8 @@ pub async fn run(args: &Args, accounts: usize, concurrency: usize, idle: u64) ->
         Protocol::Palisade,
         "register needs palisade's API"
     );
-    let pid = args.server_pid.expect("register needs --server-pid");
-    let server = client::server_addr(&args.url);
+    let pid = args.the_server_pid().expect("register needs --server-pid");
+    let server = client::server_addr(args.url(0));
     // Names unique to this run, so a second run against the same database creates too.
     let run = now_micros() / 1_000_000 % 1_000_000;
     let rss_before = rss_kib(pid).unwrap_or(0);
