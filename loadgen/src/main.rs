@@ -15,8 +15,8 @@
 //! sender is not hidden. Connections spread over source addresses 127.0.0.1–127.0.0.4 to
 //! get four ephemeral port ranges. Against a cluster, `--url` lists the nodes and
 //! connections go round-robin over them; `--services postgres,redis-server` adds what
-//! those processes spend to the report, apart from the nodes' own CPU. Progress goes to stderr, a markdown table row to
-//! stdout, and the full result as JSON to `--json`.
+//! those processes spend to the report, apart from the nodes' own CPU. Progress goes to
+//! stderr, a markdown table row to stdout, and the full result as JSON to `--json`.
 #![forbid(unsafe_code)]
 
 mod client;
