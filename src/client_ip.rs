@@ -121,13 +121,13 @@ pub(crate) fn rate_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
 }
 
 /// A budget per client, keyed by [`rate_key`]: the IPv4 address or the IPv6 network.
-pub struct PerIpLimiter {
+pub(crate) struct PerIpLimiter {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     v6_prefix: u8,
 }
 
 impl PerIpLimiter {
-    pub fn new(quota: Quota, v6_prefix: u8) -> Self {
+    pub(crate) fn new(quota: Quota, v6_prefix: u8) -> Self {
         Self {
             limiter: RateLimiter::keyed(quota),
             v6_prefix,
@@ -135,7 +135,7 @@ impl PerIpLimiter {
     }
 
     /// Spends one unit of `ip`'s budget, or says how long until there is one.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+    pub(crate) fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         forget_idle_keys(&self.limiter);
         self.limiter
             .check_key(&rate_key(ip, self.v6_prefix))
@@ -143,7 +143,7 @@ impl PerIpLimiter {
     }
 
     /// Spends as many of `n` units of `ip`'s budget as it holds (see [`take_up_to`]).
-    pub fn take_up_to(&self, ip: IpAddr, n: u32) -> u32 {
+    pub(crate) fn take_up_to(&self, ip: IpAddr, n: u32) -> u32 {
         take_up_to(&self.limiter, &rate_key(ip, self.v6_prefix), n)
     }
 }

@@ -25,6 +25,8 @@
 //!   ([`hub::outbox`]), which close a connection for a [`hub::outbox::CloseReason`] that
 //!   `ws` maps to a close code. A [`hub::Frame`] is a server frame serialised once.
 //! - [`cluster`]: in cluster mode, tells every node of a revocation or ban made on one.
+//! - [`shared_rates`]: per-IP rate limits (login, register, tickets, refused
+//!   credentials), counted on every node together in cluster mode.
 //! - [`broker`]: stores and publishes a message as one step (in memory for one node), and
 //!   subscribes and unsubscribes this node's connections to rooms.
 //! - [`store`]: durable accounts and history (SQLite by default, PostgreSQL for a
@@ -70,6 +72,7 @@ pub mod origin;
 mod outgoing;
 mod security_log;
 mod server;
+mod shared_rates;
 pub mod shutdown;
 pub mod startup;
 mod state;

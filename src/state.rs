@@ -4,13 +4,13 @@ use crate::auth::Authenticator;
 use crate::auth::passwords::Passwords;
 use crate::auth::tickets::{RedisTickets, TicketStore, Tickets};
 use crate::broker::Broker;
-use crate::client_ip::PerIpLimiter;
 use crate::cluster::{Control, SharedRedis};
 use crate::config::Settings;
 use crate::hub::outbox::OutboundBudget;
 use crate::hub::{ConnId, Hub};
 use crate::load::ServerLoad;
 use crate::security_log::SecurityLog;
+use crate::shared_rates::{IpBudget, SharedRates};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::ws::limits::{ConnectionCaps, ReplyAllowance};
@@ -47,16 +47,19 @@ pub struct Inner {
     /// Whether the server is busy: writers gather frames only then.
     pub load: Arc<ServerLoad>,
     pub connections: Arc<LiveConnections>,
-    /// Register and login attempts per client IP.
-    pub auth_limiter: PerIpLimiter,
-    /// Register and login attempts for the whole server.
+    /// Register and login attempts per client IP (across the cluster in cluster mode).
+    pub auth_limiter: IpBudget,
+    /// Register and login attempts for the whole server: per node in every mode, since
+    /// it guards this node's hashing cores.
     pub auth_global_limiter: DefaultDirectRateLimiter,
     /// Where every password hash runs: bounded in concurrency and memory.
     pub passwords: Passwords,
-    /// Ticket requests per client IP.
-    pub ticket_limiter: PerIpLimiter,
-    /// Refused credentials per client IP, over HTTP and the WebSocket handshake alike.
-    pub auth_failures: PerIpLimiter,
+    /// Ticket and token renewal requests per client IP (across the cluster in cluster
+    /// mode).
+    pub ticket_limiter: IpBudget,
+    /// Refused credentials per client IP, over HTTP and the WebSocket handshake alike
+    /// (across the cluster in cluster mode).
+    pub auth_failures: IpBudget,
     /// Throttles repeated security events; its flusher runs with the server.
     pub security_log: Arc<SecurityLog>,
     pub shutdown: Shutdown,
@@ -89,6 +92,18 @@ impl AppState {
         let outbound = OutboundBudget::new(limits.outbound_total_bytes);
         let load = ServerLoad::new(limits.coalesce_busy_percent);
         let ticket_ttl = std::time::Duration::from_secs(limits.ticket_ttl_secs);
+        let security_log = Arc::new(SecurityLog::new(
+            std::time::Duration::from_secs(limits.security_log_window_secs),
+            limits.security_log_burst,
+            v6_prefix,
+        ));
+        let shared_rates = redis.as_ref().map(|redis| {
+            Arc::new(SharedRates::new(
+                redis.commands.clone(),
+                &redis.prefix,
+                Arc::clone(&security_log),
+            ))
+        });
         let shared_caps = redis.as_ref().map(|redis| {
             Arc::new(SharedCaps::new(
                 redis.commands.clone(),
@@ -108,13 +123,17 @@ impl AppState {
             ),
             None => (Tickets::Local(TicketStore::new(ticket_ttl)), None),
         };
-        let auth_limiter = PerIpLimiter::new(
+        let auth_limiter = IpBudget::new(
+            "auth",
             quota_per_minute(limits.auth_per_minute, limits.auth_burst),
             v6_prefix,
+            shared_rates.clone(),
         );
-        let ticket_limiter = PerIpLimiter::new(
+        let ticket_limiter = IpBudget::new(
+            "tickets",
             quota_per_minute(limits.tickets_per_minute, limits.tickets_per_minute),
             v6_prefix,
+            shared_rates.clone(),
         );
         let auth_global_limiter = RateLimiter::direct(quota_per_minute(
             limits.auth_global_per_minute,
@@ -124,12 +143,14 @@ impl AppState {
             limits.hash_permits(),
             std::time::Duration::from_millis(limits.hash_wait_ms),
         );
-        let auth_failures = PerIpLimiter::new(
+        let auth_failures = IpBudget::new(
+            "auth_failures",
             quota_per_minute(
                 limits.handshake_failures_per_minute,
                 limits.handshake_failure_burst,
             ),
             v6_prefix,
+            shared_rates,
         );
         let replies = ReplyAllowance::new(
             quota_per_second(
@@ -142,11 +163,6 @@ impl AppState {
             ),
             v6_prefix,
         );
-        let security_log = Arc::new(SecurityLog::new(
-            std::time::Duration::from_secs(limits.security_log_window_secs),
-            limits.security_log_burst,
-            v6_prefix,
-        ));
         Self(Arc::new(Inner {
             settings,
             store,

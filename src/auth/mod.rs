@@ -164,14 +164,17 @@ impl From<TokenRejection> for CredentialRejection {
 ///
 /// `spend` takes one unit from the client's budget (`Err` with the wait once it is
 /// spent): the caller's per-IP limiter, so this module needs no server state.
-pub fn refuse_credentials(
+pub async fn refuse_credentials<Spent>(
     rejection: CredentialRejection,
-    spend: impl FnOnce() -> Result<(), Duration>,
-) -> ApiError {
+    spend: impl FnOnce() -> Spent,
+) -> ApiError
+where
+    Spent: Future<Output = Result<(), Duration>>,
+{
     if rejection.is_out_of_date() {
         return ApiError::Unauthorized;
     }
-    match spend() {
+    match spend().await {
         Ok(()) => ApiError::Unauthorized,
         Err(retry_after) => ApiError::RateLimited { retry_after },
     }

@@ -57,7 +57,7 @@ async fn register(
     ClientIp(ip): ClientIp,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
-    per_ip_rate(&state.auth_limiter, &state.security_log, ip, "register")?;
+    per_ip_rate(&state.auth_limiter, &state.security_log, ip, "register").await?;
     if !is_valid_username(&credentials.username) {
         return Err(ApiError::InvalidUsername);
     }
@@ -92,7 +92,7 @@ async fn login(
     ClientIp(ip): ClientIp,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> Result<Json<Session>, ApiError> {
-    per_ip_rate(&state.auth_limiter, &state.security_log, ip, "login")?;
+    per_ip_rate(&state.auth_limiter, &state.security_log, ip, "login").await?;
     // Every login that gets this far hashes (an unknown name against a dummy hash, so
     // it takes as long as a wrong password): it spends the server-wide budget now.
     global_rate(&state.auth_global_limiter, &state.security_log, ip, "login")?;
@@ -130,7 +130,7 @@ async fn renew(
     ClientIp(ip): ClientIp,
     Authenticated(identity): Authenticated,
 ) -> Result<Json<Session>, ApiError> {
-    per_ip_rate(&state.ticket_limiter, &state.security_log, ip, "token")?;
+    per_ip_rate(&state.ticket_limiter, &state.security_log, ip, "token").await?;
     if identity.minted_by != Minter::Palisade {
         tracing::warn!(target: "security", event = "renewal_refused", %ip, user = %identity.user.id, reason = "external_token");
         return Err(ApiError::NotRenewable);

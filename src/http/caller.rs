@@ -44,7 +44,9 @@ impl FromRequestParts<AppState> for Authenticated {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         // The client address first: the failure budget is per client.
         let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
-        authenticate(state, &parts.headers, Some(ip), parts.uri.path()).map(Authenticated)
+        authenticate(state, &parts.headers, Some(ip), parts.uri.path())
+            .await
+            .map(Authenticated)
     }
 }
 
@@ -55,7 +57,7 @@ impl FromRequestParts<AppState> for Authenticated {
 /// `ip` is `None` only for a client a trusted proxy left unknown, which only `/metrics`
 /// lets through (every other route refuses it `400`): it gets `401` and spends no
 /// budget, since it has no address of its own and must not spend a real client's.
-pub(crate) fn authenticate(
+pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     ip: Option<IpAddr>,
@@ -66,16 +68,18 @@ pub(crate) fn authenticate(
         Ok(None) => Err(CredentialRejection::Missing),
         Err(MalformedAuthorization) => Err(CredentialRejection::MalformedAuthorization),
     };
-    verdict.map_err(|rejection| {
-        let error = match ip {
-            Some(ip) => refuse_credentials(rejection, || state.auth_failures.check(ip)),
-            None => ApiError::Unauthorized,
-        };
-        if state.security_log.admit(ip, "auth_rejected") {
-            let ip = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-            tracing::warn!(target: "security", event = "auth_rejected", %ip, %path,
-                reason = rejection.as_str(), answer = %error.code());
-        }
-        error
-    })
+    let rejection = match verdict {
+        Ok(identity) => return Ok(identity),
+        Err(rejection) => rejection,
+    };
+    let error = match ip {
+        Some(ip) => refuse_credentials(rejection, || state.auth_failures.check(ip)).await,
+        None => ApiError::Unauthorized,
+    };
+    if state.security_log.admit(ip, "auth_rejected") {
+        let ip = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        tracing::warn!(target: "security", event = "auth_rejected", %ip, %path,
+            reason = rejection.as_str(), answer = %error.code());
+    }
+    Err(error)
 }

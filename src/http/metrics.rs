@@ -29,7 +29,7 @@ async fn metrics(
     let loopback = matches!(client, Ok(ClientIp(ip)) if ip.is_loopback());
     if !loopback {
         let client = client.ok().map(|ClientIp(ip)| ip);
-        let identity = authenticate(&state, &headers, client, "/metrics")?;
+        let identity = authenticate(&state, &headers, client, "/metrics").await?;
         let ip = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         if current_role(&state, &identity).await? != Role::Admin {
             tracing::warn!(target: "security", event = "metrics_forbidden", %ip, user = %identity.user.id);

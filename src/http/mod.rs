@@ -13,9 +13,9 @@ pub(crate) mod metrics;
 pub(crate) mod rooms;
 pub(crate) mod tickets;
 
-use crate::client_ip::PerIpLimiter;
 use crate::error::ApiError;
 use crate::security_log::SecurityLog;
+use crate::shared_rates::IpBudget;
 use crate::state::AppState;
 use crate::ws;
 use axum::Router;
@@ -186,14 +186,15 @@ fn cors(state: &AppState) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// Spends one request of a per-IP budget, or says how long to wait.
-pub(crate) fn per_ip_rate(
-    limiter: &PerIpLimiter,
+/// Spends one request of a per-IP budget (the cluster's too, in cluster mode), or says
+/// how long to wait.
+pub(crate) async fn per_ip_rate(
+    limiter: &IpBudget,
     log: &SecurityLog,
     ip: IpAddr,
     what: &'static str,
 ) -> Result<(), ApiError> {
-    limiter.check(ip).map_err(|retry_after| {
+    limiter.check(ip).await.map_err(|retry_after| {
         if log.admit(ip, "rate_limited") {
             tracing::warn!(target: "security", event = "rate_limited", %ip, endpoint = what);
         }

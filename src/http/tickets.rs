@@ -29,7 +29,7 @@ async fn issue(
     _origin: AllowedOrigin,
     Authenticated(identity): Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    per_ip_rate(&state.ticket_limiter, &state.security_log, ip, "tickets")?;
+    per_ip_rate(&state.ticket_limiter, &state.security_log, ip, "tickets").await?;
     let ticket = state.tickets.issue(identity).await.map_err(|error| {
         tracing::warn!(%error, "cannot issue a ticket");
         ApiError::Unavailable

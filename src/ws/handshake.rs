@@ -7,7 +7,8 @@
 //! 3. Credentials: bearer header, `?ticket=` or `?token=` (`401 unauthorized`;
 //!    `503 unavailable` when, in cluster mode, Redis cannot redeem a ticket; or
 //!    `429 rate_limited` once the client IP's failed-credentials budget, shared with the
-//!    HTTP API, is spent: see [`refuse_credentials`]).
+//!    HTTP API (and, in cluster mode, with every node), is spent: see
+//!    [`refuse_credentials`]).
 //! 4. Per-IP and per-user connection caps (`429 too_many_connections`); in cluster mode
 //!    the per-user cap also counts the user's connections on every node
 //!    ([`super::shared_caps`]), or this node's alone when Redis does not answer in time.
@@ -101,7 +102,9 @@ pub async fn upgrade(
     let query = query.map(|Query(q)| q).unwrap_or_default();
     let identity = match authenticate(&state, &headers, &query).await {
         Ok(identity) => identity,
-        Err(NotAuthenticated::Refused(reason)) => return credentials_refused(&state, ip, reason),
+        Err(NotAuthenticated::Refused(reason)) => {
+            return credentials_refused(&state, ip, reason).await;
+        }
         Err(NotAuthenticated::TicketsUnavailable) => {
             // Not the client's fault: no failure budget is spent.
             refused(&state, ip, None, "tickets_unavailable", "unavailable");
@@ -168,9 +171,14 @@ pub async fn upgrade(
         .unwrap_or_else(|| ApiError::UpgradeRequired.into_response())
 }
 
-/// `401`, or `429` once this client's failed-credentials budget is spent.
-fn credentials_refused(state: &AppState, ip: IpAddr, reason: CredentialRejection) -> Response {
-    let error = refuse_credentials(reason, || state.auth_failures.check(ip));
+/// `401`, or `429` once this client's failed-credentials budget is spent (on every
+/// node together, in cluster mode).
+async fn credentials_refused(
+    state: &AppState,
+    ip: IpAddr,
+    reason: CredentialRejection,
+) -> Response {
+    let error = refuse_credentials(reason, || state.auth_failures.check(ip)).await;
     refused(state, ip, None, reason.as_str(), error.code());
     error.into_response()
 }

@@ -1,12 +1,13 @@
 //! Cluster mode: nodes on one PostgreSQL database and one Redis (`--redis-url`) share
 //! rooms live. A member on any node gets every stored message once, in `seq` order,
 //! even when Redis loses some of them. A ticket issued on one node is spent once on any,
-//! an admin's revoke, disable or enable on one node holds on every node at once, and
-//! the per-user connection cap counts the user's connections on every node.
+//! an admin's revoke, disable or enable on one node holds on every node at once, the
+//! per-user connection cap counts the user's connections on every node, and per-IP rate
+//! limits count a client's requests to every node.
 //!
 //! These need the machine's PostgreSQL (see `postgres.rs`) and Redis at 127.0.0.1:6379
 //! (no password). Each test has a database and a Redis key and channel prefix of its own
-//! (the only keys are tickets and connection sets, which expire). Without the services they print `SKIPPED …` and pass, unless
+//! (the only keys are tickets, connection sets and rate budgets, which expire). Without the services they print `SKIPPED …` and pass, unless
 //! `PALISADE_REQUIRE_SERVICES=1` (CI), where a missing service fails them.
 
 use crate::helpers::{
@@ -532,36 +533,45 @@ async fn a_revocation_a_node_never_heard_of_closes_the_sockets_once_it_reconnect
     outsider.stop().await;
 }
 
-/// A TCP relay to Redis that can be cut: dropping the returned sender stops it taking
-/// connections and closes every one it carries (Redis gone, as far as the node knows).
-async fn redis_relay() -> (String, tokio::sync::watch::Sender<()>) {
+/// A TCP relay to Redis that can be stalled or cut. Sending `true` stalls it: every
+/// connection stays open and nothing more goes through (Redis hung, as far as the node
+/// knows). Dropping the returned sender cuts it: it stops taking connections and closes
+/// every one it carries (Redis gone).
+async fn redis_relay() -> (String, tokio::sync::watch::Sender<bool>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("redis://{}", listener.local_addr().unwrap());
-    let (cut, watch) = tokio::sync::watch::channel(());
+    let (control, watch) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut accepting = watch.clone();
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
-                _ = accepting.changed() => return,
+                changed = accepting.changed() => match changed {
+                    Ok(()) => continue,
+                    Err(_) => return,
+                },
             };
             let Ok((mut inbound, _)) = accepted else {
                 return;
             };
-            let mut cut = watch.clone();
+            let mut control = watch.clone();
             tokio::spawn(async move {
                 let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:6379").await
                 else {
                     return;
                 };
                 tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                    _ = cut.changed() => {}
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
+                    stalled = control.wait_for(|stalled| *stalled) => if stalled.is_err() {
+                        return;
+                    },
                 }
+                // Stalled: both ends stay open, unanswered, until the relay is cut.
+                while control.changed().await.is_ok() {}
             });
         }
     });
-    (url, cut)
+    (url, control)
 }
 
 #[tokio::test]
@@ -680,4 +690,136 @@ async fn a_connection_whose_expiry_is_past_no_longer_counts_towards_the_cap() {
     assert!(ttl > 0, "an idle key vanishes: {ttl}");
     a.stop().await;
     b.stop().await;
+}
+
+/// Two nodes of the cluster with small per-IP budgets: 4 logins or registrations, 4
+/// refused credentials and 4 tickets per client, refilled one a minute (so none refills
+/// during a test).
+async fn rate_limited_pair(held: &Services) -> (TestApp, TestApp) {
+    let small = |settings: &mut Settings| small_budgets(settings);
+    let a = node_with(&held.database, &held.prefix, small).await;
+    let b = node_with(&held.database, &held.prefix, small).await;
+    (a, b)
+}
+
+fn small_budgets(settings: &mut Settings) {
+    settings.limits.auth_per_minute = 1;
+    settings.limits.auth_burst = 4;
+    settings.limits.handshake_failures_per_minute = 1;
+    settings.limits.handshake_failure_burst = 4;
+    settings.limits.tickets_per_minute = 4;
+}
+
+/// A `429 rate_limited` answer with a `Retry-After` of at most a minute (one unit).
+async fn assert_rate_limited(response: reqwest::Response) {
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+}
+
+#[tokio::test]
+async fn logins_from_one_address_spread_over_two_nodes_spend_one_budget() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (a, b) = rate_limited_pair(&held).await;
+    // Two on each node: either alone would take four.
+    for node in [&a, &b, &a, &b] {
+        assert_eq!(node.login("nobody", "wrong password 1").await.status(), 401);
+    }
+    assert_rate_limited(a.login("nobody", "wrong password 1").await).await;
+    assert_rate_limited(b.register("carol", "a fine long password").await).await;
+    // The budget's key expires once it would be full again: four minutes at most.
+    let client = redis::Client::open(REDIS).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{}:rate:auth:127.0.0.1", held.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((180_000..=240_000).contains(&ttl), "{ttl}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn refused_handshakes_spread_over_two_nodes_spend_one_failure_budget() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (a, b) = rate_limited_pair(&held).await;
+    for node in [&a, &b, &a, &b] {
+        let refusal = node.refused("not-a-token").await;
+        assert_eq!(refusal.status, 401);
+    }
+    for node in [&a, &b] {
+        let refusal = node.refused("not-a-token").await;
+        assert_eq!(refusal.status, 429);
+        assert_eq!(refusal.code(), "rate_limited");
+        assert!(refusal.retry_after.is_some());
+    }
+    // The same budget as refused credentials over HTTP, on any node.
+    assert_rate_limited(a.request_ticket("not-a-token").await).await;
+    // Good credentials are never refused by it.
+    let mut alice = b.connect_with(&b.token("alice")).await.expect("accepted");
+    assert_eq!(alice.recv().await["type"], "welcome");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn tickets_asked_of_two_nodes_from_one_address_spend_one_budget() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (a, b) = rate_limited_pair(&held).await;
+    let token = user_token("alice");
+    for node in [&a, &b, &a, &b] {
+        assert_eq!(node.request_ticket(&token).await.status(), 200);
+    }
+    assert_rate_limited(a.request_ticket(&token).await).await;
+    assert_rate_limited(b.request_ticket(&token).await).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn with_redis_hung_or_gone_logins_are_answered_promptly_and_limited_by_the_node() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (relay, control) = redis_relay().await;
+    let (url, prefix) = (held.database.url.clone(), held.prefix.clone());
+    let app = spawn_app_with(move |settings| {
+        settings.database_url = url;
+        settings.redis_url = Some(relay);
+        settings.redis_prefix = prefix;
+        small_budgets(settings);
+    })
+    .await;
+    let prompt = Duration::from_secs(2);
+    let login = || async {
+        let asked = std::time::Instant::now();
+        let response = app.login("nobody", "wrong password 1").await;
+        let took = asked.elapsed();
+        assert!(took < prompt, "answered after {took:?}");
+        response
+    };
+    assert_eq!(login().await.status(), 401);
+    // Redis takes the commands and never answers.
+    control.send(true).unwrap();
+    assert_eq!(login().await.status(), 401);
+    assert_eq!(login().await.status(), 401);
+    // Redis is gone.
+    drop(control);
+    assert_eq!(login().await.status(), 401);
+    // The node's own budget of four is spent.
+    assert_rate_limited(login().await).await;
+    app.stop().await;
 }
