@@ -353,7 +353,7 @@ async fn an_unreachable_redis_stops_the_server_at_start_naming_the_server_not_th
 }
 
 /// A ticket for this token, asked of `app`.
-async fn ticket_from(app: &TestApp, token: &str) -> String {
+pub(crate) async fn ticket_from(app: &TestApp, token: &str) -> String {
     let response = app.request_ticket(token).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
@@ -361,7 +361,7 @@ async fn ticket_from(app: &TestApp, token: &str) -> String {
 }
 
 /// A handshake on `app` with `?ticket=`: whether it was accepted (a refusal must be 401).
-async fn ticket_accepted(app: &TestApp, ticket: &str) -> bool {
+pub(crate) async fn ticket_accepted(app: &TestApp, ticket: &str) -> bool {
     match app.try_connect(&[], &format!("?ticket={ticket}")).await {
         Ok(mut client) => {
             assert_eq!(client.recv().await["type"], "welcome");

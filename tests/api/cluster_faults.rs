@@ -1,13 +1,15 @@
 //! Cluster mode when things break: the rows of docs/cluster.md's failure-mode table,
 //! checked the way a client lives them. A node is killed (the real binary, so SIGKILL
-//! is real) or stopped, or PostgreSQL goes away under a node: nothing acked is lost,
+//! is real) or stopped, PostgreSQL goes away under a node, or Redis is killed and
+//! started again empty (a `redis-server` of the test's own): nothing acked is lost,
 //! nothing is stored twice, a client that resends with its nonces and resumes with
-//! `since` on another node misses nothing, and a node gets back on its own.
+//! `since` on another node misses nothing, members miss nothing of what was sent while
+//! Redis was away, and a node gets back on its own.
 //!
 //! Same services, skip rule and one-at-a-time lock as `cluster.rs`.
 
-use crate::cluster::{REDIS, Services, read, services};
-use crate::helpers::{Client, ServerProcess, WAIT, spawn_app_with};
+use crate::cluster::{REDIS, Services, node_with, read, services, ticket_accepted, ticket_from};
+use crate::helpers::{Client, ServerProcess, WAIT, spawn_app_with, user_token};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -282,21 +284,25 @@ async fn postgres_relay() -> (SocketAddr, watch::Sender<bool>) {
 
 /// `GET /readyz` until it answers `status`, for at most the wait. Polled, not awaited:
 /// readiness is answered from the store's latest write or a probe at most once a
-/// second, and nothing a client can watch says when that changes.
+/// second, and from a `PING` to Redis on a connection that reconnects with backoff, and
+/// nothing a client can watch says when either changes.
+///
+/// A request that fails is asked again the same way: a keep-alive connection the
+/// server drops (idle, or under load) just as the next poll reuses it is not an answer.
 async fn ready_becomes(app: &crate::helpers::TestApp, status: u16) {
     let deadline = tokio::time::Instant::now() + WAIT * 2;
     loop {
         let answered = tokio::time::timeout_at(deadline, app.http.get(app.url("/readyz")).send())
             .await
-            .expect("/readyz answers within the wait")
-            .expect("/readyz answers");
-        if answered.status() == status {
-            return;
-        }
+            .expect("/readyz answers within the wait");
+        let got = match answered {
+            Ok(response) if response.status() == status => return,
+            Ok(response) => response.status().to_string(),
+            Err(error) => error.to_string(),
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "/readyz still {} not {status}",
-            answered.status()
+            "/readyz still {got}, not {status}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -433,4 +439,307 @@ async fn a_node_stopped_with_sigterm_closes_its_clients_with_1001_and_they_resum
     );
     assert_eq!(alice.say(ROOM, "a5").await["seq"], 5);
     assert_eq!(until_seq(&mut bob, 5).await, "a5");
+}
+
+/// Where the machine's Redis server binary is, for a Redis of a test's own.
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+
+/// A Redis of the test's own that it can kill and start again on the same port: the
+/// machine's Redis is shared with other tests. Nothing is saved, so a new one is empty,
+/// as a Redis restarted without persistence. Killed when dropped.
+struct PrivateRedis {
+    port: u16,
+    child: tokio::process::Child,
+}
+
+impl PrivateRedis {
+    /// `None` (after saying why) where there is no redis-server binary, unless
+    /// `PALISADE_REQUIRE_SERVICES=1` makes that a failure.
+    async fn start() -> Option<Self> {
+        if !std::path::Path::new(REDIS_SERVER).exists() {
+            assert!(
+                std::env::var("PALISADE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "PALISADE_REQUIRE_SERVICES=1 but there is no {REDIS_SERVER}"
+            );
+            eprintln!("SKIPPED: no {REDIS_SERVER} for a Redis of the test's own");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|free| free.local_addr())
+            .expect("a free port")
+            .port();
+        Some(Self::start_on(port).await)
+    }
+
+    /// A new server on `port`, once it says it accepts connections.
+    async fn start_on(port: u16) -> Self {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let mut child = tokio::process::Command::new(REDIS_SERVER)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("its output is piped")).lines();
+        let mut said = Vec::new();
+        let ready = tokio::time::timeout(WAIT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let ready = line.contains("eady to accept connections");
+                said.push(line);
+                if ready {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(
+            matches!(ready, Ok(true)),
+            "redis-server on port {port} did not get ready:\n{}",
+            said.join("\n")
+        );
+        // Its later lines are read and dropped, so a full pipe never blocks it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { port, child }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, as a crash: no goodbye to any client.
+    async fn kill(&mut self) {
+        self.child.start_kill().expect("SIGKILL is sent");
+        self.child.wait().await.expect("the killed Redis is reaped");
+    }
+}
+
+/// What a steady sender got: the seq of each of its acks by message id, how many it
+/// sent, and the messages it received as a member (seq, body), in arrival order.
+struct Steady {
+    client: Client,
+    acked: BTreeMap<u64, u64>,
+    sent: u64,
+    got: Vec<(u64, String)>,
+}
+
+/// Sends a message every few milliseconds (at most a few unacked), saying on `acks`
+/// each time an ack comes, until `stop` turns true; then waits for the acks still due.
+async fn send_steadily(
+    client: Client,
+    s: usize,
+    mut stop: watch::Receiver<bool>,
+    acks: mpsc::UnboundedSender<()>,
+) -> Steady {
+    const IN_FLIGHT: u64 = 3;
+    let mut steady = Steady {
+        client,
+        acked: BTreeMap::new(),
+        sent: 0,
+        got: Vec::new(),
+    };
+    // A steady pace: the test's phases last a few seconds, and every message of them
+    // is checked on every member.
+    let mut pace = tokio::time::interval(Duration::from_millis(40));
+    let mut stopping = false;
+    loop {
+        let due = steady.sent - steady.acked.len() as u64;
+        if stopping && due == 0 {
+            return steady;
+        }
+        tokio::select! {
+            _ = pace.tick(), if !stopping && due < IN_FLIGHT => {
+                let id = steady.sent + 1;
+                let (body, nonce) = message(s, id);
+                steady
+                    .client
+                    .send(json!({"type":"send","id":id,"room":ROOM,"body":body,"nonce":nonce}))
+                    .await;
+                steady.sent = id;
+            }
+            // The borrow `wait_for` answers with must not live across an await.
+            () = async { let _ = stop.wait_for(|stop| *stop).await; }, if !stopping => stopping = true,
+            frame = steady.client.recv() => match frame["type"].as_str().unwrap_or("") {
+                "ack" => {
+                    let id = frame["id"].as_u64().expect("an ack names its send");
+                    let seq = frame["seq"].as_u64().expect("an ack has a seq");
+                    assert!(steady.acked.insert(id, seq).is_none(), "one ack per send: {frame}");
+                    let _ = acks.send(());
+                }
+                "message" => steady.got.push(received(&frame)),
+                "presence" | "occupancy" | "typing" => {}
+                _ => panic!("sender{s} got {frame}"),
+            },
+        }
+    }
+}
+
+/// A message frame's (seq, body).
+fn received(frame: &Value) -> (u64, String) {
+    (
+        frame["seq"].as_u64().expect("a message has a seq"),
+        frame["body"]
+            .as_str()
+            .expect("a message has a body")
+            .to_owned(),
+    )
+}
+
+/// Adds to `got` the messages `client` receives until one of seq `last` or later.
+async fn messages_through(client: &mut Client, got: &mut Vec<(u64, String)>, last: u64) {
+    while got.last().is_none_or(|(seq, _)| *seq < last) {
+        let frame = tokio::time::timeout(WAIT, client.recv_type("message"))
+            .await
+            .unwrap_or_else(|_| panic!("no message {last} in time; got {got:?}"));
+        got.push(received(&frame));
+    }
+}
+
+/// A member that only listens, read all along (so its queue on the server never fills)
+/// until the room's last seq is known (`last` turns non-zero) and has come: what it got.
+async fn listen(mut client: Client, mut last: watch::Receiver<u64>) -> Vec<(u64, String)> {
+    let mut got = Vec::new();
+    loop {
+        tokio::select! {
+            frame = client.recv_type("message") => got.push(received(&frame)),
+            () = async { let _ = last.wait_for(|last| *last > 0).await; } => break,
+        }
+    }
+    let last = *last.borrow();
+    messages_through(&mut client, &mut got, last).await;
+    got
+}
+
+/// Waits until `n` more acks have come (any sender's).
+async fn more_acks(acks: &mut mpsc::UnboundedReceiver<()>, n: usize) {
+    for _ in 0..n {
+        tokio::time::timeout(WAIT, acks.recv())
+            .await
+            .expect("acks keep coming")
+            .expect("a sender is still sending");
+    }
+}
+
+#[tokio::test]
+async fn restarting_redis_mid_stream_loses_nothing_and_every_member_gets_every_message_once() {
+    const NODES: usize = 3;
+    const ACKS_PER_PHASE: usize = 12;
+    // Redis stays down a while: messages go unheard by the other nodes meanwhile.
+    const ACKS_WHILE_DOWN: usize = 30;
+    let Some(held) = services().await else {
+        return;
+    };
+    let Some(mut redis) = PrivateRedis::start().await else {
+        return;
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..NODES {
+        let url = redis.url();
+        nodes.push(
+            node_with(&held.database, &held.prefix, move |settings| {
+                settings.redis_url = Some(url);
+            })
+            .await,
+        );
+    }
+    // On every node a member that only listens, and one that sends.
+    let (last_seq, last_known) = watch::channel(0);
+    let mut watchers = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        let (client, _) = node.join(&format!("watcher{n}"), ROOM).await;
+        watchers.push(tokio::spawn(listen(client, last_known.clone())));
+    }
+    let (acks, mut acked) = mpsc::unbounded_channel();
+    let (stop, stopped) = watch::channel(false);
+    let mut senders = Vec::new();
+    for (s, node) in nodes.iter().enumerate() {
+        senders.push(node.join(&format!("sender{s}"), ROOM).await.0);
+    }
+    // Every member joined before the first message: each gets them all live.
+    let sending: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(s, client)| tokio::spawn(send_steadily(client, s, stopped.clone(), acks.clone())))
+        .collect();
+    drop(acks);
+    more_acks(&mut acked, ACKS_PER_PHASE).await;
+
+    redis.kill().await;
+    for node in &nodes {
+        ready_becomes(node, 503).await;
+    }
+    // Redis is gone everywhere, and sends are still acked: the store is PostgreSQL.
+    while acked.try_recv().is_ok() {}
+    more_acks(&mut acked, ACKS_WHILE_DOWN).await;
+
+    let redis = PrivateRedis::start_on(redis.port).await;
+    // Each node's command connection finds the new Redis at its next reconnection
+    // attempt: polled, as the node's pub/sub connection may come back before or after.
+    for node in &nodes {
+        ready_becomes(node, 200).await;
+    }
+    while acked.try_recv().is_ok() {}
+    more_acks(&mut acked, ACKS_PER_PHASE).await;
+    // Tickets live in Redis: the new, empty one keeps them again, across nodes.
+    let ticket = ticket_from(&nodes[0], &user_token("alice")).await;
+    assert!(
+        ticket_accepted(&nodes[1], &ticket).await,
+        "a ticket works again"
+    );
+    stop.send_replace(true);
+    let mut senders = Vec::new();
+    for task in sending {
+        senders.push(task.await.expect("a sender's task does not panic"));
+    }
+
+    // The room's history, read from the database itself.
+    let history: Vec<(u64, String)> = {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&held.database.url)
+            .await
+            .expect("the test database accepts a connection");
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT seq, body FROM messages WHERE room = $1 ORDER BY seq")
+                .bind(ROOM)
+                .fetch_all(&mut db)
+                .await
+                .expect("the history reads");
+        rows.into_iter()
+            .map(|(seq, body)| (u64::try_from(seq).expect("a positive seq"), body))
+            .collect()
+    };
+    let total = history.len() as u64;
+    let seqs: Vec<u64> = history.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "seqs 1..=N, no gap");
+    let mut sent = 0;
+    for (s, steady) in senders.iter().enumerate() {
+        assert_eq!(
+            steady.acked.len() as u64,
+            steady.sent,
+            "sender{s}: all acked"
+        );
+        for (id, seq) in &steady.acked {
+            let stored = &history[usize::try_from(*seq - 1).expect("an index")].1;
+            assert_eq!(*stored, message(s, *id).0, "the ack names its message");
+        }
+        sent += steady.sent;
+    }
+    assert_eq!(sent, total, "each message sent is stored once");
+    eprintln!("{total} messages, {ACKS_WHILE_DOWN}+ acked while Redis was down");
+
+    last_seq.send_replace(total);
+    for (n, watcher) in watchers.into_iter().enumerate() {
+        let got = watcher.await.expect("a watcher's task does not panic");
+        assert_eq!(got, history, "watcher{n}: every seq once, in order");
+    }
+    for (s, mut steady) in senders.into_iter().enumerate() {
+        messages_through(&mut steady.client, &mut steady.got, total).await;
+        assert_eq!(steady.got, history, "sender{s}: every seq once, in order");
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+    drop(redis);
 }

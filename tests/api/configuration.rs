@@ -5,7 +5,7 @@
 //! rate or cap, a pong timeout within the heartbeat) stops the start with one line
 //! naming its flag and the rule.
 
-use crate::helpers::{ServerProcess, run_until_exit};
+use crate::helpers::{ServerProcess, run_until_exit, sqlite_only};
 use serde_json::{Value, json};
 
 const NO_SECRETS_FILE: [&str; 2] = ["--secrets-file", "/nonexistent/Secrets.toml"];
@@ -146,6 +146,9 @@ async fn register(server: &ServerProcess, name: &str) -> String {
 
 #[tokio::test]
 async fn a_token_issued_before_a_restart_still_works_in_development_mode() {
+    if sqlite_only("the development secret kept beside its file") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     // A data directory that does not exist yet.
     let data = dir.path().join("fresh/data");
@@ -197,6 +200,9 @@ async fn a_token_issued_before_a_restart_still_works_in_development_mode() {
 
 #[tokio::test]
 async fn a_damaged_development_secret_file_stops_the_start_naming_it() {
+    if sqlite_only("the development secret kept beside its file") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("dev-jwt-secret");
     std::fs::write(&secret_file, "cut short\n").unwrap();
@@ -218,6 +224,9 @@ async fn a_damaged_development_secret_file_stops_the_start_naming_it() {
 
 #[tokio::test]
 async fn production_still_refuses_to_start_without_a_secret_when_a_development_one_is_kept() {
+    if sqlite_only("the development secret kept beside its file") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("dev-jwt-secret");
     std::fs::write(&secret_file, format!("{}\n", "ab".repeat(32))).unwrap();

@@ -8,6 +8,7 @@
 
 use crate::helpers::{
     Client, ServerProcess, TestApp, WAIT, generous_budget, now, restart, sign, spawn_app_with,
+    sqlite_only,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -245,6 +246,9 @@ async fn stored_messages(app: &TestApp) -> BTreeMap<u64, String> {
 
 #[tokio::test]
 async fn a_small_disk_does_not_fill_up_with_write_ahead_log() {
+    if sqlite_only("its write-ahead log on a small tmpfs") {
+        return;
+    }
     let Some(disk) = Mount::small_tmpfs() else {
         return;
     };
@@ -268,6 +272,9 @@ async fn a_small_disk_does_not_fill_up_with_write_ahead_log() {
 
 #[tokio::test]
 async fn a_full_disk_answers_sends_with_unavailable_and_every_acked_message_survives() {
+    if sqlite_only("its file on a tmpfs that fills up") {
+        return;
+    }
     let Some(disk) = Mount::small_tmpfs() else {
         return;
     };
@@ -388,6 +395,9 @@ async fn a_full_disk_answers_sends_with_unavailable_and_every_acked_message_surv
 
 #[tokio::test]
 async fn registrations_and_revocations_on_a_full_disk_answer_503_and_none_is_undone_later() {
+    if sqlite_only("its file on a tmpfs that fills up") {
+        return;
+    }
     let Some(disk) = Mount::small_tmpfs() else {
         return;
     };
@@ -445,6 +455,9 @@ async fn registrations_and_revocations_on_a_full_disk_answer_503_and_none_is_und
 
 #[tokio::test]
 async fn a_disk_that_turns_read_only_makes_readyz_fail_and_sends_unavailable() {
+    if sqlite_only("its file on a disk that turns read-only") {
+        return;
+    }
     let Some(disk) = Mount::small_ext4() else {
         return;
     };
@@ -484,6 +497,9 @@ async fn a_disk_that_turns_read_only_makes_readyz_fail_and_sends_unavailable() {
 
 #[tokio::test]
 async fn a_database_on_a_read_only_disk_is_refused_at_start_with_one_line_naming_it() {
+    if sqlite_only("its file on a read-only disk") {
+        return;
+    }
     let folder = tempfile::tempdir().unwrap();
     let Some(view) = Mount::read_only_view_of(folder.path()) else {
         return;
@@ -552,6 +568,9 @@ async fn a_port_in_use_is_refused_at_start_naming_the_setting() {
 
 #[tokio::test]
 async fn a_database_file_of_garbage_is_refused_at_start_with_one_line_naming_it() {
+    if sqlite_only("a damaged database file") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("palisade.db");
     let garbage: Vec<u8> = (0..64 * 1024_u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -563,6 +582,9 @@ async fn a_database_file_of_garbage_is_refused_at_start_with_one_line_naming_it(
 
 #[tokio::test]
 async fn a_truncated_database_file_is_refused_at_start_with_one_line_naming_it() {
+    if sqlite_only("a truncated database file") {
+        return;
+    }
     use sqlx::{ConnectOptions, Connection};
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("palisade.db");
@@ -596,6 +618,9 @@ async fn a_truncated_database_file_is_refused_at_start_with_one_line_naming_it()
 
 #[tokio::test]
 async fn a_database_with_one_damaged_page_is_refused_at_start_though_it_opens() {
+    if sqlite_only("a damaged page of its file") {
+        return;
+    }
     use palisade::model::UserRef;
     use palisade::store::{MessageLog, NewMessage, sqlite::SqliteStore};
     use std::io::{Seek, SeekFrom};

@@ -1,6 +1,6 @@
 //! Acked means durable, and stopping is orderly: restarts, `kill -9` and SIGTERM.
 
-use crate::helpers::{ServerProcess, WAIT, bodies, restart, spawn_app};
+use crate::helpers::{FreshDatabase, ServerProcess, WAIT, bodies, restart, spawn_app};
 use serde_json::json;
 use tokio::process::Command;
 
@@ -39,8 +39,8 @@ async fn shutdown_closes_every_session_with_1001() {
 
 #[tokio::test]
 async fn acked_messages_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let database = FreshDatabase::new().await;
+    let url = database.url.clone();
     let mut server = ServerProcess::start(&url, &[]).await;
     let mut alice = server.connect("alice").await;
     alice.send(json!({"type":"join","room":"general"})).await;

@@ -1,7 +1,12 @@
 //! Test harness: start the real server on port 0 and talk to it like a client would.
+//!
+//! Each test server has a database of its own: a SQLite file in a temporary folder, or,
+//! with `PALISADE_TEST_STORE=postgres`, a PostgreSQL database made for it (and dropped
+//! with it), so the whole suite checks that both stores look the same to a client.
 
 #![allow(dead_code)]
 
+use crate::test_database::TestDatabase;
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{EncodingKey, Header};
 use palisade::config::Settings;
@@ -40,6 +45,92 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// Keeps the database folder alive as long as the app (shared by restarts).
     pub data_dir: Arc<tempfile::TempDir>,
+    /// With `PALISADE_TEST_STORE=postgres`, the app's database, shared by restarts and
+    /// dropped with the last of them.
+    pub postgres: Option<Arc<TestDatabase>>,
+}
+
+/// Runs one statement on a test server's database behind its back, as an operator would
+/// by hand (`sqlite3` or `psql`); parameters are `$1`, `$2`… (both stores read those).
+pub async fn operator_sql(database_url: &str, sql: &str, params: &[&str]) {
+    use sqlx::Connection;
+    if database_url.starts_with("postgres") {
+        let mut db = sqlx::PgConnection::connect(database_url)
+            .await
+            .expect("the test database accepts a connection");
+        let mut query = sqlx::query(sql);
+        for param in params {
+            query = query.bind(*param);
+        }
+        query.execute(&mut db).await.expect("the statement runs");
+        let _ = db.close().await;
+    } else {
+        let mut db = sqlx::SqliteConnection::connect(database_url)
+            .await
+            .expect("the test database opens");
+        let mut query = sqlx::query(sql);
+        for param in params {
+            query = query.bind(*param);
+        }
+        query.execute(&mut db).await.expect("the statement runs");
+        let _ = db.close().await;
+    }
+}
+
+/// Whether test servers run on PostgreSQL (`PALISADE_TEST_STORE=postgres`) rather than
+/// SQLite (unset or `sqlite`).
+pub fn on_postgres() -> bool {
+    match std::env::var("PALISADE_TEST_STORE").as_deref() {
+        Err(_) | Ok("" | "sqlite") => false,
+        Ok("postgres") => true,
+        Ok(other) => panic!("PALISADE_TEST_STORE={other:?}: expected sqlite or postgres"),
+    }
+}
+
+/// For a test about SQLite itself (its file, its disk, its journal): `true`, after one
+/// line saying why, when the suite runs on PostgreSQL, where the test has no meaning.
+/// The test returns at once then.
+pub fn sqlite_only(why: &str) -> bool {
+    let skip = on_postgres();
+    if skip {
+        eprintln!("SKIPPED with PALISADE_TEST_STORE=postgres: about SQLite itself ({why})");
+    }
+    skip
+}
+
+/// A PostgreSQL database of its own, for `PALISADE_TEST_STORE=postgres`, where a missing
+/// PostgreSQL is a failure (the run asked for it), not a skip.
+async fn postgres_database() -> TestDatabase {
+    TestDatabase::create()
+        .await
+        .expect("PALISADE_TEST_STORE=postgres needs PostgreSQL at 127.0.0.1:5432")
+}
+
+/// A database of its own for one server process, on the store the suite runs on;
+/// removed when dropped.
+pub struct FreshDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    _postgres: Option<TestDatabase>,
+}
+
+impl FreshDatabase {
+    pub async fn new() -> Self {
+        if on_postgres() {
+            let database = postgres_database().await;
+            return Self {
+                url: database.url.clone(),
+                _dir: None,
+                _postgres: Some(database),
+            };
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self {
+            url: format!("sqlite://{}", dir.path().join("p.db").display()),
+            _dir: Some(dir),
+            _postgres: None,
+        }
+    }
 }
 
 pub fn test_settings(data_dir: &tempfile::TempDir) -> Settings {
@@ -77,8 +168,17 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
     let mut settings = test_settings(&data_dir);
+    let sqlite_url = settings.database_url.clone();
     configure(&mut settings);
-    start(settings, data_dir).await
+    // A test that chose its database (a cluster's, a disk's) keeps it.
+    let postgres = if on_postgres() && settings.database_url == sqlite_url {
+        let database = postgres_database().await;
+        settings.database_url = database.url.clone();
+        Some(Arc::new(database))
+    } else {
+        None
+    };
+    start(settings, data_dir, postgres).await
 }
 
 /// Starts a second server on the same database (after the first has stopped).
@@ -91,10 +191,19 @@ pub async fn restart_with(previous: &TestApp, configure: impl FnOnce(&mut Settin
     let mut settings = test_settings(&previous.data_dir);
     settings.database_url = previous.database_url.clone();
     configure(&mut settings);
-    start(settings, Arc::clone(&previous.data_dir)).await
+    start(
+        settings,
+        Arc::clone(&previous.data_dir),
+        previous.postgres.clone(),
+    )
+    .await
 }
 
-async fn start(settings: Settings, data_dir: Arc<tempfile::TempDir>) -> TestApp {
+async fn start(
+    settings: Settings,
+    data_dir: Arc<tempfile::TempDir>,
+    postgres: Option<Arc<TestDatabase>>,
+) -> TestApp {
     let database_url = settings.database_url.clone();
     let app = Application::build(settings).await.expect("app builds");
     let addr = app.local_addr();
@@ -107,6 +216,7 @@ async fn start(settings: Settings, data_dir: Arc<tempfile::TempDir>) -> TestApp 
         database_url,
         http: reqwest::Client::new(),
         data_dir,
+        postgres,
     }
 }
 
@@ -257,6 +367,7 @@ impl TestApp {
             database_url,
             http,
             data_dir,
+            postgres,
         } = self;
         tokio::time::timeout(WAIT * 2, server)
             .await
@@ -270,6 +381,7 @@ impl TestApp {
             database_url,
             http,
             data_dir,
+            postgres,
         }
     }
 }
@@ -457,17 +569,16 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     log: Arc<std::sync::Mutex<Vec<String>>>,
     log_grew: Arc<tokio::sync::Notify>,
-    /// The database folder of [`ServerProcess::start_fresh`], removed with the server.
-    _data_dir: Option<tempfile::TempDir>,
+    /// The database of [`ServerProcess::start_fresh`], removed with the server.
+    _database: Option<FreshDatabase>,
 }
 
 impl ServerProcess {
-    /// Starts the binary on a database of its own in a new temporary folder.
+    /// Starts the binary on a [`FreshDatabase`].
     pub async fn start_fresh(extra_args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("p.db").display());
-        let mut server = Self::start(&url, extra_args).await;
-        server._data_dir = Some(dir);
+        let database = FreshDatabase::new().await;
+        let mut server = Self::start(&database.url, extra_args).await;
+        server._database = Some(database);
         server
     }
 
@@ -518,7 +629,7 @@ impl ServerProcess {
             addr: "0.0.0.0:0".parse().unwrap(),
             log,
             log_grew,
-            _data_dir: None,
+            _database: None,
         };
         let line = server
             .wait_for_log(|line| line.contains("listening on http://"))

@@ -1,6 +1,6 @@
 //! The HTTP API: accounts, tokens, limits, headers and error bodies.
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::helpers::{operator_sql, spawn_app, spawn_app_with};
 use serde_json::{Value, json};
 
 async fn body(response: reqwest::Response) -> Value {
@@ -262,15 +262,8 @@ async fn internal_errors_reach_clients_without_detail() {
     let app = spawn_app().await;
     let (mut alice, _) = app.join("alice", "general").await;
     // Break the database under the running server.
-    let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
-    sqlx::query("DROP TABLE messages")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("DROP TABLE rooms")
-        .execute(&pool)
-        .await
-        .unwrap();
+    operator_sql(&app.database_url, "DROP TABLE messages", &[]).await;
+    operator_sql(&app.database_url, "DROP TABLE rooms", &[]).await;
 
     let response = app
         .http

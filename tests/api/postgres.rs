@@ -6,7 +6,7 @@
 //! it. Without the service they print `SKIPPED …` and pass, unless
 //! `PALISADE_REQUIRE_SERVICES=1` (CI), where a missing service fails them.
 
-use crate::helpers::{TestApp, bodies, spawn_app_with};
+use crate::helpers::{TestApp, bodies, on_postgres, restart, spawn_app, spawn_app_with};
 use crate::test_database::TestDatabase as Database;
 use serde_json::json;
 
@@ -83,4 +83,43 @@ async fn two_servers_on_one_database_share_accounts_history_and_seqs() {
     assert_eq!(joined["last_seq"], 3);
     one.stop().await;
     two.stop().await;
+}
+
+/// The switch of the whole suite (`PALISADE_TEST_STORE=postgres`, see `helpers.rs`), on
+/// either store: on PostgreSQL a test server has a database of its own, kept across
+/// its restarts and dropped with the test's last server.
+#[tokio::test]
+async fn every_test_server_has_a_database_of_its_own_on_the_store_the_suite_runs_on() {
+    let app = spawn_app().await;
+    let other = spawn_app().await;
+    assert_eq!(
+        app.database_url.starts_with("postgres://"),
+        on_postgres(),
+        "{}",
+        app.database_url
+    );
+    assert_ne!(app.database_url, other.database_url, "one each");
+    let (mut alice, _) = app.join("alice", "general").await;
+    assert_eq!(alice.say("general", "kept").await["seq"], 1);
+    drop(alice);
+    let url = app.database_url.clone();
+    let app = restart(&app.stop().await).await;
+    assert_eq!(app.database_url, url, "a restart keeps the database");
+    let (_bob, joined) = app.join("bob", "general").await;
+    assert_eq!(bodies(&joined), ["kept"]);
+    drop(app.stop().await);
+    if on_postgres() {
+        use sqlx::Connection;
+        let name = url.rsplit('/').next().expect("a database name");
+        let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/test")
+            .await
+            .expect("PostgreSQL answers");
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+            .bind(name)
+            .fetch_one(&mut admin)
+            .await
+            .expect("the catalog reads");
+        assert_eq!(left, 0, "{name} is dropped with the test's last server");
+    }
+    other.stop().await;
 }

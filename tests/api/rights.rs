@@ -4,7 +4,8 @@
 
 use crate::external_issuers::{app_trusting, signed_with};
 use crate::helpers::{
-    TestApp, now, restart, restart_with, sign, spawn_app, spawn_app_with, wall_clock_past,
+    TestApp, now, operator_sql, restart, restart_with, sign, spawn_app, spawn_app_with,
+    wall_clock_past,
 };
 use jsonwebtoken::Algorithm;
 use palisade::auth::jwt::PublicKeyAlgorithm;
@@ -166,14 +167,12 @@ async fn an_account_the_operator_made_admin_in_the_database_is_admin_without_a_r
     let (root_id, registered) = register(&app, "root").await;
     assert!(!acts_as_admin(&app, &registered).await);
     // What an operator runs by hand: sqlite3 palisade.db "UPDATE users SET role = 'admin' …".
-    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&app.database_url)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE users SET role = 'admin' WHERE id = ?1")
-        .bind(&root_id)
-        .execute(&mut db)
-        .await
-        .unwrap();
+    operator_sql(
+        &app.database_url,
+        "UPDATE users SET role = 'admin' WHERE id = $1",
+        &[&root_id],
+    )
+    .await;
     assert!(acts_as_admin(&app, &login_token(&app, "root").await).await);
     assert!(
         acts_as_admin(&app, &registered).await,
