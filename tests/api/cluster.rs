@@ -681,3 +681,184 @@ async fn a_connection_whose_expiry_is_past_no_longer_counts_towards_the_cap() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The next presence or typing frame (messages, acks and counts are not expected here).
+async fn next_ephemeral(client: &mut Client) -> Value {
+    loop {
+        let frame = client.recv().await;
+        match frame["type"].as_str().unwrap_or("") {
+            "presence" | "typing" => return frame,
+            "occupancy" => {}
+            _ => panic!("expected presence or typing, got {frame}"),
+        }
+    }
+}
+
+/// `(type, event, user name)` of a presence or typing frame, to compare in one line.
+fn ephemeral(frame: &Value) -> (String, String, String) {
+    let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    (
+        text(&frame["type"]),
+        text(&frame["event"]),
+        text(&frame["user"]["name"]),
+    )
+}
+
+fn said(kind: &str, event: &str, name: &str) -> (String, String, String) {
+    (kind.to_owned(), event.to_owned(), name.to_owned())
+}
+
+/// Every key under the prefix: each must expire (nothing is left in Redis for ever).
+async fn keys_without_expiry(prefix: &str) -> Vec<String> {
+    let client = redis::Client::open(REDIS).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut lasting = Vec::new();
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if ttl < 0 {
+            lasting.push(key);
+        }
+    }
+    lasting
+}
+
+#[tokio::test]
+async fn a_user_on_two_nodes_is_announced_joining_once_and_leaving_only_when_the_last_connection_leaves()
+ {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (database, prefix) = (&held.database, &held.prefix);
+    let one = node(database, prefix).await;
+    let two = node(database, prefix).await;
+    let (mut watcher, _) = one.join("watcher", "general").await;
+    let (mut marker, _) = one.join("marker", "general").await;
+    assert_eq!(
+        ephemeral(&next_ephemeral(&mut watcher).await),
+        said("presence", "join", "marker")
+    );
+
+    let (mut alice_one, _) = one.join("alice", "general").await;
+    assert_eq!(
+        ephemeral(&next_ephemeral(&mut watcher).await),
+        said("presence", "join", "alice")
+    );
+    // Her second connection, on the other node: no second `join`. Her typing leaves
+    // that node after any presence frame its join would have sent.
+    let (mut alice_two, _) = two.join("alice", "general").await;
+    alice_two
+        .send(json!({"type":"typing","room":"general"}))
+        .await;
+    assert_eq!(
+        ephemeral(&next_ephemeral(&mut watcher).await),
+        said("typing", "", "alice"),
+        "alice is announced once however many nodes she is on"
+    );
+
+    // Her first connection leaves: she is still on the other node. A `leave` would be
+    // queued to the watcher (on the same node) before her `left` comes.
+    alice_one
+        .send(json!({"type":"leave","room":"general"}))
+        .await;
+    alice_one.recv_type("left").await;
+    marker.send(json!({"type":"typing","room":"general"})).await;
+    assert_eq!(
+        ephemeral(&next_ephemeral(&mut watcher).await),
+        said("typing", "", "marker"),
+        "alice is still in the room on the other node"
+    );
+
+    alice_two.close_normally().await;
+    assert_eq!(
+        ephemeral(&next_ephemeral(&mut watcher).await),
+        said("presence", "leave", "alice"),
+        "her last connection anywhere left"
+    );
+    let lasting = keys_without_expiry(prefix).await;
+    assert!(lasting.is_empty(), "keys that never expire: {lasting:?}");
+    one.stop().await;
+    two.stop().await;
+}
+
+/// The names of a `joined` frame's members, sorted.
+fn member_names(joined: &Value) -> Vec<String> {
+    let mut names: Vec<String> = joined["members"]
+        .as_array()
+        .expect("a joined frame lists members")
+        .iter()
+        .map(|m| m["name"].as_str().expect("a member has a name").to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn joined_on_one_node_lists_and_counts_the_users_connected_only_to_another() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (database, prefix) = (&held.database, &held.prefix);
+    let one = node(database, prefix).await;
+    let two = node(database, prefix).await;
+    let (_alice, _) = one.join("alice", "general").await;
+    let (_carol, _) = one.join("carol", "general").await;
+    let (_bob, joined) = two.join("bob", "general").await;
+    assert_eq!(member_names(&joined), ["alice", "bob", "carol"], "{joined}");
+    assert_eq!(joined["online"], 3, "{joined}");
+    one.stop().await;
+    two.stop().await;
+}
+
+/// `GET /api/rooms` on `app`: room name → online.
+async fn online_by_room(app: &TestApp) -> std::collections::BTreeMap<String, u64> {
+    let reply: Value = reqwest::Client::new()
+        .get(app.url("/api/rooms"))
+        .bearer_auth(app.token("reader"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    reply["rooms"]
+        .as_array()
+        .expect("a list of rooms")
+        .iter()
+        .map(|room| {
+            (
+                room["name"].as_str().unwrap().to_owned(),
+                room["online"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_rooms_list_counts_the_users_of_every_node() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (database, prefix) = (&held.database, &held.prefix);
+    let one = node(database, prefix).await;
+    let two = node(database, prefix).await;
+    let (_alice, _) = one.join("alice", "general").await;
+    let (_bob, _) = two.join("bob", "general").await;
+    let (_bob_again, _) = one.join("bob", "general").await;
+    // A room with no message and nobody on the node asked.
+    let (_carol, _) = one.join("carol", "quiet").await;
+    let rooms = online_by_room(&two).await;
+    assert_eq!(rooms.get("general"), Some(&2), "{rooms:?}");
+    assert_eq!(rooms.get("quiet"), Some(&1), "{rooms:?}");
+    assert_eq!(online_by_room(&one).await, rooms, "every node counts alike");
+    one.stop().await;
+    two.stop().await;
+}
