@@ -1,12 +1,13 @@
 //! Cluster mode: nodes on one PostgreSQL database and one Redis (`--redis-url`) share
 //! rooms live. A member on any node gets every stored message once, in `seq` order,
 //! even when Redis loses some of them. A ticket issued on one node is spent once on any,
-//! an admin's revoke, disable or enable on one node holds on every node at once, and
-//! the per-user connection cap counts the user's connections on every node.
+//! an admin's revoke, disable or enable on one node holds on every node at once, the
+//! per-user connection cap counts the user's connections on every node, and presence,
+//! member lists and online counts cover every node.
 //!
 //! These need the machine's PostgreSQL (see `postgres.rs`) and Redis at 127.0.0.1:6379
 //! (no password). Each test has a database and a Redis key and channel prefix of its own
-//! (the only keys are tickets and connection sets, which expire). Without the services they print `SKIPPED …` and pass, unless
+//! (the only keys are tickets, connection sets and presence entries, which expire). Without the services they print `SKIPPED …` and pass, unless
 //! `PALISADE_REQUIRE_SERVICES=1` (CI), where a missing service fails them.
 
 use crate::helpers::{
@@ -859,6 +860,62 @@ async fn the_rooms_list_counts_the_users_of_every_node() {
     assert_eq!(rooms.get("general"), Some(&2), "{rooms:?}");
     assert_eq!(rooms.get("quiet"), Some(&1), "{rooms:?}");
     assert_eq!(online_by_room(&one).await, rooms, "every node counts alike");
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test]
+async fn while_redis_does_not_answer_a_join_still_succeeds_with_this_nodes_own_presence() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (relay, cut) = redis_relay().await;
+    let (url, prefix) = (held.database.url.clone(), held.prefix.clone());
+    let app = spawn_app_with(move |settings| {
+        settings.database_url = url;
+        settings.redis_url = Some(relay);
+        settings.redis_prefix = prefix;
+    })
+    .await;
+    let (mut alice, _) = app.join("alice", "general").await;
+
+    drop(cut);
+    let (_bob, joined) = app.join("bob", "general").await;
+    assert_eq!(member_names(&joined), ["alice", "bob"], "{joined}");
+    assert_eq!(joined["online"], 2, "{joined}");
+    assert_eq!(
+        ephemeral(&next_ephemeral(&mut alice).await),
+        said("presence", "join", "bob"),
+        "announced by this node's view"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn whether_a_join_is_announced_or_counted_depends_on_the_clusters_count() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (database, prefix) = (&held.database, &held.prefix);
+    let small = |settings: &mut Settings| {
+        settings.limits.presence_full_max = 2;
+        settings.limits.presence_count_ms = 50;
+    };
+    let one = node_with(database, prefix, small).await;
+    let two = node_with(database, prefix, small).await;
+    let (mut alice, _) = one.join("alice", "general").await;
+    let (_bob, _) = two.join("bob", "general").await;
+    assert_eq!(
+        ephemeral(&next_ephemeral(&mut alice).await),
+        said("presence", "join", "bob"),
+        "two users: announced"
+    );
+    // Two users on node one, three in the room: counted, with the cluster's number.
+    let (_carol, joined) = one.join("carol", "general").await;
+    assert_eq!(joined["online"], 3, "{joined}");
+    let count = alice.recv().await;
+    assert_eq!(count["type"], "occupancy", "{count}");
+    assert_eq!(count["online"], 3, "{count}");
     one.stop().await;
     two.stop().await;
 }
