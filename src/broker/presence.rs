@@ -148,9 +148,14 @@ else
   ids = redis.call('ZRANGEBYSCORE', KEYS[1], live, '+inf', 'LIMIT', 0, tonumber(ARGV[3]))
 end
 local out = {tostring(count)}
-for _, id in ipairs(ids) do
-  table.insert(out, id)
-  table.insert(out, redis.call('HGET', KEYS[2], id) or id)
+for i = 1, #ids, 200 do
+  local chunk = {}
+  for j = i, math.min(i + 199, #ids) do table.insert(chunk, ids[j]) end
+  local names = redis.call('HMGET', KEYS[2], unpack(chunk))
+  for j, id in ipairs(chunk) do
+    table.insert(out, id)
+    table.insert(out, names[j] or id)
+  end
 end
 return out
 ";
