@@ -458,24 +458,9 @@ impl Broker for RedisBroker {
     }
 
     async fn unsubscribe(&self, room: &str, conn: ConnId) -> bool {
-        let Some(user_id) = self.hub.member_user(room, conn) else {
-            return false;
-        };
-        let announce = {
-            let _turn = self.presence.turn(room, &user_id).await;
-            match self.hub.leave_here(room, conn) {
-                None | Some((_, None)) => false,
-                // The user's last connection in the room here: announced if that took
-                // them out of the room on every node (this node's view if Redis does
-                // not answer; if it did, their entry expires and a sweep says so).
-                Some((_, Some((before, after)))) => match self.presence.leave(room, &user_id).await
-                {
-                    Some(departed) => presence::departure_announced(departed, |before, after| {
-                        self.hub.announce_or_count(room, before, after)
-                    }),
-                    None => self.hub.announce_or_count(room, before, after),
-                },
-            }
+        let announce = match self.hub.member_user(room, conn) {
+            None => false,
+            Some(user_id) => self.leave_presence(room, conn, &user_id).await,
         };
         if self.hub.has_members(room) {
             return announce;
@@ -497,6 +482,27 @@ impl Broker for RedisBroker {
             }
         }
         announce
+    }
+}
+
+impl RedisBroker {
+    /// Takes a connection out of the room on this node and, if it was the user's last
+    /// one here, out of the cluster's presence: whether the departure is announced.
+    async fn leave_presence(&self, room: &str, conn: ConnId, user_id: &str) -> bool {
+        let _turn = self.presence.turn(room, user_id).await;
+        match self.hub.leave_here(room, conn) {
+            None | Some((_, None)) => false,
+            // The user's last connection in the room here: announced if that took them
+            // out of the room on every node. If Redis does not answer, by this node's
+            // view: should their entry still be there, it expires and a sweep announces
+            // the leave again, which changes nothing for a client.
+            Some((_, Some((before, after)))) => match self.presence.leave(room, user_id).await {
+                Some(departed) => presence::departure_announced(departed, |before, after| {
+                    self.hub.announce_or_count(room, before, after)
+                }),
+                None => self.hub.announce_or_count(room, before, after),
+            },
+        }
     }
 }
 
