@@ -919,3 +919,49 @@ async fn whether_a_join_is_announced_or_counted_depends_on_the_clusters_count() 
     one.stop().await;
     two.stop().await;
 }
+
+#[tokio::test]
+async fn presence_entries_redis_lost_are_written_back_by_their_nodes_next_refresh() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (database, prefix) = (&held.database, &held.prefix);
+    let quick = |settings: &mut Settings| settings.limits.presence_ttl_ms = 900;
+    let one = node_with(database, prefix, quick).await;
+    let two = node_with(database, prefix, quick).await;
+    let (_alice, _) = one.join("alice", "general").await;
+    let (mut bob, joined) = two.join("bob", "general").await;
+    assert_eq!(member_names(&joined), ["alice", "bob"], "{joined}");
+
+    // Redis restarted empty, as far as presence goes.
+    let client = redis::Client::open(REDIS).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let presence: Vec<&String> = keys
+        .iter()
+        .filter(|k| !k.contains(":conns:") && !k.contains(":ticket:"))
+        .collect();
+    assert!(!presence.is_empty(), "{keys:?}");
+    redis::cmd("DEL")
+        .arg(&presence)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+
+    // Each node writes its users back, and a user nobody had listed is announced.
+    assert_eq!(
+        ephemeral(&next_ephemeral(&mut bob).await),
+        said("presence", "join", "alice")
+    );
+    let (_carol, joined) = two.join("carol", "general").await;
+    assert!(
+        member_names(&joined).contains(&"alice".to_owned()),
+        "{joined}"
+    );
+    one.stop().await;
+    two.stop().await;
+}
