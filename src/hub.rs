@@ -22,6 +22,9 @@
 //! `presence_full_max` users before and after it. Beyond that it is only counted, and
 //! [`Hub::take_counts`] hands out, once per interval, the rooms whose count changed, so a
 //! member of a big room gets at most one count per interval however many join.
+//! In cluster mode the broker asks the cluster whether to announce, and with which
+//! count ([`Hub::begin_join_here`], [`Hub::leave_here`], [`Hub::announce_or_count`]):
+//! the hub only knows this node's users.
 //!
 //! [`Broker::subscribe`]: crate::broker::Broker::subscribe
 
