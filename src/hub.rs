@@ -22,6 +22,9 @@
 //! `presence_full_max` users before and after it. Beyond that it is only counted, and
 //! [`Hub::take_counts`] hands out, once per interval, the rooms whose count changed, so a
 //! member of a big room gets at most one count per interval however many join.
+//! In cluster mode the broker asks the cluster whether to announce, and with which
+//! count ([`Hub::begin_join_here`], [`Hub::leave_here`], [`Hub::announce_or_count`]):
+//! the hub only knows this node's users.
 //!
 //! [`Broker::subscribe`]: crate::broker::Broker::subscribe
 
@@ -169,6 +172,23 @@ impl Hub {
     /// buffering its messages. True when the user's arrival is to be announced: it is
     /// the user's first connection in the room and the room is small enough.
     pub fn begin_join(&self, room: &str, conn: ConnId, user: &UserRef, outbox: &Outbox) -> bool {
+        match self.begin_join_here(room, conn, user, outbox) {
+            Some((before, after)) => self.announce_or_count(room, before, after),
+            None => false,
+        }
+    }
+
+    /// [`Hub::begin_join`] without the announce rule: `Some((before, after))`, this
+    /// node's users in the room before and after, when it is the user's first connection
+    /// in the room here. A broker between nodes decides the announcement with the
+    /// cluster's count ([`Hub::announce_or_count`]).
+    pub fn begin_join_here(
+        &self,
+        room: &str,
+        conn: ConnId,
+        user: &UserRef,
+        outbox: &Outbox,
+    ) -> Option<(usize, usize)> {
         let mut entry = self.rooms.entry(room.to_owned()).or_default();
         let member = Member {
             user: user.clone(),
@@ -176,7 +196,7 @@ impl Hub {
             state: MemberState::Joining(Vec::new()),
         };
         if entry.members.insert(conn, member).is_some() {
-            return false;
+            return None;
         }
         let before = entry.users.len();
         let present = entry.users.entry(user.id.clone()).or_insert(Present {
@@ -185,10 +205,24 @@ impl Hub {
         });
         present.connections += 1;
         if present.connections > 1 {
-            return false;
+            return None;
         }
-        let after = entry.users.len();
-        self.announced(room, &mut entry, before, after)
+        Some((before, entry.users.len()))
+    }
+
+    /// Whether a join or leave that took the room from `before` to `after` users is
+    /// announced per user; if not, the room's count here is marked as changed (for its
+    /// next `occupancy` frame). A room with nobody here is only judged.
+    pub fn announce_or_count(&self, room: &str, before: usize, after: usize) -> bool {
+        match self.rooms.get_mut(room) {
+            Some(mut entry) => self.announced(room, &mut entry, before, after),
+            None => before.max(after) <= self.presence_full_max,
+        }
+    }
+
+    /// Users a room may have for presence to be announced per user.
+    pub fn presence_full_max(&self) -> usize {
+        self.presence_full_max
     }
 
     /// Queues the `joined` frame (built from the room's members) and then every
@@ -244,6 +278,20 @@ impl Hub {
     /// departure is to be announced (its last connection there, in a room small
     /// enough); `None` if it was not a member.
     pub fn leave(&self, room: &str, conn: ConnId) -> Option<(UserRef, bool)> {
+        let (user, last) = self.leave_here(room, conn)?;
+        let announce =
+            last.is_some_and(|(before, after)| self.announce_or_count(room, before, after));
+        Some((user, announce))
+    }
+
+    /// [`Hub::leave`] without the announce rule: the user, and `Some((before, after))`
+    /// (this node's users in the room) when it was the user's last connection here.
+    /// An emptied room is removed.
+    pub fn leave_here(
+        &self,
+        room: &str,
+        conn: ConnId,
+    ) -> Option<(UserRef, Option<(usize, usize)>)> {
         let mut entry = self.rooms.get_mut(room)?;
         let member = entry.members.remove(&conn)?;
         let before = entry.users.len();
@@ -259,10 +307,10 @@ impl Hub {
             None => false,
         };
         let after = entry.users.len();
-        let announce = last && self.announced(room, &mut entry, before, after);
         drop(entry);
+        // Nobody here is told of an emptied room's count: nothing to mark on it.
         self.rooms.remove_if(room, |_, r| r.members.is_empty());
-        Some((member.user, announce))
+        Some((member.user, last.then_some((before, after))))
     }
 
     /// Hands an event to every member of the room on this node.
@@ -325,6 +373,31 @@ impl Hub {
                 Some((name, online))
             })
             .collect()
+    }
+
+    /// Every room with someone in it here, with each of its users once.
+    pub fn present_users(&self) -> Vec<(String, Vec<UserRef>)> {
+        self.rooms
+            .iter()
+            .map(|r| {
+                let users = r.users.values().map(|p| p.user.clone()).collect();
+                (r.key().clone(), users)
+            })
+            .collect()
+    }
+
+    /// The id of the user a connection in the room is, if it is a member.
+    pub fn member_user(&self, room: &str, conn: ConnId) -> Option<String> {
+        self.rooms
+            .get(room)
+            .and_then(|r| r.members.get(&conn).map(|m| m.user.id.clone()))
+    }
+
+    /// Whether the user has a connection in the room here.
+    pub fn has_user(&self, room: &str, user_id: &str) -> bool {
+        self.rooms
+            .get(room)
+            .is_some_and(|r| r.users.contains_key(user_id))
     }
 
     /// Whether the room has a member on this node (joining or live).
@@ -480,5 +553,41 @@ mod tests {
 
         hub.dispatch("r", &RoomEvent::Count { frame: "2".into() });
         assert_eq!(drain(&mut queues[0]), ["joined", "2"]);
+    }
+
+    #[test]
+    fn the_per_node_steps_say_first_and_last_connection_and_leave_the_rule_to_the_caller() {
+        let hub = Hub::new(16).with_presence_full_max(1);
+        let (ob, _rx) = outbox();
+        assert_eq!(hub.begin_join_here("r", 1, &user("a"), &ob), Some((0, 1)));
+        assert_eq!(
+            hub.begin_join_here("r", 2, &user("a"), &ob),
+            None,
+            "not her first"
+        );
+        assert_eq!(
+            hub.begin_join_here("r", 2, &user("a"), &ob),
+            None,
+            "a rejoin"
+        );
+        assert_eq!(hub.member_user("r", 2).as_deref(), Some("a"));
+        assert!(hub.has_user("r", "a"));
+        // The cluster's count decides: 3 users is past the threshold, so it is counted.
+        assert!(!hub.announce_or_count("r", 2, 3));
+        assert_eq!(
+            hub.take_counts(),
+            [("r".to_owned(), 1)],
+            "this node's count"
+        );
+        assert!(hub.announce_or_count("r", 1, 0));
+        assert_eq!(
+            hub.leave_here("r", 1),
+            Some((user("a"), None)),
+            "still here"
+        );
+        assert_eq!(hub.leave_here("r", 2), Some((user("a"), Some((1, 0)))));
+        assert!(!hub.has_members("r"), "an emptied room is gone");
+        assert!(hub.announce_or_count("r", 1, 0), "judged without a room");
+        assert!(hub.present_users().is_empty());
     }
 }

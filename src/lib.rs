@@ -28,7 +28,9 @@
 //! - [`shared_rates`]: per-IP rate limits (login, register, tickets, refused
 //!   credentials), counted on every node together in cluster mode.
 //! - [`broker`]: stores and publishes a message as one step (in memory for one node), and
-//!   subscribes and unsubscribes this node's connections to rooms.
+//!   subscribes and unsubscribes this node's connections to rooms, deciding whether a
+//!   join or leave is announced (in cluster mode from presence kept in Redis, with
+//!   expiring entries, so a user is announced once across nodes).
 //! - [`store`]: durable accounts and history (SQLite by default, PostgreSQL for a
 //!   cluster); group-commits sends and announces each committed message, in `seq`
 //!   order, to the broker's hook.

@@ -144,6 +144,7 @@ impl Application {
         tokio::spawn(Arc::clone(&self.state.load).run(self.state.shutdown.clone()));
         tokio::spawn(crate::ws::occupancy::run(
             Arc::clone(&self.state.hub),
+            Arc::clone(&self.state.broker),
             std::time::Duration::from_millis(self.state.settings.limits.presence_count_ms),
             self.state.shutdown.clone(),
         ));
@@ -210,7 +211,13 @@ pub(crate) fn build_state(
                 prefix,
                 control,
             };
-            let broker = RedisBroker::start(link, store.clone(), Arc::clone(&hub));
+            let broker = RedisBroker::start(
+                link,
+                store.clone(),
+                Arc::clone(&hub),
+                std::time::Duration::from_millis(settings.limits.presence_ttl_ms),
+                crate::ws::protocol::presence_frame,
+            );
             (Arc::new(broker), Some(shared))
         }
         None => (

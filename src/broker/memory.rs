@@ -84,6 +84,10 @@ impl Broker for MemoryBroker {
     async fn unsubscribe(&self, room: &str, conn: ConnId) -> bool {
         matches!(self.hub.leave(room, conn), Some((_, true)))
     }
+
+    async fn occupied_rooms(&self) -> Vec<(String, usize)> {
+        self.hub.occupied_rooms()
+    }
 }
 
 #[cfg(test)]

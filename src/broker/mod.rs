@@ -17,6 +17,7 @@
 //! [`MessageLog::append`]: crate::store::MessageLog::append
 
 pub(crate) mod memory;
+pub(crate) mod presence;
 pub(crate) mod redis;
 
 use crate::hub::outbox::Outbox;
@@ -75,6 +76,23 @@ pub trait Broker: Send + Sync + 'static {
         last_seq: u64,
         joined: &dyn Fn(&Members) -> Frame,
     ) -> bool;
+
+    /// The room's users for the `joined` frame of `joiner`, when the broker knows more
+    /// than this node's hub (cluster mode: every node's users); `None`, the default:
+    /// the hub's members are used.
+    async fn members(&self, _room: &str, _joiner: &UserRef) -> Option<Members> {
+        None
+    }
+
+    /// Every room with someone in it, with its number of distinct users (on every node
+    /// in cluster mode).
+    async fn occupied_rooms(&self) -> Vec<(String, usize)>;
+
+    /// The number of users of each of these rooms, given this node's counts: the same
+    /// on one node, the cluster's in cluster mode (for `occupancy` frames).
+    async fn counts(&self, here: Vec<(String, usize)>) -> Vec<(String, usize)> {
+        here
+    }
 
     /// Removes a connection from a room on this node (nothing if it was not a member);
     /// a broker between nodes unsubscribes the node when it was the room's last member

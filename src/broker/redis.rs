@@ -31,6 +31,7 @@
 //! this node's messages without Redis). What Redis held does not matter: it keeps no
 //! state for palisade, only channels.
 
+use super::presence::{self, Announce, ClusterPresence, PresenceFrame};
 use super::{Broker, BrokerError, encode};
 use crate::hub::outbox::Outbox;
 use crate::hub::{ConnId, Frame, Hub, Members, RoomEvent};
@@ -199,6 +200,8 @@ pub(crate) struct RedisBroker {
     subscriptions: Arc<tokio::sync::Mutex<Subscriptions>>,
     /// Ends the subscriber task (and closes its connection) with the broker.
     stopped: CancellationToken,
+    /// Who is in which room on every node (see [`presence`]).
+    presence: Arc<ClusterPresence>,
 }
 
 impl Drop for RedisBroker {
@@ -212,9 +215,23 @@ fn channel_of(prefix: &str, room: &str) -> String {
 }
 
 impl RedisBroker {
-    /// Starts the node's delivery, publisher and subscriber tasks on an open link.
-    pub(crate) fn start(link: RedisLink, store: Arc<dyn MessageLog>, hub: Arc<Hub>) -> Self {
+    /// Starts the node's delivery, publisher, subscriber and presence upkeep tasks on an
+    /// open link; presence entries count for `presence_ttl` without a refresh, and the
+    /// upkeep's announcements are encoded with `presence_frame`.
+    pub(crate) fn start(
+        link: RedisLink,
+        store: Arc<dyn MessageLog>,
+        hub: Arc<Hub>,
+        presence_ttl: Duration,
+        presence_frame: PresenceFrame,
+    ) -> Self {
         let node = uuid::Uuid::new_v4().simple().to_string();
+        let presence = Arc::new(ClusterPresence::new(
+            link.commands.clone(),
+            &link.prefix,
+            &node,
+            presence_ttl,
+        ));
         let (events, events_rx) = mpsc::unbounded_channel();
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
         let subscriptions = Arc::new(tokio::sync::Mutex::new(Subscriptions {
@@ -229,6 +246,11 @@ impl RedisBroker {
             link.commands.clone(),
             link.prefix.clone(),
             node.clone(),
+        ));
+        tokio::spawn(Arc::clone(&presence).maintain(
+            Arc::downgrade(&hub),
+            announcer(Arc::downgrade(&hub), outgoing.clone(), presence_frame),
+            stopped.clone(),
         ));
         tokio::spawn(
             Listener {
@@ -251,8 +273,36 @@ impl RedisBroker {
             outgoing,
             subscriptions,
             stopped,
+            presence,
         }
     }
+}
+
+/// How the presence upkeep announces a user's join or leave it found (a user swept
+/// after their node died, an entry Redis lost written back): as a session would, to this
+/// node's members and through Redis to the others.
+fn announcer(
+    hub: std::sync::Weak<Hub>,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+    presence_frame: PresenceFrame,
+) -> Announce {
+    Box::new(move |room: &str, user: &UserRef, change| {
+        let frame = presence_frame(room, user, change);
+        let _ = outgoing.send(Outgoing::Ephemeral {
+            room: room.to_owned(),
+            about: user.id.clone(),
+            frame: frame.as_str().to_owned(),
+        });
+        if let Some(hub) = hub.upgrade() {
+            hub.dispatch(
+                room,
+                &RoomEvent::Ephemeral {
+                    about: user.id.clone(),
+                    frame,
+                },
+            );
+        }
+    })
 }
 
 /// The sequencer's way to the hub: one frame per message, encoded once.
@@ -323,7 +373,21 @@ impl Broker for RedisBroker {
         // The hub buffers from here on; whatever the sequencer hands on later reaches
         // this connection, and whatever it handed on before was committed before the
         // session reads its snapshot.
-        let announce = self.hub.begin_join(room, conn, user, outbox);
+        let announce = {
+            let _turn = self.presence.turn(room, &user.id).await;
+            match self.hub.begin_join_here(room, conn, user, outbox) {
+                None => false,
+                // The user's first connection in the room here: announced if they were
+                // online on no node, by the cluster's count (this node's if Redis does
+                // not answer).
+                Some((before, after)) => match self.presence.join(room, user).await {
+                    Some(arrived) => presence::arrival_announced(arrived, |before, after| {
+                        self.hub.announce_or_count(room, before, after)
+                    }),
+                    None => self.hub.announce_or_count(room, before, after),
+                },
+            }
+        };
         let mut subscriptions = self.subscriptions.lock().await;
         if subscriptions.rooms.contains(room) {
             return Ok(announce);
@@ -372,8 +436,32 @@ impl Broker for RedisBroker {
         self.hub.finish_join(room, conn, last_seq, joined)
     }
 
+    async fn members(&self, room: &str, joiner: &UserRef) -> Option<Members> {
+        self.presence
+            .members(room, joiner, self.hub.presence_full_max())
+            .await
+    }
+
+    async fn occupied_rooms(&self) -> Vec<(String, usize)> {
+        match self.presence.occupied().await {
+            Some(rooms) => rooms,
+            None => self.hub.occupied_rooms(),
+        }
+    }
+
+    async fn counts(&self, here: Vec<(String, usize)>) -> Vec<(String, usize)> {
+        let rooms: Vec<String> = here.iter().map(|(room, _)| room.clone()).collect();
+        match self.presence.counts(&rooms).await {
+            Some(counts) if counts.len() == here.len() => rooms.into_iter().zip(counts).collect(),
+            _ => here,
+        }
+    }
+
     async fn unsubscribe(&self, room: &str, conn: ConnId) -> bool {
-        let announce = matches!(self.hub.leave(room, conn), Some((_, true)));
+        let announce = match self.hub.member_user(room, conn) {
+            None => false,
+            Some(user_id) => self.leave_presence(room, conn, &user_id).await,
+        };
         if self.hub.has_members(room) {
             return announce;
         }
@@ -394,6 +482,27 @@ impl Broker for RedisBroker {
             }
         }
         announce
+    }
+}
+
+impl RedisBroker {
+    /// Takes a connection out of the room on this node and, if it was the user's last
+    /// one here, out of the cluster's presence: whether the departure is announced.
+    async fn leave_presence(&self, room: &str, conn: ConnId, user_id: &str) -> bool {
+        let _turn = self.presence.turn(room, user_id).await;
+        match self.hub.leave_here(room, conn) {
+            None | Some((_, None)) => false,
+            // The user's last connection in the room here: announced if that took them
+            // out of the room on every node. If Redis does not answer, by this node's
+            // view: should their entry still be there, it expires and a sweep announces
+            // the leave again, which changes nothing for a client.
+            Some((_, Some((before, after)))) => match self.presence.leave(room, user_id).await {
+                Some(departed) => presence::departure_announced(departed, |before, after| {
+                    self.hub.announce_or_count(room, before, after)
+                }),
+                None => self.hub.announce_or_count(room, before, after),
+            },
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! `GET /api/rooms`: rooms with their last `seq` and how many people are online.
 //!
 //! A room is listed once it has a message or someone in it; a token with a `rooms`
-//! claim sees only the rooms it may join.
+//! claim sees only the rooms it may join. `online` counts every node's users in cluster
+//! mode (the broker asks Redis, in one round trip for all rooms).
 
 use crate::error::ApiError;
 use crate::http::caller::Authenticated;
@@ -44,7 +45,7 @@ async fn list(
             },
         );
     }
-    for (name, online) in state.hub.occupied_rooms() {
+    for (name, online) in state.broker.occupied_rooms().await {
         rooms
             .entry(name.clone())
             .or_insert(RoomInfo {

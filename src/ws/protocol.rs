@@ -252,6 +252,21 @@ pub enum PresenceEvent {
     Leave,
 }
 
+/// The `presence` frame of a change a cluster broker found by itself (a user whose
+/// node died, swept): encoded here, where the wire format lives.
+pub(crate) fn presence_frame(
+    room: &str,
+    user: &UserRef,
+    change: crate::broker::presence::Change,
+) -> crate::hub::Frame {
+    use crate::broker::presence::Change;
+    let event = match change {
+        Change::Join => PresenceEvent::Join,
+        Change::Leave => PresenceEvent::Leave,
+    };
+    crate::broker::encode(&ServerFrame::Presence { room, user, event })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

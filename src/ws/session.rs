@@ -634,9 +634,12 @@ impl Session {
             members: &[],
         });
         drop(snapshot.messages);
+        // Every node's users in cluster mode; else (or if Redis does not answer) the hub's.
+        let cluster = self.state.broker.members(&room, &self.identity.user).await;
         self.state
             .broker
             .go_live(&room, self.conn, snapshot.last_seq, &|members| {
+                let members = cluster.as_ref().unwrap_or(members);
                 joined_with_members(head.as_str(), members.online, &members.users).into()
             });
         if announce {

@@ -2,12 +2,14 @@
 //! rooms live. A member on any node gets every stored message once, in `seq` order,
 //! even when Redis loses some of them. A ticket issued on one node is spent once on any,
 //! an admin's revoke, disable or enable on one node holds on every node at once, the
-//! per-user connection cap counts the user's connections on every node, and per-IP rate
-//! limits count a client's requests to every node.
+//! per-user connection cap counts the user's connections on every node, per-IP rate
+//! limits count a client's requests to every node, and presence, member lists and online
+//! counts cover every node.
 //!
 //! These need the machine's PostgreSQL (see `postgres.rs`) and Redis at 127.0.0.1:6379
 //! (no password). Each test has a database and a Redis key and channel prefix of its own
-//! (the only keys are tickets, connection sets and rate budgets, which expire). Without the services they print `SKIPPED …` and pass, unless
+//! (the only keys are tickets, connection sets, rate budgets and presence entries, which
+//! expire). Without the services they print `SKIPPED …` and pass, unless
 //! `PALISADE_REQUIRE_SERVICES=1` (CI), where a missing service fails them.
 
 use crate::helpers::{
@@ -822,4 +824,287 @@ async fn with_redis_hung_or_gone_logins_are_answered_promptly_and_limited_by_the
     // The node's own budget of four is spent.
     assert_rate_limited(login().await).await;
     app.stop().await;
+}
+
+/// The next presence or typing frame (messages, acks and counts are not expected here).
+async fn next_ephemeral(client: &mut Client) -> Value {
+    loop {
+        let frame = client.recv().await;
+        match frame["type"].as_str().unwrap_or("") {
+            "presence" | "typing" => return frame,
+            "occupancy" => {}
+            _ => panic!("expected presence or typing, got {frame}"),
+        }
+    }
+}
+
+/// `(type, event, user name)` of a presence or typing frame, to compare in one line.
+fn ephemeral(frame: &Value) -> (String, String, String) {
+    let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    (
+        text(&frame["type"]),
+        text(&frame["event"]),
+        text(&frame["user"]["name"]),
+    )
+}
+
+fn said(kind: &str, event: &str, name: &str) -> (String, String, String) {
+    (kind.to_owned(), event.to_owned(), name.to_owned())
+}
+
+/// Every key under the prefix: each must expire (nothing is left in Redis for ever).
+async fn keys_without_expiry(prefix: &str) -> Vec<String> {
+    let client = redis::Client::open(REDIS).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut lasting = Vec::new();
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if ttl < 0 {
+            lasting.push(key);
+        }
+    }
+    lasting
+}
+
+#[tokio::test]
+async fn a_user_on_two_nodes_is_announced_joining_once_and_leaving_only_when_the_last_connection_leaves()
+ {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (database, prefix) = (&held.database, &held.prefix);
+    let one = node(database, prefix).await;
+    let two = node(database, prefix).await;
+    let (mut watcher, _) = one.join("watcher", "general").await;
+    let (mut marker, _) = one.join("marker", "general").await;
+    assert_eq!(
+        ephemeral(&next_ephemeral(&mut watcher).await),
+        said("presence", "join", "marker")
+    );
+
+    let (mut alice_one, _) = one.join("alice", "general").await;
+    assert_eq!(
+        ephemeral(&next_ephemeral(&mut watcher).await),
+        said("presence", "join", "alice")
+    );
+    // Her second connection, on the other node: no second `join`. Her typing leaves
+    // that node after any presence frame its join would have sent.
+    let (mut alice_two, _) = two.join("alice", "general").await;
+    alice_two
+        .send(json!({"type":"typing","room":"general"}))
+        .await;
+    assert_eq!(
+        ephemeral(&next_ephemeral(&mut watcher).await),
+        said("typing", "", "alice"),
+        "alice is announced once however many nodes she is on"
+    );
+
+    // Her first connection leaves: she is still on the other node. A `leave` would be
+    // queued to the watcher (on the same node) before her `left` comes.
+    alice_one
+        .send(json!({"type":"leave","room":"general"}))
+        .await;
+    alice_one.recv_type("left").await;
+    marker.send(json!({"type":"typing","room":"general"})).await;
+    assert_eq!(
+        ephemeral(&next_ephemeral(&mut watcher).await),
+        said("typing", "", "marker"),
+        "alice is still in the room on the other node"
+    );
+
+    alice_two.close_normally().await;
+    assert_eq!(
+        ephemeral(&next_ephemeral(&mut watcher).await),
+        said("presence", "leave", "alice"),
+        "her last connection anywhere left"
+    );
+    let lasting = keys_without_expiry(prefix).await;
+    assert!(lasting.is_empty(), "keys that never expire: {lasting:?}");
+    one.stop().await;
+    two.stop().await;
+}
+
+/// The names of a `joined` frame's members, sorted.
+fn member_names(joined: &Value) -> Vec<String> {
+    let mut names: Vec<String> = joined["members"]
+        .as_array()
+        .expect("a joined frame lists members")
+        .iter()
+        .map(|m| m["name"].as_str().expect("a member has a name").to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn joined_on_one_node_lists_and_counts_the_users_connected_only_to_another() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (database, prefix) = (&held.database, &held.prefix);
+    let one = node(database, prefix).await;
+    let two = node(database, prefix).await;
+    let (_alice, _) = one.join("alice", "general").await;
+    let (_carol, _) = one.join("carol", "general").await;
+    let (_bob, joined) = two.join("bob", "general").await;
+    assert_eq!(member_names(&joined), ["alice", "bob", "carol"], "{joined}");
+    assert_eq!(joined["online"], 3, "{joined}");
+    one.stop().await;
+    two.stop().await;
+}
+
+/// `GET /api/rooms` on `app`: room name → online.
+async fn online_by_room(app: &TestApp) -> std::collections::BTreeMap<String, u64> {
+    let reply: Value = reqwest::Client::new()
+        .get(app.url("/api/rooms"))
+        .bearer_auth(app.token("reader"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    reply["rooms"]
+        .as_array()
+        .expect("a list of rooms")
+        .iter()
+        .map(|room| {
+            (
+                room["name"].as_str().unwrap().to_owned(),
+                room["online"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_rooms_list_counts_the_users_of_every_node() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (database, prefix) = (&held.database, &held.prefix);
+    let one = node(database, prefix).await;
+    let two = node(database, prefix).await;
+    let (_alice, _) = one.join("alice", "general").await;
+    let (_bob, _) = two.join("bob", "general").await;
+    let (_bob_again, _) = one.join("bob", "general").await;
+    // A room with no message and nobody on the node asked.
+    let (_carol, _) = one.join("carol", "quiet").await;
+    let rooms = online_by_room(&two).await;
+    assert_eq!(rooms.get("general"), Some(&2), "{rooms:?}");
+    assert_eq!(rooms.get("quiet"), Some(&1), "{rooms:?}");
+    assert_eq!(online_by_room(&one).await, rooms, "every node counts alike");
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test]
+async fn while_redis_does_not_answer_a_join_still_succeeds_with_this_nodes_own_presence() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (relay, cut) = redis_relay().await;
+    let (url, prefix) = (held.database.url.clone(), held.prefix.clone());
+    let app = spawn_app_with(move |settings| {
+        settings.database_url = url;
+        settings.redis_url = Some(relay);
+        settings.redis_prefix = prefix;
+    })
+    .await;
+    let (mut alice, _) = app.join("alice", "general").await;
+
+    drop(cut);
+    let (_bob, joined) = app.join("bob", "general").await;
+    assert_eq!(member_names(&joined), ["alice", "bob"], "{joined}");
+    assert_eq!(joined["online"], 2, "{joined}");
+    assert_eq!(
+        ephemeral(&next_ephemeral(&mut alice).await),
+        said("presence", "join", "bob"),
+        "announced by this node's view"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn whether_a_join_is_announced_or_counted_depends_on_the_clusters_count() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (database, prefix) = (&held.database, &held.prefix);
+    let small = |settings: &mut Settings| {
+        settings.limits.presence_full_max = 2;
+        settings.limits.presence_count_ms = 50;
+    };
+    let one = node_with(database, prefix, small).await;
+    let two = node_with(database, prefix, small).await;
+    let (mut alice, _) = one.join("alice", "general").await;
+    let (_bob, _) = two.join("bob", "general").await;
+    assert_eq!(
+        ephemeral(&next_ephemeral(&mut alice).await),
+        said("presence", "join", "bob"),
+        "two users: announced"
+    );
+    // Two users on node one, three in the room: counted, with the cluster's number.
+    let (_carol, joined) = one.join("carol", "general").await;
+    assert_eq!(joined["online"], 3, "{joined}");
+    let count = alice.recv().await;
+    assert_eq!(count["type"], "occupancy", "{count}");
+    assert_eq!(count["online"], 3, "{count}");
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test]
+async fn presence_entries_redis_lost_are_written_back_by_their_nodes_next_refresh() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (database, prefix) = (&held.database, &held.prefix);
+    let quick = |settings: &mut Settings| settings.limits.presence_ttl_ms = 900;
+    let one = node_with(database, prefix, quick).await;
+    let two = node_with(database, prefix, quick).await;
+    let (_alice, _) = one.join("alice", "general").await;
+    let (mut bob, joined) = two.join("bob", "general").await;
+    assert_eq!(member_names(&joined), ["alice", "bob"], "{joined}");
+
+    // Redis restarted empty, as far as presence goes.
+    let client = redis::Client::open(REDIS).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let presence: Vec<&String> = keys
+        .iter()
+        .filter(|k| !k.contains(":conns:") && !k.contains(":ticket:"))
+        .collect();
+    assert!(!presence.is_empty(), "{keys:?}");
+    redis::cmd("DEL")
+        .arg(&presence)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+
+    // Each node writes its users back, and a user nobody had listed is announced.
+    assert_eq!(
+        ephemeral(&next_ephemeral(&mut bob).await),
+        said("presence", "join", "alice")
+    );
+    let (_carol, joined) = two.join("carol", "general").await;
+    assert!(
+        member_names(&joined).contains(&"alice".to_owned()),
+        "{joined}"
+    );
+    one.stop().await;
+    two.stop().await;
 }

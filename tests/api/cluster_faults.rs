@@ -743,3 +743,62 @@ async fn restarting_redis_mid_stream_loses_nothing_and_every_member_gets_every_m
     }
     drop(redis);
 }
+
+#[tokio::test]
+async fn the_users_of_a_killed_node_leave_the_room_for_everyone_within_the_presence_ttl() {
+    const TTL_MS: u64 = 2000;
+    let Some(held) = services().await else {
+        return;
+    };
+    let ttl = TTL_MS.to_string();
+    let args = [
+        "--redis-url",
+        REDIS,
+        "--redis-prefix",
+        &held.prefix,
+        "--presence-ttl-ms",
+        &ttl,
+    ];
+    let mut doomed = ServerProcess::start(&held.database.url, &args).await;
+    let survivor = ServerProcess::start(&held.database.url, &args).await;
+    let (mut watcher, _) = joined_on(&survivor, "watcher", None).await;
+    let (_victim, _) = joined_on(&doomed, "victim", None).await;
+    let joined = watcher.recv_type("presence").await;
+    assert_eq!(
+        (&joined["event"], &joined["user"]["name"]),
+        (&json!("join"), &json!("victim")),
+        "{joined}"
+    );
+
+    doomed.child.start_kill().expect("SIGKILL is sent");
+    doomed
+        .child
+        .wait()
+        .await
+        .expect("the killed node is reaped");
+    let killed_at = tokio::time::Instant::now();
+    // Nobody on the dead node says goodbye: the survivor's sweep finds the victim's
+    // entry expired and announces the leave (`recv` waits up to `WAIT`, well past it).
+    let left = watcher.recv_type("presence").await;
+    assert_eq!(
+        (&left["event"], &left["user"]["name"]),
+        (&json!("leave"), &json!("victim")),
+        "{left}"
+    );
+    let took = killed_at.elapsed();
+    assert!(
+        took <= Duration::from_millis(TTL_MS * 2),
+        "within the TTL and a sweep: {took:?}"
+    );
+
+    let (_newcomer, joined) = joined_on(&survivor, "newcomer", None).await;
+    let mut names: Vec<&str> = joined["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["newcomer", "watcher"], "{joined}");
+    assert_eq!(joined["online"], 2, "{joined}");
+}
