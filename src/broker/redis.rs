@@ -54,6 +54,12 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most messages one store read of a gap fill asks for.
 const FILL_CHUNK: u64 = 500;
 
+/// Longest wait between two reconnection attempts of the command connection. The
+/// client's default doubles from 100 ms through six tries (3.2 s last), so a node could
+/// stay unready for seconds after Redis was back; a second bounds that, and one try a
+/// second costs a dead Redis nothing.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
 /// How often the sequencer asks the store for the last `seq` of every room it follows.
 /// A message whose node died (or failed to `PUBLISH`) between its commit and its
 /// publication is otherwise revealed only by the room's next message, which a quiet room
@@ -150,7 +156,9 @@ impl RedisLink {
             .await
             .map_err(|_| timed_out())?
             .map_err(|e| unreachable(e.to_string()))?;
-        let mut commands = tokio::time::timeout(REDIS_TIMEOUT, client.get_connection_manager())
+        let retries = redis::aio::ConnectionManagerConfig::new().set_max_delay(MAX_RECONNECT_DELAY);
+        let command_connection = client.get_connection_manager_with_config(retries);
+        let mut commands = tokio::time::timeout(REDIS_TIMEOUT, command_connection)
             .await
             .map_err(|_| timed_out())?
             .map_err(|e| unreachable(e.to_string()))?;

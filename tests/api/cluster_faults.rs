@@ -675,11 +675,17 @@ async fn restarting_redis_mid_stream_loses_nothing_and_every_member_gets_every_m
     more_acks(&mut acked, ACKS_WHILE_DOWN).await;
 
     let redis = PrivateRedis::start_on(redis.port).await;
+    let restarted = tokio::time::Instant::now();
     // Each node's command connection finds the new Redis at its next reconnection
-    // attempt: polled, as the node's pub/sub connection may come back before or after.
+    // attempt (at most a second apart): polled, as the node's pub/sub connection may
+    // come back before or after.
     for node in &nodes {
         ready_becomes(node, 200).await;
     }
+    eprintln!(
+        "every node ready {:?} after Redis was back",
+        restarted.elapsed()
+    );
     while acked.try_recv().is_ok() {}
     more_acks(&mut acked, ACKS_PER_PHASE).await;
     // Tickets live in Redis: the new, empty one keeps them again, across nodes.
