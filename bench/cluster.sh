@@ -49,14 +49,7 @@ redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null
 # PostgreSQL's backends fork from the postmaster and inherit its affinity.
 for pid in $SERVICE_PIDS; do taskset -acp 0 "$pid" >/dev/null; done
 
-wait_for_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "server on port $1 did not start" >&2
-    return 1
-}
+. bench/lib.sh
 
 drop_database() {
     [ -n "$DATABASE" ] && psql -h 127.0.0.1 -U postgres -qAt \

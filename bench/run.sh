@@ -24,14 +24,7 @@ echo "== building (release)" >&2
 cargo build --release -q -p palisade -p loadgen -p axum-floor
 (cd bench/node-ws && npm ci --no-audit --no-fund --silent)
 
-wait_for_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "server on port $1 did not start" >&2
-    return 1
-}
+. bench/lib.sh
 
 start() { # name port command...
     local name=$1 port=$2
