@@ -51,12 +51,39 @@ const HANDSHAKE_REJECTIONS: [&str; 5] = [
     "too_many_connections",
 ];
 
+/// The doors a credential comes through: a bearer token on the HTTP API, a token or
+/// ticket on the WebSocket handshake, a password at `POST /api/login`.
+const AUTH_FAILURE_DOORS: [&str; 3] = ["http", "handshake", "login"];
+
+/// The per-IP (`ip`) and server-wide (`global`) budgets of the HTTP API, by endpoint:
+/// every pair `http::per_ip_rate` and `http::global_rate` are called with.
+const HTTP_RATE_LIMITS: [(&str, &str); 6] = [
+    ("register", "ip"),
+    ("register", "global"),
+    ("login", "ip"),
+    ("login", "global"),
+    ("token", "ip"),
+    ("tickets", "ip"),
+];
+
 /// Gives every metric its HELP and TYPE line and a zero value at start, so the first
 /// scrape lists them all and a rate or an alert on one works before it ever moved.
 fn describe_all() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!("palisade_connections_open", "Open WebSocket sessions.");
     gauge!("palisade_connections_open").set(0.0);
+    describe_gauge!(
+        "palisade_connections_max",
+        "The cap on open WebSocket sessions (--max-connections): open / max is how full the node is."
+    );
+    describe_gauge!(
+        "palisade_connections_pending_max",
+        "The cap on connections not upgraded to a WebSocket (--max-pending-connections)."
+    );
+    describe_gauge!(
+        "palisade_ready",
+        "1 when /readyz would answer 200 (store answers and writes, broker answers, not draining), else 0."
+    );
     describe_gauge!(
         "palisade_connections_pending",
         "Accepted connections that have not upgraded to a WebSocket (capped per IP and in total)."
@@ -80,6 +107,21 @@ fn describe_all() {
     );
     for reason in crate::server::pending::PendingRejection::ALL {
         counter!("palisade_connections_refused_total", "reason" => reason.as_str()).absolute(0);
+    }
+    describe_counter!(
+        "palisade_auth_failures_total",
+        "Credentials refused, by door (http, handshake, login); out-of-date tokens, which good clients hold after a sleep, are not counted."
+    );
+    for via in AUTH_FAILURE_DOORS {
+        counter!("palisade_auth_failures_total", "via" => via).absolute(0);
+    }
+    describe_counter!(
+        "palisade_http_rate_limited_total",
+        "HTTP API requests refused 429 for want of rate budget, by endpoint and budget (ip or global)."
+    );
+    for (endpoint, scope) in HTTP_RATE_LIMITS {
+        counter!("palisade_http_rate_limited_total", "endpoint" => endpoint, "scope" => scope)
+            .absolute(0);
     }
     describe_counter!(
         "palisade_closes_total",
@@ -137,6 +179,29 @@ pub(crate) fn render() -> String {
 
 pub(crate) fn handshake_rejected(reason: impl Into<std::borrow::Cow<'static, str>>) {
     counter!("palisade_handshake_rejections_total", "reason" => reason.into()).increment(1);
+}
+
+/// Refused credentials through `via`, one of [`AUTH_FAILURE_DOORS`].
+pub(crate) fn auth_failed(via: &'static str) {
+    counter!("palisade_auth_failures_total", "via" => via).increment(1);
+}
+
+/// An HTTP request refused for want of the `scope` budget (`ip` or `global`) of `endpoint`.
+pub(crate) fn http_rate_limited(endpoint: &'static str, scope: &'static str) {
+    counter!("palisade_http_rate_limited_total", "endpoint" => endpoint, "scope" => scope)
+        .increment(1);
+}
+
+/// The node's connection caps, so "near the cap" is a ratio in PromQL. Set at each
+/// scrape, from the settings of the server being scraped.
+pub(crate) fn caps(max_connections: usize, max_pending_connections: usize) {
+    gauge!("palisade_connections_max").set(max_connections as f64);
+    gauge!("palisade_connections_pending_max").set(max_pending_connections as f64);
+}
+
+/// Whether `/readyz` would answer 200, decided the same way at each scrape.
+pub(crate) fn ready(ready: bool) {
+    gauge!("palisade_ready").set(if ready { 1.0 } else { 0.0 });
 }
 
 pub(crate) fn connection_opened() {

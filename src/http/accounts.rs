@@ -113,6 +113,7 @@ async fn login(
             Ok(Json(session_for(&state, record.user, role)?))
         }
         Err(AccountError::InvalidCredentials) => {
+            crate::stats::auth_failed("login");
             if state.security_log.admit(ip, "login_failed") {
                 tracing::warn!(target: "security", event = "login_failed", %ip);
             }

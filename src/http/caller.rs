@@ -72,6 +72,9 @@ pub(crate) async fn authenticate(
         Ok(identity) => return Ok(identity),
         Err(rejection) => rejection,
     };
+    if !rejection.is_out_of_date() {
+        crate::stats::auth_failed("http");
+    }
     let error = match ip {
         Some(ip) => refuse_credentials(rejection, || state.auth_failures.check(ip)).await,
         None => ApiError::Unauthorized,

@@ -24,25 +24,49 @@ async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let store = state.store.ping().await.is_ok();
-    let writable = match state.store.check_writable().await {
-        Ok(()) => true,
-        Err(error) => {
-            // The store logs when it stops and starts writing; readiness floods must not.
-            tracing::debug!(%error, "not ready: the store cannot write");
-            false
+/// What `/readyz` checks; `/metrics` reports the same as `palisade_ready`.
+pub(crate) struct Readiness {
+    store: bool,
+    writable: bool,
+    broker: bool,
+    draining: bool,
+}
+
+impl Readiness {
+    pub(crate) async fn check(state: &AppState) -> Self {
+        let store = state.store.ping().await.is_ok();
+        let writable = match state.store.check_writable().await {
+            Ok(()) => true,
+            Err(error) => {
+                // The store logs when it stops and starts writing; readiness floods must not.
+                tracing::debug!(%error, "not ready: the store cannot write");
+                false
+            }
+        };
+        let broker = state.broker.ping().await.is_ok();
+        Self {
+            store,
+            writable,
+            broker,
+            draining: state.shutdown.is_triggered(),
         }
-    };
-    let broker = state.broker.ping().await.is_ok();
-    if store && writable && broker && !state.shutdown.is_triggered() {
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.store && self.writable && self.broker && !self.draining
+    }
+}
+
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let readiness = Readiness::check(&state).await;
+    if readiness.is_ready() {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
         // The error body every error has, and which dependency is down beside it.
         let mut body = error_body(&ApiError::Unavailable.code(), "not ready");
-        body["store"] = json!(store);
-        body["store_writable"] = json!(writable);
-        body["broker"] = json!(broker);
+        body["store"] = json!(readiness.store);
+        body["store_writable"] = json!(readiness.writable);
+        body["broker"] = json!(readiness.broker);
         (StatusCode::SERVICE_UNAVAILABLE, Json(body))
     }
 }

@@ -8,6 +8,7 @@
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
 use crate::http::caller::{authenticate, current_role};
+use crate::http::health::Readiness;
 use crate::model::Role;
 use crate::state::AppState;
 use crate::stats;
@@ -37,6 +38,9 @@ async fn metrics(
         }
     }
     stats::outbound_queued(state.outbound.queued());
+    let limits = &state.settings.limits;
+    stats::caps(limits.max_connections, limits.max_pending_connections);
+    stats::ready(Readiness::check(&state).await.is_ready());
     Ok((
         [(
             header::CONTENT_TYPE,

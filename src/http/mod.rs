@@ -195,6 +195,7 @@ pub(crate) async fn per_ip_rate(
     what: &'static str,
 ) -> Result<(), ApiError> {
     limiter.check(ip).await.map_err(|retry_after| {
+        crate::stats::http_rate_limited(what, "ip");
         if log.admit(ip, "rate_limited") {
             tracing::warn!(target: "security", event = "rate_limited", %ip, endpoint = what);
         }
@@ -210,6 +211,7 @@ pub(crate) fn global_rate(
     what: &'static str,
 ) -> Result<(), ApiError> {
     limiter.check().map_err(|not_until| {
+        crate::stats::http_rate_limited(what, "global");
         if log.admit(ip, "rate_limited") {
             tracing::warn!(target: "security", event = "rate_limited", scope = "global", %ip, endpoint = what);
         }

@@ -178,6 +178,9 @@ async fn credentials_refused(
     ip: IpAddr,
     reason: CredentialRejection,
 ) -> Response {
+    if !reason.is_out_of_date() {
+        crate::stats::auth_failed("handshake");
+    }
     let error = refuse_credentials(reason, || state.auth_failures.check(ip)).await;
     refused(state, ip, None, reason.as_str(), error.code());
     error.into_response()

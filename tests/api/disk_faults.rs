@@ -485,6 +485,16 @@ async fn a_disk_that_turns_read_only_makes_readyz_fail_and_sends_unavailable() {
         .await;
     assert_unavailable(&alice.recv_type("error").await);
     assert_eq!(readyz().await, 503, "a read-only store is not ready");
+    let metrics = reqwest::get(format!("http://{}/metrics", server.addr))
+        .await
+        .expect("the server still answers")
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|line| line == "palisade_ready 0"),
+        "the scrape says ready while /readyz does not:\n{metrics}"
+    );
     alice
         .send(json!({"type":"history","id":3,"room":"general"}))
         .await;
