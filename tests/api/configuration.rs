@@ -310,3 +310,13 @@ async fn a_pong_timeout_within_the_heartbeat_stops_the_start() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn version_prints_the_name_and_the_crate_version_and_exits_zero() {
+    let (status, output) = run_until_exit(&["--version"], &[]).await;
+    assert!(status.success(), "{status}: {output}");
+    assert_eq!(
+        output.trim(),
+        format!("palisade {}", env!("CARGO_PKG_VERSION"))
+    );
+}
