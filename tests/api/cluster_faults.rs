@@ -1,7 +1,8 @@
 //! Cluster mode when things break: the rows of docs/cluster.md's failure-mode table,
 //! checked the way a client lives them. A node is killed (the real binary, so SIGKILL
-//! is real) or stopped, PostgreSQL goes away under a node, or Redis is killed and
-//! started again empty (a `redis-server` of the test's own): nothing acked is lost,
+//! is real) or stopped, PostgreSQL goes away under a node or crashes and restarts (a
+//! server of the test's own, `private_postgres.rs`), or Redis is killed and started
+//! again empty (a `redis-server` of the test's own): nothing acked is lost,
 //! nothing is stored twice, a client that resends with its nonces and resumes with
 //! `since` on another node misses nothing, members miss nothing of what was sent while
 //! Redis was away, and a node gets back on its own.
