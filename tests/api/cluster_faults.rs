@@ -1,7 +1,8 @@
 //! Cluster mode when things break: the rows of docs/cluster.md's failure-mode table,
 //! checked the way a client lives them. A node is killed (the real binary, so SIGKILL
-//! is real) or stopped, PostgreSQL goes away under a node, or Redis is killed and
-//! started again empty (a `redis-server` of the test's own): nothing acked is lost,
+//! is real) or stopped, PostgreSQL goes away under a node or crashes and restarts (a
+//! server of the test's own, `private_postgres.rs`), or Redis is killed and started
+//! again empty (a `redis-server` of the test's own): nothing acked is lost,
 //! nothing is stored twice, a client that resends with its nonces and resumes with
 //! `since` on another node misses nothing, members miss nothing of what was sent while
 //! Redis was away, and a node gets back on its own.
@@ -10,6 +11,7 @@
 
 use crate::cluster::{REDIS, Services, node_with, read, services, ticket_accepted, ticket_from};
 use crate::helpers::{Client, ServerProcess, WAIT, spawn_app_with, user_token};
+use crate::private_postgres::PrivatePostgres;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -599,17 +601,37 @@ async fn messages_through(client: &mut Client, got: &mut Vec<(u64, String)>, las
 
 /// A member that only listens, read all along (so its queue on the server never fills)
 /// until the room's last seq is known (`last` turns non-zero) and has come: what it got.
+/// Until then it may hear nothing for longer than the wait (while the store is down), so
+/// only the messages it still expects then are awaited with a bound.
 async fn listen(mut client: Client, mut last: watch::Receiver<u64>) -> Vec<(u64, String)> {
     let mut got = Vec::new();
     loop {
         tokio::select! {
-            frame = client.recv_type("message") => got.push(received(&frame)),
+            frame = next_message(&mut client) => got.push(received(&frame)),
             () = async { let _ = last.wait_for(|last| *last > 0).await; } => break,
         }
     }
     let last = *last.borrow();
     messages_through(&mut client, &mut got, last).await;
     got
+}
+
+/// The next message frame, however long it takes (presence, count and typing frames
+/// skipped). Cancel-safe: a frame is taken off the stream only to be used.
+async fn next_message(client: &mut Client) -> Value {
+    loop {
+        let text = match client.stream.next().await {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        };
+        let frame: Value = serde_json::from_str(&text).expect("the server sends JSON");
+        match frame["type"].as_str().unwrap_or("") {
+            "message" => return frame,
+            "presence" | "occupancy" | "typing" => {}
+            _ => panic!("expected a message, got {frame}"),
+        }
+    }
 }
 
 /// Waits until `n` more acks have come (any sender's).
@@ -807,4 +829,273 @@ async fn the_users_of_a_killed_node_leave_the_room_for_everyone_within_the_prese
     names.sort_unstable();
     assert_eq!(names, ["newcomer", "watcher"], "{joined}");
     assert_eq!(joined["online"], 2, "{joined}");
+}
+
+/// What a sender that does as refusals say got: as [`Steady`], and how many of its
+/// sends were refused and how many resends found their message already stored.
+struct Retried {
+    steady: Steady,
+    refused: u64,
+    duplicates: u64,
+}
+
+/// [`send_steadily`] by a client that does as a refusal says: a send answered
+/// `unavailable` is sent again, with the same id and nonce, `retry_after_ms` later.
+/// Says on `refusals` (its number, and how many times that send has been refused) each
+/// time a send is refused; any other error fails.
+async fn send_retrying(
+    client: Client,
+    s: usize,
+    mut stop: watch::Receiver<bool>,
+    acks: mpsc::UnboundedSender<()>,
+    refusals: mpsc::UnboundedSender<(usize, u64)>,
+) -> Retried {
+    const IN_FLIGHT: u64 = 3;
+    let mut steady = Steady {
+        client,
+        acked: BTreeMap::new(),
+        sent: 0,
+        got: Vec::new(),
+    };
+    let (mut refused, mut duplicates) = (0, 0);
+    // When each refused send is due again, and how often each was refused.
+    let mut again: BTreeSet<(tokio::time::Instant, u64)> = BTreeSet::new();
+    let mut refusals_of: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut pace = tokio::time::interval(Duration::from_millis(40));
+    let mut stopping = false;
+    loop {
+        // Refused sends stay due until acked: the stop waits for them.
+        let due = steady.sent - steady.acked.len() as u64;
+        if stopping && due == 0 {
+            return Retried {
+                steady,
+                refused,
+                duplicates,
+            };
+        }
+        let next_retry = again.first().map(|(at, _)| *at);
+        let id = tokio::select! {
+            _ = pace.tick(), if !stopping && due < IN_FLIGHT => {
+                steady.sent += 1;
+                Some(steady.sent)
+            }
+            () = async {
+                if let Some(at) = next_retry {
+                    tokio::time::sleep_until(at).await;
+                }
+            }, if next_retry.is_some() => again.pop_first().map(|(_, id)| id),
+            // The borrow `wait_for` answers with must not live across an await.
+            () = async { let _ = stop.wait_for(|stop| *stop).await; }, if !stopping => {
+                stopping = true;
+                None
+            }
+            frame = steady.client.recv() => {
+                match frame["type"].as_str().unwrap_or("") {
+                    "ack" => {
+                        let id = frame["id"].as_u64().expect("an ack names its send");
+                        let seq = frame["seq"].as_u64().expect("an ack has a seq");
+                        assert!(steady.acked.insert(id, seq).is_none(), "one ack per send: {frame}");
+                        duplicates += u64::from(frame["duplicate"] == true);
+                        let _ = acks.send(());
+                    }
+                    "error" => {
+                        assert_eq!(frame["code"], "unavailable", "sender{s}: {frame}");
+                        let id = frame["id"].as_u64().expect("a refusal names its send");
+                        assert!(
+                            id <= steady.sent && !steady.acked.contains_key(&id),
+                            "sender{s}: a refusal of a send waiting for its answer: {frame}"
+                        );
+                        let ms = frame["retry_after_ms"]
+                            .as_u64()
+                            .filter(|ms| *ms > 0)
+                            .unwrap_or_else(|| panic!("a refusal says when to retry: {frame}"));
+                        again.insert((tokio::time::Instant::now() + Duration::from_millis(ms), id));
+                        refused += 1;
+                        let times = refusals_of.entry(id).or_default();
+                        *times += 1;
+                        let _ = refusals.send((s, *times));
+                    }
+                    "message" => steady.got.push(received(&frame)),
+                    "presence" | "occupancy" | "typing" => {}
+                    _ => panic!("sender{s} got {frame}"),
+                }
+                None
+            }
+        };
+        if let Some(id) = id {
+            let (body, nonce) = message(s, id);
+            steady
+                .client
+                .send(json!({"type":"send","id":id,"room":ROOM,"body":body,"nonce":nonce}))
+                .await;
+        }
+    }
+}
+
+/// Waits until each of `senders` senders has had a send refused for the `times`th time
+/// (from 2: a resend refused again).
+async fn refusals_each(
+    refusals: &mut mpsc::UnboundedReceiver<(usize, u64)>,
+    senders: usize,
+    times: u64,
+) {
+    let mut most = vec![0; senders];
+    while most.iter().any(|most| *most < times) {
+        let (s, refused) = tokio::time::timeout(WAIT, refusals.recv())
+            .await
+            .unwrap_or_else(|_| panic!("sends keep being refused; so far {most:?}"))
+            .expect("a sender is still sending");
+        most[s] = most[s].max(refused);
+    }
+}
+
+#[tokio::test]
+async fn restarting_postgresql_mid_stream_refuses_sends_as_unavailable_and_loses_no_acked_message()
+{
+    const NODES: usize = 2;
+    const ACKS_PER_PHASE: usize = 12;
+    let Some(held) = services().await else {
+        return;
+    };
+    let Some(mut postgres) = PrivatePostgres::start().await else {
+        return;
+    };
+    let url = postgres.create_database("palisade").await;
+    let mut nodes = Vec::new();
+    for _ in 0..NODES {
+        let url = url.clone();
+        nodes.push(
+            node_with(&held.database, &held.prefix, move |settings| {
+                settings.database_url = url;
+            })
+            .await,
+        );
+    }
+    let (last_seq, last_known) = watch::channel(0);
+    let mut watchers = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        let (client, _) = node.join(&format!("watcher{n}"), ROOM).await;
+        watchers.push(tokio::spawn(listen(client, last_known.clone())));
+    }
+    let (acks, mut acked) = mpsc::unbounded_channel();
+    let (refusals, mut refused) = mpsc::unbounded_channel();
+    let (stop, stopped) = watch::channel(false);
+    let mut senders = Vec::new();
+    for (s, node) in nodes.iter().enumerate() {
+        senders.push(node.join(&format!("sender{s}"), ROOM).await.0);
+    }
+    let sending: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(s, client)| {
+            tokio::spawn(send_retrying(
+                client,
+                s,
+                stopped.clone(),
+                acks.clone(),
+                refusals.clone(),
+            ))
+        })
+        .collect();
+    drop((acks, refusals));
+    more_acks(&mut acked, ACKS_PER_PHASE).await;
+    for node in &nodes {
+        ready_becomes(node, 200).await;
+    }
+
+    postgres.crash().await;
+    let crashed = tokio::time::Instant::now();
+    refusals_each(&mut refused, NODES, 1).await;
+    let first_refusals = crashed.elapsed();
+    for node in &nodes {
+        ready_becomes(node, 503).await;
+    }
+    // Once every sender has been refused, nothing is acked while the server is down:
+    // each sender's resends are refused again, and no ack comes meanwhile.
+    while acked.try_recv().is_ok() {}
+    refusals_each(&mut refused, NODES, 2).await;
+    assert!(
+        acked.try_recv().is_err(),
+        "an ack while PostgreSQL was down"
+    );
+    let down_for = crashed.elapsed();
+
+    let recovery = postgres.restart().await;
+    let restarted = tokio::time::Instant::now();
+    assert!(
+        recovery
+            .iter()
+            .any(|line| line.contains("automatic recovery in progress")),
+        "the restart recovers from a crash:\n{}",
+        recovery.join("\n")
+    );
+    // The nodes were not restarted: their pools connect again by themselves.
+    more_acks(&mut acked, 1).await;
+    let first_ack = restarted.elapsed();
+    for node in &nodes {
+        ready_becomes(node, 200).await;
+    }
+    let ready = restarted.elapsed();
+    more_acks(&mut acked, ACKS_PER_PHASE).await;
+    stop.send_replace(true);
+    let mut senders = Vec::new();
+    for task in sending {
+        senders.push(task.await.expect("a sender's task does not panic"));
+    }
+
+    // The room's history, read from the (recovered) database itself.
+    let history: Vec<(u64, String)> = {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&url)
+            .await
+            .expect("the private database accepts a connection");
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT seq, body FROM messages WHERE room = $1 ORDER BY seq")
+                .bind(ROOM)
+                .fetch_all(&mut db)
+                .await
+                .expect("the history reads");
+        rows.into_iter()
+            .map(|(seq, body)| (u64::try_from(seq).expect("a positive seq"), body))
+            .collect()
+    };
+    let total = history.len() as u64;
+    let seqs: Vec<u64> = history.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "seqs 1..=N, no gap");
+    let mut sent = 0;
+    for (s, retried) in senders.iter().enumerate() {
+        let steady = &retried.steady;
+        assert_eq!(
+            steady.acked.len() as u64,
+            steady.sent,
+            "sender{s}: all acked"
+        );
+        for (id, seq) in &steady.acked {
+            let stored = &history[usize::try_from(*seq - 1).expect("an index")].1;
+            assert_eq!(*stored, message(s, *id).0, "the ack names its message");
+        }
+        sent += steady.sent;
+    }
+    assert_eq!(sent, total, "each message sent is stored once");
+    eprintln!(
+        "{total} messages; every sender refused {first_refusals:?} after the crash, down \
+         {down_for:?}; after the restart: first ack {first_ack:?}, every node ready \
+         {ready:?}; refusals {:?}, resends already stored {}",
+        senders.iter().map(|r| r.refused).collect::<Vec<_>>(),
+        senders.iter().map(|r| r.duplicates).sum::<u64>(),
+    );
+
+    last_seq.send_replace(total);
+    for (n, watcher) in watchers.into_iter().enumerate() {
+        let got = watcher.await.expect("a watcher's task does not panic");
+        assert_eq!(got, history, "watcher{n}: every seq once, in order");
+    }
+    for (s, mut retried) in senders.into_iter().enumerate() {
+        let steady = &mut retried.steady;
+        messages_through(&mut steady.client, &mut steady.got, total).await;
+        assert_eq!(steady.got, history, "sender{s}: every seq once, in order");
+    }
+    for node in nodes {
+        node.stop().await;
+    }
 }

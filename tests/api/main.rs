@@ -23,6 +23,7 @@ mod lifecycle;
 mod metrics;
 mod ping_floods;
 mod postgres;
+mod private_postgres;
 mod production_config;
 pub(crate) mod protocol_violations;
 mod rights;
