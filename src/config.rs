@@ -60,12 +60,14 @@ pub struct Limits {
     /// How often, in milliseconds, a big room's members are told its new count.
     #[arg(long, env = "PALISADE_PRESENCE_COUNT_MS", default_value_t = DEFAULT_LIMITS.presence_count_ms)]
     pub presence_count_ms: u64,
-    /// Cluster mode: how long, in milliseconds, a node's presence entries in Redis count
-    /// without a refresh (each node refreshes its own every third of it). A node killed
-    /// without a word leaves its users listed as online this long, plus up to a third.
-    /// Every node of a cluster should use the same.
-    #[arg(long, env = "PALISADE_PRESENCE_TTL_MS", default_value_t = DEFAULT_LIMITS.presence_ttl_ms)]
-    pub presence_ttl_ms: u64,
+    /// Cluster mode: how long, in milliseconds, a node's entries in Redis count without a
+    /// refresh: its users' presence and its connections' places under the per-user cap
+    /// alike (each node refreshes its own every third of it). A node killed without a
+    /// word leaves its users listed as online this long, plus up to a third, and holds
+    /// their connection places at most this long. Every node of a cluster should use the
+    /// same.
+    #[arg(long, env = "PALISADE_NODE_TTL_MS", default_value_t = DEFAULT_LIMITS.node_ttl_ms)]
+    pub node_ttl_ms: u64,
     /// Most messages a `join` with `since` replays; past it `complete` is false.
     #[arg(long, env = "PALISADE_REPLAY_MAX", default_value_t = DEFAULT_LIMITS.replay_max)]
     pub replay_max: u32,
@@ -250,7 +252,7 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     join_history: 50,
     presence_full_max: crate::hub::DEFAULT_PRESENCE_FULL_MAX,
     presence_count_ms: 2000,
-    presence_ttl_ms: 30_000,
+    node_ttl_ms: 30_000,
     replay_max: 500,
     replay_max_bytes: 256 * 1024,
     // A sustained full reply a second per user, and eight at once: a tab that reconnects
@@ -373,7 +375,7 @@ impl Limits {
             handshake_failure_burst,
             security_log_window_secs,
             presence_count_ms,
-            presence_ttl_ms,
+            node_ttl_ms,
         );
         // A wait longer than a year is a typo, not a policy, and a clock reading plus
         // a duration near u64::MAX overflows (a panic at the first connection).
@@ -405,7 +407,7 @@ impl Limits {
             close_grace_ms,
             hash_wait_ms,
             presence_count_ms,
-            presence_ttl_ms
+            node_ttl_ms
         );
         if self.heartbeat_secs > 0 && self.pong_timeout_secs <= self.heartbeat_secs {
             problems.push(format!(

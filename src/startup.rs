@@ -215,7 +215,7 @@ pub(crate) fn build_state(
                 link,
                 store.clone(),
                 Arc::clone(&hub),
-                std::time::Duration::from_millis(settings.limits.presence_ttl_ms),
+                std::time::Duration::from_millis(settings.limits.node_ttl_ms),
                 crate::ws::protocol::presence_frame,
             );
             (Arc::new(broker), Some(shared))

@@ -109,6 +109,7 @@ impl AppState {
                 redis.commands.clone(),
                 &redis.prefix,
                 limits.max_connections_per_user,
+                std::time::Duration::from_millis(limits.node_ttl_ms),
             ))
         });
         let (tickets, control) = match redis {

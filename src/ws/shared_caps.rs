@@ -4,11 +4,18 @@
 //! member `{node_id}:{conn_id}`, score the time (Unix ms) it stops counting. Taking a
 //! place is one Lua script (atomic in Redis): drop the expired members, count the rest,
 //! add this one only below the cap. A closing connection removes its member; every node
-//! pushes its own members' expiry forward each [`REFRESH_EVERY`], so a node that dies
-//! without a word stops holding places after [`MEMBER_TTL`].
+//! pushes its own members' expiry a TTL ahead every third of it, so a node that dies
+//! without a word stops holding places after at most the TTL.
+//!
+//! The TTL is `--node-ttl-ms`, the same setting as presence's, not one of its own: both
+//! answer one question, how long a node that stopped refreshing is still believed
+//! alive. With one setting a killed node's users leave and get their places back on the
+//! same schedule, an operator tunes one trade-off (a Redis hiccup of a few refresh
+//! rounds dropping live entries, against a dead node's entries lingering), and a test
+//! can make both short at once.
 //!
 //! Scores come from each node's wall clock: nodes whose clocks differ by a few seconds
-//! shift an expiry by as much, small next to [`MEMBER_TTL`].
+//! shift an expiry by as much, small next to the TTL.
 
 use crate::shutdown::Shutdown;
 use redis::aio::ConnectionManager;
@@ -17,13 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// How long a member counts without a refresh. Long enough that a Redis hiccup of a few
-/// refresh rounds does not drop live connections from the count, short enough that the
-/// places of a node killed without closing its connections come back soon.
-pub(crate) const MEMBER_TTL: Duration = Duration::from_secs(30);
-
-/// How often a node refreshes its members: three tries before one expires.
-const REFRESH_EVERY: Duration = Duration::from_secs(10);
+/// The shortest TTL used: a refresh round must fit in a third of it.
+const MIN_TTL: Duration = Duration::from_millis(30);
 
 /// How long a handshake waits for Redis before falling back to the node's own cap.
 const TAKE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -58,6 +60,8 @@ pub(crate) struct SharedCaps {
     prefix: String,
     node: String,
     max_per_user: usize,
+    /// How long a member counts without a refresh (`--node-ttl-ms`).
+    ttl: Duration,
     next: AtomicU64,
     /// The members this node holds: member → user id.
     live: Mutex<HashMap<String, String>>,
@@ -78,17 +82,24 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn ttl_ms() -> u64 {
-    u64::try_from(MEMBER_TTL.as_millis()).unwrap_or(u64::MAX)
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl SharedCaps {
-    pub(crate) fn new(commands: ConnectionManager, prefix: &str, max_per_user: usize) -> Self {
+    /// This node's side, counting each member for `ttl` after its last refresh.
+    pub(crate) fn new(
+        commands: ConnectionManager,
+        prefix: &str,
+        max_per_user: usize,
+        ttl: Duration,
+    ) -> Self {
         Self {
             commands,
             prefix: prefix.to_owned(),
             node: uuid::Uuid::new_v4().simple().to_string(),
             max_per_user,
+            ttl: ttl.max(MIN_TTL),
             next: AtomicU64::new(1),
             live: Mutex::new(HashMap::new()),
         }
@@ -122,7 +133,7 @@ impl SharedCaps {
             .arg(now_ms())
             .arg(&slot.member)
             .arg(self.max_per_user)
-            .arg(ttl_ms());
+            .arg(millis(self.ttl));
         let mut commands = self.commands.clone();
         match tokio::time::timeout(TAKE_TIMEOUT, take.query_async::<i64>(&mut commands)).await {
             Ok(Ok(1)) => Ok(slot),
@@ -151,9 +162,10 @@ impl SharedCaps {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Refreshes this node's members every [`REFRESH_EVERY`] until shutdown.
+    /// Refreshes this node's members every third of the TTL until shutdown: three tries
+    /// before a live member expires.
     pub(crate) async fn run(self: Arc<Self>, shutdown: Shutdown) {
-        let mut ticks = tokio::time::interval(REFRESH_EVERY);
+        let mut ticks = tokio::time::interval(self.ttl / 3);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -174,7 +186,7 @@ impl SharedCaps {
         if members.is_empty() {
             return;
         }
-        let until = now_ms().saturating_add(ttl_ms());
+        let until = now_ms().saturating_add(millis(self.ttl));
         let mut pipe = redis::pipe();
         for (member, key) in &members {
             pipe.cmd("ZADD")
@@ -183,7 +195,7 @@ impl SharedCaps {
                 .arg(until)
                 .arg(member)
                 .ignore();
-            pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms()).ignore();
+            pipe.cmd("PEXPIRE").arg(key).arg(millis(self.ttl)).ignore();
         }
         let mut commands = self.commands.clone();
         match tokio::time::timeout(WRITE_TIMEOUT, pipe.query_async::<()>(&mut commands)).await {
@@ -212,7 +224,7 @@ async fn zrem(commands: &mut ConnectionManager, key: &str, member: &str) {
     let mut remove = redis::cmd("ZREM");
     remove.arg(key).arg(member);
     if let Err(error) = remove.query_async::<()>(commands).await {
-        // It expires after MEMBER_TTL without refreshes anyway.
+        // It expires a TTL after its last refresh anyway.
         tracing::warn!(%error, "cannot release a shared connection place");
     }
 }

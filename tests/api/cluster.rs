@@ -1069,7 +1069,7 @@ async fn presence_entries_redis_lost_are_written_back_by_their_nodes_next_refres
         return;
     };
     let (database, prefix) = (&held.database, &held.prefix);
-    let quick = |settings: &mut Settings| settings.limits.presence_ttl_ms = 900;
+    let quick = |settings: &mut Settings| settings.limits.node_ttl_ms = 900;
     let one = node_with(database, prefix, quick).await;
     let two = node_with(database, prefix, quick).await;
     let (_alice, _) = one.join("alice", "general").await;
@@ -1107,4 +1107,46 @@ async fn presence_entries_redis_lost_are_written_back_by_their_nodes_next_refres
     );
     one.stop().await;
     two.stop().await;
+}
+
+#[tokio::test]
+async fn while_redis_does_not_answer_handshakes_are_accepted_promptly_up_to_the_nodes_own_cap() {
+    let Some(held) = services().await else {
+        return;
+    };
+    let (relay, control) = redis_relay().await;
+    let (url, prefix) = (held.database.url.clone(), held.prefix.clone());
+    let app = spawn_app_with(move |settings| {
+        settings.database_url = url;
+        settings.redis_url = Some(relay);
+        settings.redis_prefix = prefix;
+        settings.limits.max_connections_per_user = 3;
+    })
+    .await;
+    // The node waits 500 ms for Redis, then judges alone.
+    let prompt = Duration::from_secs(1);
+    let accepted = || async {
+        let asked = std::time::Instant::now();
+        let mut client = app
+            .connect_with(&app.token("alice"))
+            .await
+            .expect("accepted without Redis's answer");
+        let took = asked.elapsed();
+        assert_eq!(client.recv().await["type"], "welcome");
+        eprintln!("handshake accepted in {took:?}");
+        assert!(took < prompt, "accepted after {took:?}");
+        client
+    };
+    let _first = accepted().await;
+    // Redis takes the commands and never answers.
+    control.send(true).unwrap();
+    let _second = accepted().await;
+    // Redis is gone.
+    drop(control);
+    let _third = accepted().await;
+    // The node's own count of alice's connections still caps her.
+    let refusal = app.refused(&app.token("alice")).await;
+    assert_eq!(refusal.status, 429);
+    assert_eq!(refusal.code(), "too_many_connections");
+    app.stop().await;
 }

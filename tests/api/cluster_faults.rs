@@ -5,7 +5,8 @@
 //! again empty (a `redis-server` of the test's own): nothing acked is lost,
 //! nothing is stored twice, a client that resends with its nonces and resumes with
 //! `since` on another node misses nothing, members miss nothing of what was sent while
-//! Redis was away, and a node gets back on its own.
+//! Redis was away, a node gets back on its own, and a killed node's users leave and get
+//! their connection places back once `--node-ttl-ms` has passed.
 //!
 //! Same services, skip rule and one-at-a-time lock as `cluster.rs`.
 
@@ -13,6 +14,7 @@ use crate::cluster::{REDIS, Services, node_with, read, services, ticket_accepted
 use crate::helpers::{Client, ServerProcess, WAIT, spawn_app_with, user_token};
 use crate::private_postgres::PrivatePostgres;
 use futures_util::{SinkExt, StreamExt};
+use palisade::config::Settings;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -784,7 +786,7 @@ async fn the_users_of_a_killed_node_leave_the_room_for_everyone_within_the_prese
         REDIS,
         "--redis-prefix",
         &held.prefix,
-        "--presence-ttl-ms",
+        "--node-ttl-ms",
         &ttl,
     ];
     let mut doomed = ServerProcess::start(&held.database.url, &args).await;
@@ -1098,4 +1100,137 @@ async fn restarting_postgresql_mid_stream_refuses_sends_as_unavailable_and_loses
     for node in nodes {
         node.stop().await;
     }
+}
+
+/// Milliseconds since the Unix epoch on this machine's clock, which every node of these
+/// tests reads too.
+fn wall_ms() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is past 1970");
+    u64::try_from(since.as_millis()).expect("a sane clock")
+}
+
+/// A handshake as `name` on `node`: whether it was accepted; a refusal must be the
+/// per-user cap's.
+async fn place_free(node: &crate::helpers::TestApp, name: &str) -> bool {
+    match node.connect_with(&node.token(name)).await {
+        Ok(_) => true,
+        Err(refusal) => {
+            assert_eq!(
+                (refusal.status.as_u16(), refusal.code()),
+                (429, "too_many_connections"),
+                "{refusal:?}"
+            );
+            false
+        }
+    }
+}
+
+/// Alice's places in the shared count: (member, expiry in Unix ms).
+async fn alice_places(prefix: &str) -> Vec<(String, u64)> {
+    let client = redis::Client::open(REDIS).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("ZRANGE")
+        .arg(format!("{prefix}:conns:id-alice"))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_killed_nodes_connection_places_come_back_once_the_node_ttl_has_passed() {
+    const TTL: Duration = Duration::from_millis(2000);
+    // How often a handshake is tried while waiting for a place.
+    const POLL: Duration = Duration::from_millis(100);
+    let Some(held) = services().await else {
+        return;
+    };
+    let ttl = TTL.as_millis().to_string();
+    let args = [
+        "--redis-url",
+        REDIS,
+        "--redis-prefix",
+        &held.prefix,
+        "--node-ttl-ms",
+        &ttl,
+        "--max-connections-per-user",
+        "2",
+    ];
+    let mut doomed = ServerProcess::start(&held.database.url, &args).await;
+    let quick_and_capped = |settings: &mut Settings| {
+        settings.limits.node_ttl_ms = u64::try_from(TTL.as_millis()).unwrap();
+        settings.limits.max_connections_per_user = 2;
+    };
+    let survivor = node_with(&held.database, &held.prefix, quick_and_capped).await;
+    let _alice = doomed.connect("alice").await;
+    // Her place on the survivor stays refreshed, and with it her key in Redis: only the
+    // dead node's own entry can run out, not the whole set.
+    let _alice_too = survivor.connect("alice").await;
+
+    // Time is the subject here, so the test polls on a fixed schedule rather than
+    // awaiting an event: no event says "a place expired", only a handshake that works.
+    let mut ticks = tokio::time::interval(POLL);
+    // While her node lives it refreshes her place: she is refused elsewhere for longer
+    // than the TTL.
+    let alive_until = tokio::time::Instant::now() + TTL + TTL / 2;
+    while tokio::time::Instant::now() < alive_until {
+        ticks.tick().await;
+        assert!(
+            !place_free(&survivor, "alice").await,
+            "her live node's place expired"
+        );
+    }
+
+    doomed.child.start_kill().expect("SIGKILL is sent");
+    doomed
+        .child
+        .wait()
+        .await
+        .expect("the killed node is reaped");
+    let killed_at = tokio::time::Instant::now();
+    assert!(
+        !place_free(&survivor, "alice").await,
+        "the dead node's place still counts right after the kill"
+    );
+    let before = alice_places(&held.prefix).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // The last refresh came at most a third of the TTL before the kill, and the place
+    // counts a TTL after it; a poll and a handshake on a busy machine are the slack.
+    let earliest = TTL - TTL / 3 - POLL;
+    let latest = TTL + TTL / 2;
+    let took = loop {
+        ticks.tick().await;
+        if place_free(&survivor, "alice").await {
+            break killed_at.elapsed();
+        }
+        assert!(
+            killed_at.elapsed() <= latest,
+            "still refused {:?} after the kill",
+            killed_at.elapsed()
+        );
+    };
+    let now = wall_ms();
+    // When the dead node's place stopped counting: the expiry it last wrote, on the
+    // member that is gone now.
+    let after = alice_places(&held.prefix).await;
+    let expiry = before
+        .iter()
+        .find(|(member, _)| after.iter().all(|(live, _)| live != member))
+        .expect("the dead node's member is gone")
+        .1;
+    eprintln!(
+        "alice's place came back {took:?} after the kill, {} ms after its expiry",
+        now.saturating_sub(expiry)
+    );
+    assert!(now >= expiry, "accepted {} ms early", expiry - now);
+    assert!(
+        (earliest..=latest).contains(&took),
+        "came back {took:?} after the kill, not within {earliest:?}..={latest:?}"
+    );
+    survivor.stop().await;
 }
