@@ -581,13 +581,10 @@ async fn without_redis_tickets_are_503_unavailable_and_nothing_panics() {
     let Some(held) = services().await else {
         return;
     };
-    let (database, prefix) = (&held.database, &held.prefix);
     let (relay, cut) = redis_relay().await;
-    let (url, prefix) = (database.url.clone(), prefix.clone());
-    let app = spawn_app_with(move |settings| {
-        settings.database_url = url;
+    // A node like the others, that reaches Redis only through the relay.
+    let app = node_with(&held.database, &held.prefix, move |settings| {
         settings.redis_url = Some(relay);
-        settings.redis_prefix = prefix;
     })
     .await;
     let token = user_token("alice");
@@ -797,11 +794,9 @@ async fn with_redis_hung_or_gone_logins_are_answered_promptly_and_limited_by_the
         return;
     };
     let (relay, control) = redis_relay().await;
-    let (url, prefix) = (held.database.url.clone(), held.prefix.clone());
-    let app = spawn_app_with(move |settings| {
-        settings.database_url = url;
+    // A node like the others, that reaches Redis only through the relay.
+    let app = node_with(&held.database, &held.prefix, move |settings| {
         settings.redis_url = Some(relay);
-        settings.redis_prefix = prefix;
         small_budgets(settings);
     })
     .await;
@@ -1013,11 +1008,9 @@ async fn while_redis_does_not_answer_a_join_still_succeeds_with_this_nodes_own_p
         return;
     };
     let (relay, cut) = redis_relay().await;
-    let (url, prefix) = (held.database.url.clone(), held.prefix.clone());
-    let app = spawn_app_with(move |settings| {
-        settings.database_url = url;
+    // A node like the others, that reaches Redis only through the relay.
+    let app = node_with(&held.database, &held.prefix, move |settings| {
         settings.redis_url = Some(relay);
-        settings.redis_prefix = prefix;
     })
     .await;
     let (mut alice, _) = app.join("alice", "general").await;
@@ -1115,11 +1108,9 @@ async fn while_redis_does_not_answer_handshakes_are_accepted_promptly_up_to_the_
         return;
     };
     let (relay, control) = redis_relay().await;
-    let (url, prefix) = (held.database.url.clone(), held.prefix.clone());
-    let app = spawn_app_with(move |settings| {
-        settings.database_url = url;
+    // A node like the others, that reaches Redis only through the relay.
+    let app = node_with(&held.database, &held.prefix, move |settings| {
         settings.redis_url = Some(relay);
-        settings.redis_prefix = prefix;
         settings.limits.max_connections_per_user = 3;
     })
     .await;
