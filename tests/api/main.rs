@@ -4,6 +4,7 @@
 mod abuse_limits;
 mod amplification;
 mod auth_failures;
+mod behind_nginx;
 mod big_rooms;
 mod chat;
 mod cluster;
