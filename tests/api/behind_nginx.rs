@@ -3,6 +3,9 @@
 //! (`--trusted-proxies 127.0.0.1`), and everything is checked through nginx: wss:// chat,
 //! the https:// origin, HSTS once, per-IP budgets and caps keyed on the real client
 //! addresses (several 127.0.0.x sources), and a client's own `X-Forwarded-For` ignored.
+//! `X-Forwarded-Proto` is sent but palisade derives nothing from it yet, so nothing here
+//! checks it. What takes minutes to see (nginx outwaiting palisade's heartbeat) is checked
+//! on the config's numbers instead.
 //!
 //! They need Debian's nginx (`scripts/install-nginx.sh`); without `/usr/sbin/nginx` they
 //! pass as `SKIPPED`, unless `PALISADE_REQUIRE_NGINX=1` (CI) makes that a failure.
@@ -514,4 +517,41 @@ async fn nginx_passes_api_bodies_up_to_palisades_limit_and_refuses_bigger_ones()
         )
         .await;
     assert_eq!(answer.status, 413, "{}", answer.head);
+}
+
+/// The number (in seconds or KiB, by its suffix) the shipped config gives `name`.
+fn directive(name: &str) -> u64 {
+    let line = SITE
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("deploy/nginx.conf sets no {name}"));
+    let value = line[name.len()..].trim().trim_end_matches(';');
+    value
+        .trim_end_matches(['s', 'k'])
+        .parse()
+        .unwrap_or_else(|_| panic!("{name}: {value}"))
+}
+
+#[test]
+fn the_shipped_nginx_config_outwaits_palisades_heartbeat_and_takes_its_body_size() {
+    let limits = palisade::config::Limits::default();
+    // An idle chat socket carries a ping every heartbeat, and palisade itself closes a
+    // silent client after the pong timeout: nginx must wait longer than both or it cuts
+    // sockets palisade would keep (a wait of minutes, so checked here, not through nginx).
+    for timeout in ["proxy_read_timeout", "proxy_send_timeout"] {
+        let secs = directive(timeout);
+        assert!(
+            secs > limits.heartbeat_secs && secs > limits.pong_timeout_secs,
+            "{timeout} {secs}s"
+        );
+    }
+    assert_eq!(
+        directive("client_max_body_size") * 1024,
+        limits.api_body_bytes as u64
+    );
+    assert_eq!(
+        directive("client_header_timeout"),
+        limits.header_timeout_secs
+    );
 }
