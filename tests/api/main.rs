@@ -5,6 +5,7 @@ mod abuse_limits;
 mod amplification;
 mod auth_failures;
 mod big_rooms;
+mod certificates;
 mod chat;
 mod cluster;
 mod cluster_faults;
