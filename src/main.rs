@@ -28,10 +28,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!("palisade listening on {}", app.url());
     // `systemctl reload` (deploy/palisade.service) and certbot's deploy hook send SIGHUP.
     // It is handled even without TLS: its default action would end the process, and
-    // systemd counts that as a clean stop, so a reload would stop the service.
+    // systemd counts that as a clean stop, so a reload would stop the service. The
+    // handler is in place before the line saying the server is up, so a SIGHUP sent
+    // once that line is seen is never the default action.
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -53,6 +54,7 @@ async fn main() -> ExitCode {
             ),
         }
     }
+    tracing::info!("palisade listening on {}", app.url());
     let stopper = app.shutdown_handle();
     tokio::spawn(async move {
         shutdown::wait_for_signal().await;

@@ -192,6 +192,23 @@ async fn with_tls_the_startup_log_gives_an_https_url() {
 }
 
 #[tokio::test]
+async fn without_tls_sighup_changes_nothing_and_the_server_keeps_serving() {
+    // systemd counts a process ended by SIGHUP as stopped cleanly: `systemctl reload`
+    // on a node without TLS must not stop it.
+    let server = ServerProcess::start_fresh(&[]).await;
+    let mut alice = server.connect("alice").await;
+    hangup(&server).await;
+    server
+        .wait_for_log(|line| line.contains("nothing to reload"))
+        .await;
+    alice
+        .send(json!({"type": "join", "room": "after-hangup"}))
+        .await;
+    assert_eq!(alice.recv_type("joined").await["type"], "joined");
+    let _ = server.connect("bob").await;
+}
+
+#[tokio::test]
 async fn after_sighup_new_connections_get_the_renewed_certificate_and_open_ones_keep_working() {
     let dir = tempfile::tempdir().unwrap();
     let files = Files::new(dir.path());
