@@ -68,6 +68,11 @@ pub struct Limits {
     /// same.
     #[arg(long, env = "PALISADE_NODE_TTL_MS", default_value_t = DEFAULT_LIMITS.node_ttl_ms)]
     pub node_ttl_ms: u64,
+    /// With TLS: how often, in milliseconds, the certificate and key files are checked
+    /// for a change (their modification time and size); a changed pair is loaded for new
+    /// handshakes, as on SIGHUP, so a renewal needs no signal.
+    #[arg(long, env = "PALISADE_TLS_WATCH_MS", default_value_t = DEFAULT_LIMITS.tls_watch_ms)]
+    pub tls_watch_ms: u64,
     /// Most messages a `join` with `since` replays; past it `complete` is false.
     #[arg(long, env = "PALISADE_REPLAY_MAX", default_value_t = DEFAULT_LIMITS.replay_max)]
     pub replay_max: u32,
@@ -253,6 +258,8 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     presence_full_max: crate::hub::DEFAULT_PRESENCE_FULL_MAX,
     presence_count_ms: 2000,
     node_ttl_ms: 30_000,
+    // A stat of two files: cheap, and a renewed certificate is served within seconds.
+    tls_watch_ms: 5000,
     replay_max: 500,
     replay_max_bytes: 256 * 1024,
     // A sustained full reply a second per user, and eight at once: a tab that reconnects
@@ -376,6 +383,7 @@ impl Limits {
             security_log_window_secs,
             presence_count_ms,
             node_ttl_ms,
+            tls_watch_ms,
         );
         // A wait longer than a year is a typo, not a policy, and a clock reading plus
         // a duration near u64::MAX overflows (a panic at the first connection).
@@ -407,7 +415,8 @@ impl Limits {
             close_grace_ms,
             hash_wait_ms,
             presence_count_ms,
-            node_ttl_ms
+            node_ttl_ms,
+            tls_watch_ms
         );
         if self.heartbeat_secs > 0 && self.pong_timeout_secs <= self.heartbeat_secs {
             problems.push(format!(

@@ -12,7 +12,8 @@
 //! - [`outgoing`]: bytes an IO adapter holds (that one, `ws::batched_io`), written out
 //!   across as many polls as the socket needs.
 //! - [`server`], [`tls`]: the accept loop (plain or TLS, HTTP/1.1): header deadlines, a
-//!   write-stall limit under every socket, and caps on connections still without a request.
+//!   write-stall limit under every socket, and caps on connections still without a request;
+//!   the TLS certificate is read again on SIGHUP or when its files change.
 //! - [`shutdown`]: the one stop signal every task listens to.
 //! - [`error`]: the HTTP error type and its JSON body.
 //! - [`auth`]: JWTs, single-use tickets, accounts (Argon2id). It knows nothing of

@@ -28,7 +28,33 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!("palisade listening on http://{}", app.local_addr());
+    // `systemctl reload` (deploy/palisade.service) and certbot's deploy hook send SIGHUP.
+    // It is handled even without TLS: its default action would end the process, and
+    // systemd counts that as a clean stop, so a reload would stop the service. The
+    // handler is in place before the line saying the server is up, so a SIGHUP sent
+    // once that line is seen is never the default action.
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let certificates = app.tls_certificates();
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                tokio::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        match &certificates {
+                            Some(certificates) => certificates.reload("SIGHUP"),
+                            None => tracing::info!("SIGHUP: nothing to reload without TLS"),
+                        }
+                    }
+                });
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot listen for SIGHUP: certificates reload only when their files change"
+            ),
+        }
+    }
+    tracing::info!("palisade listening on {}", app.url());
     let stopper = app.shutdown_handle();
     tokio::spawn(async move {
         shutdown::wait_for_signal().await;

@@ -18,7 +18,7 @@ use crate::server;
 use crate::shutdown::Shutdown;
 use crate::state::AppState;
 use crate::store::{self, Store, StoreError};
-use crate::tls::{self, TlsError};
+use crate::tls::{self, Certificates, TlsError};
 use axum::Router;
 use redis::aio::PubSub;
 use std::net::SocketAddr;
@@ -58,7 +58,7 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     router: Router,
-    tls: Option<TlsAcceptor>,
+    tls: Option<(TlsAcceptor, Arc<Certificates>)>,
     state: AppState,
 }
 
@@ -134,6 +134,20 @@ impl Application {
         self.local_addr.port()
     }
 
+    /// The URL clients reach it at: `https://` with TLS, else `http://`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// With TLS, the certificate it serves: [`Certificates::reload`] reads the files
+    /// again (the binary does on SIGHUP).
+    pub fn tls_certificates(&self) -> Option<Arc<Certificates>> {
+        self.tls
+            .as_ref()
+            .map(|(_, certificates)| Arc::clone(certificates))
+    }
+
     /// Triggering this handle drains and stops the application.
     pub fn shutdown_handle(&self) -> Shutdown {
         self.state.shutdown.clone()
@@ -163,10 +177,17 @@ impl Application {
                 connections.close_all(crate::hub::outbox::CloseReason::ServerShutdown);
             }
         });
+        let acceptor = self.tls.map(|(acceptor, certificates)| {
+            tokio::spawn(certificates.watch(
+                Duration::from_millis(self.state.settings.limits.tls_watch_ms),
+                self.state.shutdown.clone(),
+            ));
+            acceptor
+        });
         server::serve(
             self.listener,
             self.router,
-            self.tls,
+            acceptor,
             self.state.shutdown.clone(),
             server::ConnectionBounds::from_state(&self.state),
         )

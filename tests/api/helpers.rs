@@ -631,10 +631,14 @@ impl ServerProcess {
             log_grew,
             _database: None,
         };
+        // `https://` when it serves TLS.
         let line = server
-            .wait_for_log(|line| line.contains("listening on http://"))
+            .wait_for_log(|line| {
+                line.contains("listening on http://") || line.contains("listening on https://")
+            })
             .await;
-        let (_, rest) = line.split_once("listening on http://").unwrap();
+        let (_, url) = line.split_once("listening on ").unwrap();
+        let (_, rest) = url.split_once("://").unwrap();
         server.addr = rest.split_whitespace().next().unwrap().parse().unwrap();
         server
     }

@@ -6,6 +6,7 @@ mod amplification;
 mod auth_failures;
 mod behind_nginx;
 mod big_rooms;
+mod certificates;
 mod chat;
 mod cluster;
 mod cluster_faults;
