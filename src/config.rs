@@ -824,9 +824,10 @@ fn development_secret(database_url: &str) -> Result<SecretString, ConfigError> {
 pub const SECRETS_FILE_KEYS: [&str; 3] = ["JWT_SECRET", "DATABASE_URL", "ALLOWED_ORIGINS"];
 
 /// `PALISADE_*` variables the test suite reads (not the server): no warning for them.
-const TEST_SUITE_VARIABLES: [&str; 4] = [
+const TEST_SUITE_VARIABLES: [&str; 5] = [
     "PALISADE_REQUIRE_BROWSER",
     "PALISADE_REQUIRE_FAULTS",
+    "PALISADE_REQUIRE_NGINX",
     "PALISADE_REQUIRE_SERVICES",
     "PALISADE_TEST_STORE",
 ];
