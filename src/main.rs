@@ -54,10 +54,12 @@ async fn main() -> ExitCode {
             ),
         }
     }
+    // Listening for SIGTERM and SIGINT before the line below, for the same reason.
+    let stop_signals = shutdown::stop_signals();
     tracing::info!("palisade listening on {}", app.url());
     let stopper = app.shutdown_handle();
     tokio::spawn(async move {
-        shutdown::wait_for_signal().await;
+        stop_signals.await;
         tracing::info!("shutdown signal received: draining");
         stopper.trigger();
     });

@@ -95,3 +95,23 @@ async fn sigterm_closes_sessions_with_1001_and_exits_0() {
         .unwrap();
     assert_eq!(exit.code(), Some(0));
 }
+
+#[tokio::test]
+async fn a_sigterm_as_soon_as_the_server_says_it_is_up_still_drains_and_exits_0() {
+    // `start_fresh` returns as soon as the "listening on" line is logged: the signal
+    // handler must be in place by then, or SIGTERM's default action ends the process
+    // (killed by a signal, no exit code) instead of the drain.
+    let mut server = ServerProcess::start_fresh(&[]).await;
+    let pid = server.child.id().expect("running").to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(WAIT, server.child.wait())
+        .await
+        .expect("the server exits in time")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0), "{exit:?}\n{}", server.log_text());
+}
