@@ -174,6 +174,16 @@ pub fn now_secs() -> i64 {
     now_millis() / 1000
 }
 
+/// [`now_millis`], unsigned: the expiry scores the cluster keeps in Redis.
+pub(crate) fn unix_millis() -> u64 {
+    u64::try_from(now_millis()).unwrap_or(0)
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn duration_millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

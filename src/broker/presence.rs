@@ -35,10 +35,11 @@
 
 use crate::hub::{Hub, MEMBERS_SAMPLE, Members};
 use crate::model::UserRef;
+use crate::model::{duration_millis, unix_millis};
 use redis::aio::ConnectionManager;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
@@ -211,16 +212,6 @@ pub(crate) fn departure_announced(
     departed.gone && judge(departed.online + 1, departed.online)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// `{count, id, name, id, name…}` as the scripts return it: the count and the users.
 fn parse_listing(reply: &[String]) -> Option<(usize, Vec<UserRef>)> {
     let (count, rest) = reply.split_first()?;
@@ -319,7 +310,7 @@ impl ClusterPresence {
     /// How long a key lives without a write: twice an entry's, so a sweep finds an
     /// expired entry before its key is gone.
     fn key_lifetime(&self) -> u64 {
-        millis(self.ttl).saturating_mul(2)
+        duration_millis(self.ttl).saturating_mul(2)
     }
 
     async fn ask<T: redis::FromRedisValue>(&self, what: &str, command: &redis::Cmd) -> Option<T> {
@@ -342,7 +333,7 @@ impl ClusterPresence {
 
     /// Adds this node's entry for the user in the room. `None`: Redis did not answer.
     pub(crate) async fn join(&self, room: &str, user: &UserRef) -> Option<Arrived> {
-        let now = now_ms();
+        let now = unix_millis();
         let mut script = redis::cmd("EVAL");
         script
             .arg(JOIN_SCRIPT)
@@ -352,7 +343,7 @@ impl ClusterPresence {
             .arg(self.names_key(room))
             .arg(self.rooms_key())
             .arg(now)
-            .arg(now.saturating_add(millis(self.ttl)))
+            .arg(now.saturating_add(duration_millis(self.ttl)))
             .arg(self.key_lifetime())
             .arg(&self.node)
             .arg(&user.id)
@@ -375,7 +366,7 @@ impl ClusterPresence {
             .arg(self.online_key(room))
             .arg(self.names_key(room))
             .arg(self.rooms_key())
-            .arg(now_ms())
+            .arg(unix_millis())
             .arg(&self.node)
             .arg(user_id)
             .arg(room);
@@ -402,7 +393,7 @@ impl ClusterPresence {
             .arg(2)
             .arg(self.online_key(room))
             .arg(self.names_key(room))
-            .arg(now_ms())
+            .arg(unix_millis())
             .arg(full_max)
             .arg(sample)
             .arg(&joiner.id);
@@ -424,7 +415,7 @@ impl ClusterPresence {
             .arg(OCCUPIED_SCRIPT)
             .arg(1)
             .arg(self.rooms_key())
-            .arg(now_ms())
+            .arg(unix_millis())
             .arg(format!("{}:online:", self.prefix));
         let reply: Vec<String> = self.ask("occupied rooms", &script).await?;
         Some(
@@ -438,7 +429,7 @@ impl ClusterPresence {
     /// The number of users of each room, across the cluster, in one round trip.
     /// `None`: Redis did not answer.
     pub(crate) async fn counts(&self, rooms: &[String]) -> Option<Vec<usize>> {
-        let live = format!("({}", now_ms());
+        let live = format!("({}", unix_millis());
         let mut pipe = redis::pipe();
         for room in rooms {
             pipe.cmd("ZCOUNT")
@@ -473,8 +464,8 @@ impl ClusterPresence {
         if present.is_empty() {
             return Vec::new();
         }
-        let now = now_ms();
-        let until = now.saturating_add(millis(self.ttl));
+        let now = unix_millis();
+        let until = now.saturating_add(duration_millis(self.ttl));
         let mut pipe = redis::pipe();
         for (room, users) in present {
             let script = pipe
@@ -523,7 +514,7 @@ impl ClusterPresence {
         if rooms.is_empty() {
             return Vec::new();
         }
-        let now = now_ms();
+        let now = unix_millis();
         let mut pipe = redis::pipe();
         for room in rooms {
             pipe.cmd("EVAL")

@@ -17,12 +17,13 @@
 //! Scores come from each node's wall clock: nodes whose clocks differ by a few seconds
 //! shift an expiry by as much, small next to the TTL.
 
+use crate::model::{duration_millis, unix_millis};
 use crate::shutdown::Shutdown;
 use redis::aio::ConnectionManager;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The shortest TTL used: a refresh round must fit in a third of it.
 const MIN_TTL: Duration = Duration::from_millis(30);
@@ -76,16 +77,6 @@ pub(crate) struct SharedSlot {
     released: bool,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 impl SharedCaps {
     /// This node's side, counting each member for `ttl` after its last refresh.
     pub(crate) fn new(
@@ -130,10 +121,10 @@ impl SharedCaps {
         take.arg(TAKE_SCRIPT)
             .arg(1)
             .arg(&slot.key)
-            .arg(now_ms())
+            .arg(unix_millis())
             .arg(&slot.member)
             .arg(self.max_per_user)
-            .arg(millis(self.ttl));
+            .arg(duration_millis(self.ttl));
         let mut commands = self.commands.clone();
         match tokio::time::timeout(TAKE_TIMEOUT, take.query_async::<i64>(&mut commands)).await {
             Ok(Ok(1)) => Ok(slot),
@@ -186,7 +177,7 @@ impl SharedCaps {
         if members.is_empty() {
             return;
         }
-        let until = now_ms().saturating_add(millis(self.ttl));
+        let until = unix_millis().saturating_add(duration_millis(self.ttl));
         let mut pipe = redis::pipe();
         for (member, key) in &members {
             pipe.cmd("ZADD")
@@ -195,7 +186,10 @@ impl SharedCaps {
                 .arg(until)
                 .arg(member)
                 .ignore();
-            pipe.cmd("PEXPIRE").arg(key).arg(millis(self.ttl)).ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(key)
+                .arg(duration_millis(self.ttl))
+                .ignore();
         }
         let mut commands = self.commands.clone();
         match tokio::time::timeout(WRITE_TIMEOUT, pipe.query_async::<()>(&mut commands)).await {
