@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::TcpStream;
-use tokio::process::Command;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
@@ -157,13 +156,7 @@ async fn next_of_type(ws: &mut Wss, kind: &str) -> Value {
 }
 
 async fn hangup(server: &ServerProcess) {
-    let pid = server.child.id().expect("running").to_string();
-    let status = Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
+    server.signal("HUP").await;
 }
 
 #[tokio::test]

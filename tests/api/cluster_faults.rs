@@ -11,7 +11,7 @@
 //! Same services, skip rule and one-at-a-time lock as `cluster.rs`.
 
 use crate::cluster::{REDIS, Services, node_with, read, services, ticket_accepted, ticket_from};
-use crate::helpers::{Client, ServerProcess, WAIT, spawn_app_with, user_token};
+use crate::helpers::{Client, ServerProcess, WAIT, await_ready_line, spawn_app_with, user_token};
 use crate::private_postgres::PrivatePostgres;
 use futures_util::{SinkExt, StreamExt};
 use palisade::config::Settings;
@@ -418,13 +418,7 @@ async fn a_node_stopped_with_sigterm_closes_its_clients_with_1001_and_they_resum
         "the nodes share the room"
     );
 
-    let pid = one.child.id().expect("the node runs").to_string();
-    let status = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(status.success());
+    one.signal("TERM").await;
     assert_eq!(alice.expect_close().await, 1001);
     let exit = tokio::time::timeout(WAIT, one.child.wait())
         .await
@@ -477,7 +471,6 @@ impl PrivateRedis {
 
     /// A new server on `port`, once it says it accepts connections.
     async fn start_on(port: u16) -> Self {
-        use tokio::io::{AsyncBufReadExt, BufReader};
         let mut child = tokio::process::Command::new(REDIS_SERVER)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -486,26 +479,9 @@ impl PrivateRedis {
             .kill_on_drop(true)
             .spawn()
             .expect("redis-server starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("its output is piped")).lines();
-        let mut said = Vec::new();
-        let ready = tokio::time::timeout(WAIT, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let ready = line.contains("eady to accept connections");
-                said.push(line);
-                if ready {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert!(
-            matches!(ready, Ok(true)),
-            "redis-server on port {port} did not get ready:\n{}",
-            said.join("\n")
-        );
-        // Its later lines are read and dropped, so a full pipe never blocks it.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let output = child.stdout.take().expect("its output is piped");
+        let what = format!("redis-server on port {port}");
+        await_ready_line(output, "eady to accept connections", &what).await;
         Self { port, child }
     }
 

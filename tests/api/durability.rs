@@ -2,7 +2,6 @@
 
 use crate::helpers::{FreshDatabase, ServerProcess, WAIT, bodies, restart, spawn_app};
 use serde_json::json;
-use tokio::process::Command;
 
 #[tokio::test]
 async fn acked_messages_are_still_there_after_a_restart_on_the_same_database() {
@@ -81,13 +80,7 @@ async fn acked_messages_survive_kill_9() {
 async fn sigterm_closes_sessions_with_1001_and_exits_0() {
     let mut server = ServerProcess::start_fresh(&[]).await;
     let mut alice = server.connect("alice").await;
-    let pid = server.child.id().expect("running").to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
+    server.signal("TERM").await;
     assert_eq!(alice.expect_close().await, 1001);
     let exit = tokio::time::timeout(WAIT, server.child.wait())
         .await
@@ -102,13 +95,7 @@ async fn a_sigterm_as_soon_as_the_server_says_it_is_up_still_drains_and_exits_0(
     // handler must be in place by then, or SIGTERM's default action ends the process
     // (killed by a signal, no exit code) instead of the drain.
     let mut server = ServerProcess::start_fresh(&[]).await;
-    let pid = server.child.id().expect("running").to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
+    server.signal("TERM").await;
     let exit = tokio::time::timeout(WAIT, server.child.wait())
         .await
         .expect("the server exits in time")

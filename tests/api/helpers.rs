@@ -665,6 +665,18 @@ impl ServerProcess {
         })
     }
 
+    /// Sends the process a signal by name (`"TERM"`, `"HUP"`), as an operator would with
+    /// `kill`.
+    pub async fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("the server runs").to_string();
+        let status = tokio::process::Command::new("kill")
+            .args([format!("-{name}"), pid])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
@@ -756,4 +768,36 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
         .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// Reads a child process's output until a line containing `marker` (how servers such as
+/// redis-server and postgres say they accept connections), failing after [`WAIT`] with
+/// everything `what` said; the rest is then read and dropped by a task of its own, so a
+/// full pipe never blocks the child. The lines up to the marker.
+pub async fn await_ready_line(
+    output: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    marker: &str,
+    what: &str,
+) -> Vec<String> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut lines = BufReader::new(output).lines();
+    let mut said = Vec::new();
+    let ready = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let ready = line.contains(marker);
+            said.push(line);
+            if ready {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        matches!(ready, Ok(true)),
+        "{what} did not get ready:\n{}",
+        said.join("\n")
+    );
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    said
 }

@@ -12,7 +12,7 @@
 //! children each start a session of their own, so no process group holds them all),
 //! which is how a crash kills every one of them and a drop leaves none running.
 
-use crate::helpers::WAIT;
+use crate::helpers::{WAIT, await_ready_line};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -128,7 +128,6 @@ impl PrivatePostgres {
     /// Starts the postmaster on the cluster and port and waits for its "ready" line:
     /// what it logged until then (after a crash, its recovery).
     async fn launch(&mut self) -> Vec<String> {
-        use tokio::io::{AsyncBufReadExt, BufReader};
         let port = self.port.to_string();
         let mut child = self
             .command("postgres")
@@ -143,26 +142,9 @@ impl PrivatePostgres {
             .kill_on_drop(true)
             .spawn()
             .expect("postgres starts");
-        let mut lines = BufReader::new(child.stderr.take().expect("its log is piped")).lines();
-        let mut said = Vec::new();
-        let ready = tokio::time::timeout(WAIT, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let ready = line.contains("ready to accept connections");
-                said.push(line);
-                if ready {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert!(
-            matches!(ready, Ok(true)),
-            "postgres on port {port} did not get ready:\n{}",
-            said.join("\n")
-        );
-        // Its later lines are read and dropped, so a full pipe never blocks it.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let log = child.stderr.take().expect("its log is piped");
+        let what = format!("postgres on port {port}");
+        let said = await_ready_line(log, "ready to accept connections", &what).await;
         self.server = Some(child);
         said
     }
