@@ -4,6 +4,11 @@
 //! nearest `X-Forwarded-For` entry that is not itself a trusted proxy. A header sent by
 //! anyone else is ignored, so a client cannot forge its way around per-IP caps.
 //!
+//! `*` in the list says every peer is a proxy: the server is reachable only through a
+//! load balancer whose addresses are not known in advance (a hosting platform such as
+//! Shuttle's). Then only the entry the peer itself added, the rightmost, is believed;
+//! everything left of it came from the client.
+//!
 //! A trusted proxy that names no usable client (no header, or an entry that is not an
 //! address) leaves the client unknown. Unknown is never loopback and never the proxy's
 //! own address: such requests are refused with `400 bad_request` naming the header
@@ -21,10 +26,51 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, InsufficientCapacity, Quota, RateLimiter};
+use std::fmt;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::str::FromStr;
 use std::time::Duration;
+
+/// One entry of `--trusted-proxies`: a proxy's address, or `*` for every peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustedProxy {
+    Address(IpAddr),
+    /// `*`: every peer is the one proxy in front, see the module docs.
+    EveryPeer,
+}
+
+impl FromStr for TrustedProxy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "*" => Ok(Self::EveryPeer),
+            address => address
+                .parse()
+                .map(|ip| Self::Address(canonical(ip)))
+                .map_err(|_| format!("{address:?} is neither an IP address nor *")),
+        }
+    }
+}
+
+impl fmt::Display for TrustedProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Address(ip) => ip.fmt(f),
+            Self::EveryPeer => f.write_str("*"),
+        }
+    }
+}
+
+/// Whether `ip` (canonical) is a proxy whose `X-Forwarded-For` is believed.
+pub(crate) fn is_trusted(trusted: &[TrustedProxy], ip: IpAddr) -> bool {
+    trusted.iter().any(|proxy| match proxy {
+        TrustedProxy::Address(address) => *address == ip,
+        TrustedProxy::EveryPeer => true,
+    })
+}
 
 /// The client address of a request, see the module docs.
 #[derive(Debug, Clone, Copy)]
@@ -59,12 +105,12 @@ impl FromRequestParts<AppState> for ClientIp {
 pub(crate) fn resolve(
     peer: Option<IpAddr>,
     headers: &HeaderMap,
-    trusted: &[IpAddr],
+    trusted: &[TrustedProxy],
 ) -> Option<IpAddr> {
     let Some(peer) = peer.map(canonical) else {
         return Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     };
-    if !trusted.contains(&peer) {
+    if !is_trusted(trusted, peer) {
         return Some(peer);
     }
     let hops: Vec<&str> = headers
@@ -74,13 +120,18 @@ pub(crate) fn resolve(
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
+    if trusted.contains(&TrustedProxy::EveryPeer) {
+        // The peer vouches for its own entry only: under `*` every address would count
+        // as a proxy, and walking left would believe whatever the client wrote.
+        return parse_hop(hops.last()?);
+    }
     // Right to left: each trusted hop vouches for the one before it. When every hop is a
     // trusted proxy, the leftmost one is where the request started.
     let mut client = None;
     for hop in hops.iter().rev() {
         let ip = parse_hop(hop)?;
         client = Some(ip);
-        if !trusted.contains(&ip) {
+        if !is_trusted(trusted, ip) {
             break;
         }
     }
@@ -207,6 +258,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn proxies(list: &[&str]) -> Vec<TrustedProxy> {
+        list.iter().map(|entry| entry.parse().unwrap()).collect()
+    }
+
     #[test]
     fn an_untrusted_peer_cannot_forge_its_address() {
         assert_eq!(
@@ -217,7 +272,7 @@ mod tests {
 
     #[test]
     fn a_trusted_proxy_names_the_client_and_spoofed_entries_before_it_are_skipped() {
-        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
+        let trusted = proxies(&["10.0.0.1", "10.0.0.2"]);
         assert_eq!(
             resolve(
                 Some(ip("10.0.0.1")),
@@ -242,7 +297,7 @@ mod tests {
 
     #[test]
     fn a_trusted_proxy_without_a_usable_header_leaves_the_client_unknown() {
-        let trusted = [ip("127.0.0.1")];
+        let trusted = proxies(&["127.0.0.1"]);
         let peer = Some(ip("127.0.0.1"));
         assert_eq!(resolve(peer, &HeaderMap::new(), &trusted), None);
         assert_eq!(resolve(peer, &headers("garbage"), &trusted), None);
@@ -256,6 +311,49 @@ mod tests {
             resolve(peer, &headers("nonsense, 198.51.100.7"), &trusted),
             Some(ip("198.51.100.7"))
         );
+    }
+
+    #[test]
+    fn behind_every_peer_only_the_entry_the_peer_added_is_believed() {
+        let trusted = proxies(&["*"]);
+        let peer = Some(ip("10.1.2.3"));
+        assert_eq!(
+            resolve(peer, &headers("127.0.0.1, 198.51.100.7"), &trusted),
+            Some(ip("198.51.100.7")),
+            "an entry the client wrote is never the client"
+        );
+        assert_eq!(
+            resolve(peer, &headers("198.51.100.7, 10.9.9.9"), &trusted),
+            Some(ip("10.9.9.9")),
+            "one hop: what the peer says, even an address of its own network"
+        );
+        assert_eq!(resolve(peer, &HeaderMap::new(), &trusted), None);
+        assert_eq!(
+            resolve(peer, &headers("198.51.100.7, junk"), &trusted),
+            None
+        );
+        // Listed addresses change nothing once every peer is a proxy.
+        assert_eq!(
+            resolve(
+                peer,
+                &headers("6.6.6.6, 198.51.100.7"),
+                &proxies(&["10.1.2.3", "*"])
+            ),
+            Some(ip("198.51.100.7"))
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_entry_is_an_address_or_a_star() {
+        assert_eq!(" * ".parse(), Ok(TrustedProxy::EveryPeer));
+        assert_eq!(
+            "::ffff:10.0.0.9".parse(),
+            Ok(TrustedProxy::Address(ip("10.0.0.9"))),
+            "kept canonical, as peers are compared"
+        );
+        let refused = "10.0.0.0/8".parse::<TrustedProxy>().unwrap_err();
+        assert!(refused.contains("10.0.0.0/8"), "{refused}");
+        assert_eq!(TrustedProxy::EveryPeer.to_string(), "*");
     }
 
     #[test]

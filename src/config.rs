@@ -6,12 +6,13 @@
 //! mode refuses to start unless the settings that must not be guessed are given.
 
 use crate::auth::jwt::{JwtConfig, PublicKeyAlgorithm};
+pub use crate::client_ip::TrustedProxy;
 use crate::dev_secret::{self, DevSecretError};
 use crate::origin::{Origin, OriginPolicy};
 use clap::{ArgAction, Args, CommandFactory, Parser, ValueEnum};
 use secrecy::SecretString;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The shortest JWT secret accepted in production (HS256 wants at least 256 bits).
@@ -519,9 +520,11 @@ pub struct Cli {
     /// Whether a handshake without an `Origin` header (not a browser) is accepted.
     #[arg(long, env = "PALISADE_ALLOW_MISSING_ORIGIN", default_value_t = true, action = ArgAction::Set)]
     pub allow_missing_origin: bool,
-    /// Comma-separated proxy addresses whose `X-Forwarded-For` is believed.
+    /// Comma-separated proxy addresses whose `X-Forwarded-For` is believed; `*` when
+    /// every peer is a proxy (only a load balancer can reach the server): then only the
+    /// entry the peer added is believed.
     #[arg(long, env = "PALISADE_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<TrustedProxy>,
     /// Comma-separated account ids (the `user.id` register answers) whose logins and
     /// renewals get the `admin` role. Ids, not names: a name nobody registered yet could be
     /// claimed by anyone.
@@ -558,7 +561,7 @@ pub struct Settings {
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
     pub origins: OriginPolicy,
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<TrustedProxy>,
     /// Account ids (lowercase UUIDs) with the admin role.
     pub admin_users: Vec<String>,
     /// Certificate chain and key files: TLS on when set.
@@ -586,6 +589,8 @@ pub enum ConfigError {
     /// Limits that cannot work, one sentence each naming the flag and the rule.
     #[error("{}", .0.join("; "))]
     BadLimits(Vec<String>),
+    #[error("invalid TRUSTED_PROXIES entry: {0}")]
+    BadTrustedProxy(String),
     #[error(transparent)]
     DevSecret(#[from] DevSecretError),
 }
@@ -635,20 +640,41 @@ impl Settings {
         }
     }
 
-    /// Applies the layers and the production checks.
+    /// Applies the layers (the secrets from `--secrets-file`) and the production checks.
     pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
+        let secrets = read_secrets_file(&cli.secrets_file)?;
+        let source = cli.secrets_file.display().to_string();
+        Self::from_cli_and_secrets(cli, &secrets, &source)
+    }
+
+    /// [`Settings::from_cli`] with secrets from elsewhere (Shuttle's secret store), under
+    /// the keys of the secrets file; `source` names them in warnings.
+    pub fn from_cli_and_secrets(
+        cli: Cli,
+        secrets: &BTreeMap<String, String>,
+        source: &str,
+    ) -> Result<Self, ConfigError> {
         let bad_limits = cli.limits.problems();
         if !bad_limits.is_empty() {
             return Err(ConfigError::BadLimits(bad_limits));
         }
-        let secrets = read_secrets_file(&cli.secrets_file)?;
         let env_names: Vec<String> = std::env::vars_os()
             .map(|(name, _)| name.to_string_lossy().into_owned())
             .collect();
-        for warning in ignored_settings(&env_names, secrets.keys(), &cli.secrets_file) {
+        for warning in ignored_settings(&env_names, secrets.keys(), source) {
             tracing::warn!("{warning}");
         }
         let from_secrets = |key: &str| secrets.get(key).filter(|v| !v.is_empty()).cloned();
+        let trusted_proxies = if cli.trusted_proxies.is_empty() {
+            from_secrets("TRUSTED_PROXIES")
+                .iter()
+                .flat_map(|list| list.split(','))
+                .filter(|entry| !entry.trim().is_empty())
+                .map(|entry| entry.parse().map_err(ConfigError::BadTrustedProxy))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            cli.trusted_proxies
+        };
 
         let jwt_secret = cli.jwt_secret.or_else(|| from_secrets("JWT_SECRET"));
         let database_url = cli.database_url.or_else(|| from_secrets("DATABASE_URL"));
@@ -691,7 +717,7 @@ impl Settings {
                 cli.dangerously_allow_any_origin,
                 cli.listen,
                 cli.tls_cert.is_some() && cli.tls_key.is_some(),
-                !cli.trusted_proxies.is_empty(),
+                !trusted_proxies.is_empty(),
             );
             if !unsafe_settings.is_empty() {
                 return Err(ConfigError::UnsafeForProduction(unsafe_settings));
@@ -740,7 +766,7 @@ impl Settings {
             jwt_issuer: cli.jwt_issuer,
             jwt_audience: cli.jwt_audience,
             origins,
-            trusted_proxies: cli.trusted_proxies,
+            trusted_proxies,
             admin_users,
             tls: cli.tls_cert.zip(cli.tls_key),
             frontend_dir: cli.frontend_dir.unwrap_or_else(default_frontend_dir),
@@ -821,7 +847,13 @@ fn development_secret(database_url: &str) -> Result<SecretString, ConfigError> {
 }
 
 /// The keys `Secrets.toml` may hold.
-pub const SECRETS_FILE_KEYS: [&str; 3] = ["JWT_SECRET", "DATABASE_URL", "ALLOWED_ORIGINS"];
+pub const SECRETS_FILE_KEYS: [&str; 4] = [
+    "JWT_SECRET",
+    "DATABASE_URL",
+    "ALLOWED_ORIGINS",
+    // Not a secret, but under Shuttle the secrets are all the configuration there is.
+    "TRUSTED_PROXIES",
+];
 
 /// `PALISADE_*` variables the test suite reads (not the server): no warning for them.
 const TEST_SUITE_VARIABLES: [&str; 5] = [
@@ -840,7 +872,7 @@ const TEST_SUITE_VARIABLES: [&str; 5] = [
 fn ignored_settings<'a>(
     env_names: &[String],
     secrets_keys: impl IntoIterator<Item = &'a String>,
-    secrets_file: &Path,
+    secrets_source: &str,
 ) -> Vec<String> {
     const PREFIX: &str = "PALISADE_";
     let command = Cli::command();
@@ -871,7 +903,7 @@ fn ignored_settings<'a>(
         if SECRETS_FILE_KEYS.contains(&key.as_str()) {
             continue;
         }
-        let (shown, file) = (key.escape_debug(), secrets_file.display());
+        let (shown, file) = (key.escape_debug(), secrets_source);
         warnings.push(match closest(key, PREFIX, &SECRETS_FILE_KEYS) {
             Some(known) => format!("the key {shown} in {file} is ignored: did you mean {known}?"),
             None => format!(
@@ -1067,6 +1099,7 @@ mod tests {
         assert!(with(&["--listen", "127.0.0.1:8000"]).is_ok());
         assert!(with(&["--listen", "[::1]:8000"]).is_ok());
         assert!(with(&["--listen", "0.0.0.0:8000", "--trusted-proxies", "10.0.0.2"]).is_ok());
+        assert!(with(&["--listen", "0.0.0.0:8000", "--trusted-proxies", "*"]).is_ok());
         // TLS files are only read at startup: the check only needs them named.
         assert!(
             with(&[
@@ -1342,6 +1375,30 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_come_from_the_flag_before_the_secrets() {
+        let secrets: BTreeMap<String, String> =
+            [("TRUSTED_PROXIES".to_owned(), "10.0.0.2, *".to_owned())].into();
+        let from = |args: &[&str]| Settings::from_cli_and_secrets(cli(args), &secrets, "test");
+        assert_eq!(
+            from(&[]).unwrap().trusted_proxies,
+            [
+                TrustedProxy::Address([10, 0, 0, 2].into()),
+                TrustedProxy::EveryPeer
+            ]
+        );
+        assert_eq!(
+            from(&["--trusted-proxies", "10.0.0.9"])
+                .unwrap()
+                .trusted_proxies,
+            [TrustedProxy::Address([10, 0, 0, 9].into())]
+        );
+        let bad: BTreeMap<String, String> =
+            [("TRUSTED_PROXIES".to_owned(), "10.0.0.0/8".to_owned())].into();
+        let err = Settings::from_cli_and_secrets(cli(&[]), &bad, "test").unwrap_err();
+        assert!(err.to_string().contains("10.0.0.0/8"), "{err}");
+    }
+
+    #[test]
     fn the_frame_limit_always_fits_the_longest_body() {
         let raised = Settings::from_cli(cli(&[
             "--max-message-bytes",
@@ -1358,7 +1415,7 @@ mod tests {
     fn warnings(env: &[&str], keys: &[&str]) -> Vec<String> {
         let env: Vec<String> = env.iter().map(|n| (*n).to_owned()).collect();
         let keys: Vec<String> = keys.iter().map(|n| (*n).to_owned()).collect();
-        ignored_settings(&env, &keys, Path::new("Secrets.toml"))
+        ignored_settings(&env, &keys, "Secrets.toml")
     }
 
     #[test]
@@ -1415,7 +1472,7 @@ mod tests {
             [
                 "the key JWT_SECERT in Secrets.toml is ignored: did you mean JWT_SECRET?",
                 "the key PALISADE_ALLOWED_ORIGINS in Secrets.toml is ignored: did you mean ALLOWED_ORIGINS?",
-                "the key LISTEN in Secrets.toml is ignored: the secrets file holds only JWT_SECRET, DATABASE_URL, ALLOWED_ORIGINS",
+                "the key LISTEN in Secrets.toml is ignored: the secrets file holds only JWT_SECRET, DATABASE_URL, ALLOWED_ORIGINS, TRUSTED_PROXIES",
             ]
         );
     }
@@ -1461,7 +1518,15 @@ mod tests {
             .collect();
         let production = parse_secrets(&uncommented).unwrap();
         let keys: Vec<&str> = production.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["ALLOWED_ORIGINS", "DATABASE_URL", "JWT_SECRET"]);
+        assert_eq!(
+            keys,
+            [
+                "ALLOWED_ORIGINS",
+                "DATABASE_URL",
+                "JWT_SECRET",
+                "TRUSTED_PROXIES"
+            ]
+        );
         assert!(
             production["JWT_SECRET"].len() < MIN_SECRET_BYTES,
             "the placeholder secret must be refused if left in"

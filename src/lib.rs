@@ -15,6 +15,8 @@
 //!   write-stall limit under every socket, and caps on connections still without a request;
 //!   the TLS certificate is read again on SIGHUP or when its files change.
 //! - [`shutdown`]: the one stop signal every task listens to.
+//! - `shuttle` (feature `shuttle`): the same application as a Shuttle service, for
+//!   `cargo shuttle run`.
 //! - [`error`]: the HTTP error type and its JSON body.
 //! - [`auth`]: JWTs, single-use tickets, accounts (Argon2id). It knows nothing of
 //!   [`config`] or [`state`]: both build on it, never the reverse.
@@ -77,6 +79,8 @@ mod security_log;
 mod server;
 mod shared_rates;
 pub mod shutdown;
+#[cfg(feature = "shuttle")]
+pub mod shuttle;
 pub mod startup;
 mod state;
 mod stats;

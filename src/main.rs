@@ -1,15 +1,44 @@
 //! The `palisade` binary: parse the configuration, start the server, stop on a signal.
 //!
-//! Everything else lives in the library so tests can start the very same server.
+//! Everything else lives in the library so tests can start the very same server. Built
+//! with the `shuttle` feature (`cargo shuttle run` does), the binary is instead Shuttle's
+//! runtime around the same application: see `palisade::shuttle`.
 #![forbid(unsafe_code)]
 
+#[cfg(not(feature = "shuttle"))]
 use clap::Parser;
+#[cfg(not(feature = "shuttle"))]
 use palisade::config::{Cli, Settings};
+#[cfg(not(feature = "shuttle"))]
 use palisade::shutdown;
+#[cfg(not(feature = "shuttle"))]
 use palisade::startup::Application;
 use palisade::telemetry;
+#[cfg(not(feature = "shuttle"))]
 use std::process::ExitCode;
 
+/// Shuttle's entrypoint: its secrets, its database (locally, `local_uri` is the
+/// `DATABASE_URL` secret: Shuttle's own would need Docker) and whether this is a
+/// deployment; the runtime then binds the service on the address it chooses.
+#[cfg(feature = "shuttle")]
+#[shuttle_runtime::main]
+async fn shuttle_main(
+    #[shuttle_runtime::Secrets] secrets: shuttle_runtime::SecretStore,
+    #[shuttle_runtime::Metadata] metadata: shuttle_runtime::DeploymentMetadata,
+    #[shuttle_shared_db::Postgres(local_uri = "{secrets.DATABASE_URL}")] database_url: String,
+) -> Result<palisade::shuttle::PalisadeService, shuttle_runtime::Error> {
+    // The runtime's own subscriber is off (`default-features = false`): palisade's logs
+    // look the same under Shuttle as under `cargo run`.
+    telemetry::init();
+    let deployed = metadata.env == shuttle_runtime::Environment::Deployment;
+    Ok(palisade::shuttle::PalisadeService::new(
+        secrets,
+        database_url,
+        deployed,
+    ))
+}
+
+#[cfg(not(feature = "shuttle"))]
 #[tokio::main]
 async fn main() -> ExitCode {
     telemetry::init();

@@ -10,7 +10,7 @@
 //! refusal goes to the throttled security log ([`SecurityLog`]) so a flood cannot flood
 //! the log too.
 
-use crate::client_ip::{canonical, rate_key};
+use crate::client_ip::{TrustedProxy, canonical, is_trusted, rate_key};
 use crate::security_log::SecurityLog;
 use crate::ws::limits::{decrement, increment_below};
 use dashmap::DashMap;
@@ -46,7 +46,7 @@ pub(crate) struct PendingConnections {
     max_total: usize,
     /// Proxies the operator trusts: every client arrives through them, so they only
     /// count toward the total.
-    exempt: Vec<IpAddr>,
+    exempt: Vec<TrustedProxy>,
     /// IPv6 clients count per network of this prefix length ([`rate_key`]).
     v6_prefix: u8,
 }
@@ -59,7 +59,7 @@ pub(crate) struct PendingSlot {
 }
 
 impl PendingConnections {
-    pub(crate) fn new(max_per_ip: usize, max_total: usize, exempt: Vec<IpAddr>) -> Self {
+    pub(crate) fn new(max_per_ip: usize, max_total: usize, exempt: Vec<TrustedProxy>) -> Self {
         Self {
             per_ip: DashMap::new(),
             total: AtomicUsize::new(0),
@@ -86,7 +86,7 @@ impl PendingConnections {
         // Canonical first, as `client_ip::resolve` does: on a `[::]` listener an IPv4
         // proxy arrives as `::ffff:a.b.c.d` and must still be recognised.
         let ip = canonical(ip);
-        let key = (!self.exempt.contains(&ip)).then(|| rate_key(ip, self.v6_prefix));
+        let key = (!is_trusted(&self.exempt, ip)).then(|| rate_key(ip, self.v6_prefix));
         if let Some(key) = key
             && !increment_below(&self.per_ip, key, self.max_per_ip)
         {
@@ -156,7 +156,11 @@ mod tests {
 
     #[test]
     fn a_trusted_proxy_counts_only_toward_the_total() {
-        let pending = Arc::new(PendingConnections::new(1, 3, vec![ip(9)]));
+        let pending = Arc::new(PendingConnections::new(
+            1,
+            3,
+            vec![TrustedProxy::Address(ip(9))],
+        ));
         let _a = pending.acquire(ip(9)).unwrap();
         let _b = pending.acquire(ip(9)).unwrap();
         let _c = pending.acquire(ip(9)).unwrap();
@@ -168,7 +172,11 @@ mod tests {
 
     #[test]
     fn a_trusted_ipv4_proxy_seen_through_a_dual_stack_listener_is_still_exempt() {
-        let pending = Arc::new(PendingConnections::new(1, 3, vec![ip(9)]));
+        let pending = Arc::new(PendingConnections::new(
+            1,
+            3,
+            vec![TrustedProxy::Address(ip(9))],
+        ));
         let mapped: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
         let _a = pending.acquire(mapped).unwrap();
         let _b = pending

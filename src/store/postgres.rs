@@ -166,8 +166,10 @@ impl PostgresStore {
             .await
             .map_err(|_| failed(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
             .map_err(|e| failed(reason(&e)))?;
+        // `run_direct`, not `run`: `run`'s `Acquire<'a>` bound keeps rustc from proving
+        // this future `Send` for every lifetime, which Shuttle's runtime requires.
         sqlx::migrate!("./migrations/postgres")
-            .run(&mut first)
+            .run_direct(&mut first)
             .await
             .map_err(|e| failed(format!("migration failed: {e}")))?;
         // Closing politely is a courtesy: the migrations are committed either way.

@@ -108,7 +108,7 @@ async fn behind_nginx(configure: impl FnOnce(&mut Settings)) -> Proxied {
     let http = SocketAddr::from((PROXY, free_port()));
     let origin = format!("https://localhost:{}", https.port());
     let app = spawn_app_with(|s| {
-        s.trusted_proxies = vec![PROXY.into()];
+        s.trusted_proxies = vec![palisade::config::TrustedProxy::Address(PROXY.into())];
         s.origins = OriginPolicy::new(vec![Origin::parse(&origin).unwrap()], false);
         configure(s);
     })
