@@ -856,11 +856,12 @@ pub const SECRETS_FILE_KEYS: [&str; 4] = [
 ];
 
 /// `PALISADE_*` variables the test suite reads (not the server): no warning for them.
-const TEST_SUITE_VARIABLES: [&str; 5] = [
+const TEST_SUITE_VARIABLES: [&str; 6] = [
     "PALISADE_REQUIRE_BROWSER",
     "PALISADE_REQUIRE_FAULTS",
     "PALISADE_REQUIRE_NGINX",
     "PALISADE_REQUIRE_SERVICES",
+    "PALISADE_SHUTTLE_URL",
     "PALISADE_TEST_STORE",
 ];
 

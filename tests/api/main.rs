@@ -30,6 +30,7 @@ mod production_config;
 pub(crate) mod protocol_violations;
 mod rights;
 mod security_log;
+mod shuttle_run;
 mod slow_readers;
 mod slowloris;
 mod socket_lifetime;
