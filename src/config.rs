@@ -705,7 +705,7 @@ impl Settings {
             }
             if origins_given.is_empty() {
                 missing.push(
-                    "an explicit origin list (PALISADE_ALLOWED_ORIGINS, e.g. https://chat.example.com)"
+                    "an explicit origin list (PALISADE_ALLOWED_ORIGINS or ALLOWED_ORIGINS in Secrets.toml, e.g. https://chat.example.com)"
                         .to_owned(),
                 );
             }
