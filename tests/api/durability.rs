@@ -102,3 +102,24 @@ async fn a_sigterm_as_soon_as_the_server_says_it_is_up_still_drains_and_exits_0(
         .unwrap();
     assert_eq!(exit.code(), Some(0), "{exit:?}\n{}", server.log_text());
 }
+
+#[tokio::test]
+async fn a_server_whose_log_reader_went_away_still_drains_and_exits_0_on_sigterm() {
+    let mut server = ServerProcess::start_fresh(&[]).await;
+    let mut client = server.connect("alice").await;
+    server.close_output().await;
+    // Log lines that can no longer be written (the test server logs at debug): a failed
+    // write must not take down the task that wrote it, least of all the one that turns
+    // SIGTERM into the drain.
+    for _ in 0..3 {
+        let url = format!("http://{}/readyz", server.addr);
+        assert_eq!(reqwest::get(url).await.unwrap().status(), 200);
+    }
+    server.signal("TERM").await;
+    assert_eq!(client.expect_close().await, 1001, "a drain, not a kill");
+    let exit = tokio::time::timeout(WAIT, server.child.wait())
+        .await
+        .expect("the server exits in time")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+}

@@ -569,6 +569,8 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     log: Arc<std::sync::Mutex<Vec<String>>>,
     log_grew: Arc<tokio::sync::Notify>,
+    /// The tasks reading its stdout and stderr (each owns its pipe).
+    output_readers: Vec<tokio::task::JoinHandle<()>>,
     /// The database of [`ServerProcess::start_fresh`], removed with the server.
     _database: Option<FreshDatabase>,
 }
@@ -611,24 +613,26 @@ impl ServerProcess {
             .expect("the binary starts");
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let log_grew = Arc::new(tokio::sync::Notify::new());
+        let mut output_readers = Vec::new();
         for output in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
             let (log, log_grew) = (Arc::clone(&log), Arc::clone(&log_grew));
-            tokio::spawn(async move {
+            output_readers.push(tokio::spawn(async move {
                 let mut lines = BufReader::new(output).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     log.lock().unwrap().push(line);
                     log_grew.notify_waiters();
                 }
-            });
+            }));
         }
         let mut server = Self {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             log,
             log_grew,
+            output_readers,
             _database: None,
         };
         // `https://` when it serves TLS.
@@ -675,6 +679,16 @@ impl ServerProcess {
             .await
             .expect("kill runs");
         assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Stops reading the process's stdout and stderr and closes both pipes, as a log
+    /// shipper that died or `palisade | head -1` would: its next log line fails to write.
+    pub async fn close_output(&mut self) {
+        for reader in self.output_readers.drain(..) {
+            reader.abort();
+            // Aborted: the pipe it owned is closed once it has ended.
+            let _ = reader.await;
+        }
     }
 
     pub fn log_text(&self) -> String {
