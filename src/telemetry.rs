@@ -14,5 +14,11 @@ pub fn init() {
         .with_env_filter(filter)
         .with_target(true)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        // A log line that cannot be written (its reader gone: a closed pipe, a restarted
+        // journald) is dropped. Left on, tracing-subscriber reports that failure with
+        // `eprintln!`, which panics when stderr is the same broken pipe, and the panic
+        // kills whichever task was logging: the one that turns SIGTERM into the drain
+        // among them, so the process no longer stopped.
+        .log_internal_errors(false)
         .try_init();
 }
