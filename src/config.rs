@@ -522,9 +522,9 @@ pub struct Cli {
     pub allow_missing_origin: bool,
     /// Comma-separated proxy addresses whose `X-Forwarded-For` is believed; `*` when
     /// every peer is a proxy (only a load balancer can reach the server): then only the
-    /// entry the peer added is believed.
+    /// entry the peer added is believed. Empty: none.
     #[arg(long, env = "PALISADE_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<TrustedProxy>,
+    pub trusted_proxies: Vec<String>,
     /// Comma-separated account ids (the `user.id` register answers) whose logins and
     /// renewals get the `admin` role. Ids, not names: a name nobody registered yet could be
     /// claimed by anyone.
@@ -589,7 +589,9 @@ pub enum ConfigError {
     /// Limits that cannot work, one sentence each naming the flag and the rule.
     #[error("{}", .0.join("; "))]
     BadLimits(Vec<String>),
-    #[error("invalid TRUSTED_PROXIES entry: {0}")]
+    #[error(
+        "invalid trusted proxy (--trusted-proxies, PALISADE_TRUSTED_PROXIES or TRUSTED_PROXIES): {0}"
+    )]
     BadTrustedProxy(String),
     #[error(transparent)]
     DevSecret(#[from] DevSecretError),
@@ -665,16 +667,19 @@ impl Settings {
             tracing::warn!("{warning}");
         }
         let from_secrets = |key: &str| secrets.get(key).filter(|v| !v.is_empty()).cloned();
-        let trusted_proxies = if cli.trusted_proxies.is_empty() {
+        // As with origins, an empty value (`PALISADE_TRUSTED_PROXIES=`) lists none.
+        let trusted_proxies: Vec<String> = if cli.trusted_proxies.is_empty() {
             from_secrets("TRUSTED_PROXIES")
-                .iter()
-                .flat_map(|list| list.split(','))
-                .filter(|entry| !entry.trim().is_empty())
-                .map(|entry| entry.parse().map_err(ConfigError::BadTrustedProxy))
-                .collect::<Result<Vec<_>, _>>()?
+                .map(|list| list.split(',').map(str::to_owned).collect())
+                .unwrap_or_default()
         } else {
             cli.trusted_proxies
         };
+        let trusted_proxies = trusted_proxies
+            .iter()
+            .filter(|entry| !entry.trim().is_empty())
+            .map(|entry| entry.parse().map_err(ConfigError::BadTrustedProxy))
+            .collect::<Result<Vec<TrustedProxy>, _>>()?;
 
         let jwt_secret = cli.jwt_secret.or_else(|| from_secrets("JWT_SECRET"));
         let database_url = cli.database_url.or_else(|| from_secrets("DATABASE_URL"));
@@ -1397,6 +1402,11 @@ mod tests {
             [("TRUSTED_PROXIES".to_owned(), "10.0.0.0/8".to_owned())].into();
         let err = Settings::from_cli_and_secrets(cli(&[]), &bad, "test").unwrap_err();
         assert!(err.to_string().contains("10.0.0.0/8"), "{err}");
+        let err = Settings::from_cli(cli(&["--trusted-proxies", "proxy.internal"])).unwrap_err();
+        assert!(err.to_string().contains("proxy.internal"), "{err}");
+        // An empty value (a unit's `PALISADE_TRUSTED_PROXIES=`) lists none.
+        let none = Settings::from_cli(cli(&["--trusted-proxies", ""])).unwrap();
+        assert!(none.trusted_proxies.is_empty());
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl PalisadeService {
         if self.deployed {
             cli.env = Environment::Production;
             if cli.trusted_proxies.is_empty() && !self.secrets.contains_key("TRUSTED_PROXIES") {
-                cli.trusted_proxies = vec![TrustedProxy::EveryPeer];
+                cli.trusted_proxies = vec![TrustedProxy::EveryPeer.to_string()];
             }
         }
         Settings::from_cli_and_secrets(cli, &self.secrets, SECRETS_SOURCE)
