@@ -517,6 +517,19 @@ async fn nginx_passes_api_bodies_up_to_palisades_limit_and_refuses_bigger_ones()
         )
         .await;
     assert_eq!(answer.status, 413, "{}", answer.head);
+    // nginx refused it, with palisade's own error shape rather than its HTML page.
+    let body: Value = serde_json::from_str(&answer.body)
+        .unwrap_or_else(|_| panic!("a JSON body: {}", answer.body));
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    assert!(
+        answer
+            .head
+            .to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{}",
+        answer.head
+    );
+    assert_eq!(answer.header_count("strict-transport-security"), 1);
 }
 
 /// The number (in seconds or KiB, by its suffix) the shipped config gives `name`.
