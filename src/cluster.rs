@@ -16,6 +16,7 @@
 //! for longer than the outage.
 
 use crate::auth::revocation::Revocations;
+use crate::broker::redis::answer_within;
 use crate::hub::outbox::CloseReason;
 use crate::model::now_secs;
 use crate::state::AppState;
@@ -147,14 +148,10 @@ impl Control {
         let mut commands = self.commands.clone();
         let mut publish = redis::cmd("PUBLISH");
         publish.arg(&self.channel).arg(payload);
-        match tokio::time::timeout(REDIS_TIMEOUT, publish.query_async::<()>(&mut commands)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(target: "security", event = "control_not_published", %error, kind = ?kind, user = %user_id);
-            }
-            Err(_) => {
-                tracing::warn!(target: "security", event = "control_not_published", error = "no answer from Redis", kind = ?kind, user = %user_id);
-            }
+        if let Err(error) =
+            answer_within(REDIS_TIMEOUT, publish.query_async::<()>(&mut commands)).await
+        {
+            tracing::warn!(target: "security", event = "control_not_published", %error, kind = ?kind, user = %user_id);
         }
     }
 

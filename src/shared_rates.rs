@@ -21,6 +21,7 @@
 //! a reason to refuse everyone, nor to hold every login up. The server-wide budget that
 //! guards the node's hashing cores is not here: it protects each node's own CPU.
 
+use crate::broker::redis::answer_within;
 use crate::client_ip::{PerIpLimiter, rate_key};
 use crate::security_log::SecurityLog;
 use governor::Quota;
@@ -153,12 +154,10 @@ impl IpBudget {
             .arg(self.gcra.interval_ms)
             .arg(self.gcra.tau_ms);
         let mut commands = shared.commands.clone();
-        let answer =
-            tokio::time::timeout(SHARED_TIMEOUT, check.query_async::<i64>(&mut commands)).await;
-        let why = match answer {
-            Ok(Ok(answer)) => return verdict(answer),
-            Ok(Err(error)) => error.to_string(),
-            Err(_) => format!("no answer within {SHARED_TIMEOUT:?}"),
+        let why = match answer_within(SHARED_TIMEOUT, check.query_async::<i64>(&mut commands)).await
+        {
+            Ok(answer) => return verdict(answer),
+            Err(why) => why,
         };
         // One line per window for the whole node, whichever client: an outage touches
         // every request at once.

@@ -143,13 +143,9 @@ impl RedisTickets {
         command: &redis::Cmd,
     ) -> Result<T, TicketsUnavailable> {
         let mut commands = self.commands.clone();
-        match tokio::time::timeout(REDIS_TIMEOUT, command.query_async(&mut commands)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(TicketsUnavailable(error.to_string())),
-            Err(_) => Err(TicketsUnavailable(format!(
-                "no answer within {REDIS_TIMEOUT:?}"
-            ))),
-        }
+        crate::broker::redis::answer_within(REDIS_TIMEOUT, command.query_async(&mut commands))
+            .await
+            .map_err(TicketsUnavailable)
     }
 }
 

@@ -33,6 +33,7 @@
 //! own view decides (a warning is logged). Scores come from each node's wall clock, as
 //! for the shared connection cap: a skew of a few seconds shifts an expiry by as much.
 
+use super::redis::answer_within;
 use crate::hub::{Hub, MEMBERS_SAMPLE, Members};
 use crate::model::UserRef;
 use crate::model::{duration_millis, unix_millis};
@@ -315,17 +316,10 @@ impl ClusterPresence {
 
     async fn ask<T: redis::FromRedisValue>(&self, what: &str, command: &redis::Cmd) -> Option<T> {
         let mut commands = self.commands.clone();
-        match tokio::time::timeout(ANSWER_TIMEOUT, command.query_async::<T>(&mut commands)).await {
-            Ok(Ok(answer)) => Some(answer),
-            Ok(Err(error)) => {
-                tracing::warn!(%error, what, "cluster presence is unavailable; using this node's own view");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(
-                    what,
-                    "no answer from Redis for cluster presence; using this node's own view"
-                );
+        match answer_within(ANSWER_TIMEOUT, command.query_async::<T>(&mut commands)).await {
+            Ok(answer) => Some(answer),
+            Err(why) => {
+                tracing::warn!(%why, what, "cluster presence is unavailable; using this node's own view");
                 None
             }
         }
@@ -438,21 +432,15 @@ impl ClusterPresence {
                 .arg("+inf");
         }
         let mut commands = self.commands.clone();
-        match tokio::time::timeout(
+        match answer_within(
             ANSWER_TIMEOUT,
             pipe.query_async::<Vec<usize>>(&mut commands),
         )
         .await
         {
-            Ok(Ok(counts)) => Some(counts),
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "cannot count the rooms' users across the cluster; using this node's counts");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(
-                    "no answer from Redis counting the rooms' users; using this node's counts"
-                );
+            Ok(counts) => Some(counts),
+            Err(why) => {
+                tracing::warn!(%why, "cannot count the rooms' users across the cluster; using this node's counts");
                 None
             }
         }
@@ -486,23 +474,15 @@ impl ClusterPresence {
             }
         }
         let mut commands = self.commands.clone();
-        match tokio::time::timeout(
-            UPKEEP_TIMEOUT,
-            pipe.query_async::<Vec<Vec<String>>>(&mut commands),
-        )
-        .await
-        {
-            Ok(Ok(missing)) => present
+        let refreshed = pipe.query_async::<Vec<Vec<String>>>(&mut commands);
+        match answer_within(UPKEEP_TIMEOUT, refreshed).await {
+            Ok(missing) => present
                 .iter()
                 .zip(missing)
                 .flat_map(|((room, _), users)| users.into_iter().map(|user| (room.clone(), user)))
                 .collect(),
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "cannot refresh this node's presence entries");
-                Vec::new()
-            }
-            Err(_) => {
-                tracing::warn!("no answer from Redis refreshing this node's presence entries");
+            Err(why) => {
+                tracing::warn!(%why, "cannot refresh this node's presence entries");
                 Vec::new()
             }
         }
@@ -528,13 +508,9 @@ impl ClusterPresence {
                 .arg(room);
         }
         let mut commands = self.commands.clone();
-        match tokio::time::timeout(
-            UPKEEP_TIMEOUT,
-            pipe.query_async::<Vec<Vec<String>>>(&mut commands),
-        )
-        .await
-        {
-            Ok(Ok(replies)) => rooms
+        let swept = pipe.query_async::<Vec<Vec<String>>>(&mut commands);
+        match answer_within(UPKEEP_TIMEOUT, swept).await {
+            Ok(replies) => rooms
                 .iter()
                 .zip(replies)
                 .filter_map(|(room, reply)| {
@@ -542,12 +518,8 @@ impl ClusterPresence {
                     Some((room.clone(), gone, online))
                 })
                 .collect(),
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "cannot sweep expired presence entries");
-                Vec::new()
-            }
-            Err(_) => {
-                tracing::warn!("no answer from Redis sweeping expired presence entries");
+            Err(why) => {
+                tracing::warn!(%why, "cannot sweep expired presence entries");
                 Vec::new()
             }
         }

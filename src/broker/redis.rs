@@ -129,6 +129,21 @@ pub(crate) struct RedisLink {
     prefix: String,
 }
 
+/// Redis' answer to `query` within `deadline`, or why there is none (the command failed,
+/// or no answer came in time). Every cluster-wide check waits on Redis this way: a
+/// Redis that hangs costs a bounded wait, then the caller falls back to its node's own
+/// view or refuses, and says why.
+pub(crate) async fn answer_within<T>(
+    deadline: Duration,
+    query: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(deadline, query).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {deadline:?}")),
+    }
+}
+
 /// A Redis URL fit for an error message: scheme, host and port only.
 pub(crate) fn describe_url(url: &str) -> String {
     match url::Url::parse(url) {
@@ -359,16 +374,10 @@ impl Broker for RedisBroker {
 
     async fn ping(&self) -> Result<(), BrokerError> {
         let mut commands = self.commands.clone();
-        match tokio::time::timeout(
-            REDIS_TIMEOUT,
-            redis::cmd("PING").query_async::<()>(&mut commands),
-        )
-        .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(BrokerError::Redis(error.to_string())),
-            Err(_) => Err(BrokerError::Redis("no answer to PING".into())),
-        }
+        let ping = redis::cmd("PING");
+        answer_within(REDIS_TIMEOUT, ping.query_async::<()>(&mut commands))
+            .await
+            .map_err(BrokerError::Redis)
     }
 
     async fn subscribe(

@@ -17,6 +17,7 @@
 //! Scores come from each node's wall clock: nodes whose clocks differ by a few seconds
 //! shift an expiry by as much, small next to the TTL.
 
+use crate::broker::redis::answer_within;
 use crate::model::{duration_millis, unix_millis};
 use crate::shutdown::Shutdown;
 use redis::aio::ConnectionManager;
@@ -126,24 +127,17 @@ impl SharedCaps {
             .arg(self.max_per_user)
             .arg(duration_millis(self.ttl));
         let mut commands = self.commands.clone();
-        match tokio::time::timeout(TAKE_TIMEOUT, take.query_async::<i64>(&mut commands)).await {
-            Ok(Ok(1)) => Ok(slot),
-            Ok(Ok(_)) => {
+        match answer_within(TAKE_TIMEOUT, take.query_async::<i64>(&mut commands)).await {
+            Ok(1) => Ok(slot),
+            Ok(_) => {
                 // Not added: nothing to remove from Redis.
                 let mut slot = slot;
                 slot.released = true;
                 self.live_set().remove(&slot.member);
                 Err(NotTaken::Full)
             }
-            Ok(Err(error)) => {
-                tracing::warn!(%error, user, "the shared connection cap is unavailable; counting on this node only");
-                Err(NotTaken::Unknown)
-            }
-            Err(_) => {
-                tracing::warn!(
-                    user,
-                    "no answer from Redis for the shared connection cap; counting on this node only"
-                );
+            Err(why) => {
+                tracing::warn!(%why, user, "the shared connection cap is unavailable; counting on this node only");
                 Err(NotTaken::Unknown)
             }
         }
@@ -192,10 +186,9 @@ impl SharedCaps {
                 .ignore();
         }
         let mut commands = self.commands.clone();
-        match tokio::time::timeout(WRITE_TIMEOUT, pipe.query_async::<()>(&mut commands)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "cannot refresh the shared connection cap"),
-            Err(_) => tracing::warn!("no answer from Redis refreshing the shared connection cap"),
+        if let Err(why) = answer_within(WRITE_TIMEOUT, pipe.query_async::<()>(&mut commands)).await
+        {
+            tracing::warn!(%why, "cannot refresh the shared connection cap");
         }
     }
 }
