@@ -576,17 +576,28 @@ async fn redis_relay() -> (String, tokio::sync::watch::Sender<bool>) {
     (url, control)
 }
 
+/// A node like the others, with `tweak` applied, that reaches Redis only through a
+/// [`redis_relay`]: the node, and the relay's control (`true` stalls it, dropping it
+/// cuts it).
+async fn node_behind_relay(
+    held: &Services,
+    tweak: impl FnOnce(&mut Settings),
+) -> (TestApp, tokio::sync::watch::Sender<bool>) {
+    let (relay, control) = redis_relay().await;
+    let app = node_with(&held.database, &held.prefix, move |settings| {
+        settings.redis_url = Some(relay);
+        tweak(settings);
+    })
+    .await;
+    (app, control)
+}
+
 #[tokio::test]
 async fn without_redis_tickets_are_503_unavailable_and_nothing_panics() {
     let Some(held) = services().await else {
         return;
     };
-    let (relay, cut) = redis_relay().await;
-    // A node like the others, that reaches Redis only through the relay.
-    let app = node_with(&held.database, &held.prefix, move |settings| {
-        settings.redis_url = Some(relay);
-    })
-    .await;
+    let (app, cut) = node_behind_relay(&held, |_| {}).await;
     let token = user_token("alice");
     let ticket = ticket_from(&app, &token).await;
 
@@ -793,13 +804,7 @@ async fn with_redis_hung_or_gone_logins_are_answered_promptly_and_limited_by_the
     let Some(held) = services().await else {
         return;
     };
-    let (relay, control) = redis_relay().await;
-    // A node like the others, that reaches Redis only through the relay.
-    let app = node_with(&held.database, &held.prefix, move |settings| {
-        settings.redis_url = Some(relay);
-        small_budgets(settings);
-    })
-    .await;
+    let (app, control) = node_behind_relay(&held, small_budgets).await;
     let prompt = Duration::from_secs(2);
     let login = || async {
         let asked = std::time::Instant::now();
@@ -959,7 +964,8 @@ async fn joined_on_one_node_lists_and_counts_the_users_connected_only_to_another
 
 /// `GET /api/rooms` on `app`: room name → online.
 async fn online_by_room(app: &TestApp) -> std::collections::BTreeMap<String, u64> {
-    let reply: Value = reqwest::Client::new()
+    let reply: Value = app
+        .http
         .get(app.url("/api/rooms"))
         .bearer_auth(app.token("reader"))
         .send()
@@ -1007,12 +1013,7 @@ async fn while_redis_does_not_answer_a_join_still_succeeds_with_this_nodes_own_p
     let Some(held) = services().await else {
         return;
     };
-    let (relay, cut) = redis_relay().await;
-    // A node like the others, that reaches Redis only through the relay.
-    let app = node_with(&held.database, &held.prefix, move |settings| {
-        settings.redis_url = Some(relay);
-    })
-    .await;
+    let (app, cut) = node_behind_relay(&held, |_| {}).await;
     let (mut alice, _) = app.join("alice", "general").await;
 
     drop(cut);
@@ -1107,10 +1108,7 @@ async fn while_redis_does_not_answer_handshakes_are_accepted_promptly_up_to_the_
     let Some(held) = services().await else {
         return;
     };
-    let (relay, control) = redis_relay().await;
-    // A node like the others, that reaches Redis only through the relay.
-    let app = node_with(&held.database, &held.prefix, move |settings| {
-        settings.redis_url = Some(relay);
+    let (app, control) = node_behind_relay(&held, |settings| {
         settings.limits.max_connections_per_user = 3;
     })
     .await;

@@ -496,6 +496,65 @@ impl PrivateRedis {
     }
 }
 
+/// The room's history, read from the database at `url` itself, checked against what
+/// the senders were told: seqs 1..=N without a gap, every send acked, each ack naming
+/// its message, each message stored once.
+async fn stored_history_matching_acks(url: &str, senders: &[Steady]) -> Vec<(u64, String)> {
+    let history: Vec<(u64, String)> = {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(url)
+            .await
+            .expect("the database accepts a connection");
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT seq, body FROM messages WHERE room = $1 ORDER BY seq")
+                .bind(ROOM)
+                .fetch_all(&mut db)
+                .await
+                .expect("the history reads");
+        rows.into_iter()
+            .map(|(seq, body)| (u64::try_from(seq).expect("a positive seq"), body))
+            .collect()
+    };
+    let total = history.len() as u64;
+    let seqs: Vec<u64> = history.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "seqs 1..=N, no gap");
+    let mut sent = 0;
+    for (s, steady) in senders.iter().enumerate() {
+        assert_eq!(
+            steady.acked.len() as u64,
+            steady.sent,
+            "sender{s}: all acked"
+        );
+        for (id, seq) in &steady.acked {
+            let stored = &history[usize::try_from(*seq - 1).expect("an index")].1;
+            assert_eq!(*stored, message(s, *id).0, "the ack names its message");
+        }
+        sent += steady.sent;
+    }
+    assert_eq!(sent, total, "each message sent is stored once");
+    history
+}
+
+/// Tells the watchers (spawned [`listen`]s) where the room's history ends, then checks
+/// that every watcher and every sender got all of it once, in order.
+async fn everyone_got(
+    history: &[(u64, String)],
+    last_seq: &watch::Sender<u64>,
+    watchers: Vec<tokio::task::JoinHandle<Vec<(u64, String)>>>,
+    senders: Vec<Steady>,
+) {
+    let total = history.len() as u64;
+    last_seq.send_replace(total);
+    for (n, watcher) in watchers.into_iter().enumerate() {
+        let got = watcher.await.expect("a watcher's task does not panic");
+        assert_eq!(got, history, "watcher{n}: every seq once, in order");
+    }
+    for (s, mut steady) in senders.into_iter().enumerate() {
+        messages_through(&mut steady.client, &mut steady.got, total).await;
+        assert_eq!(steady.got, history, "sender{s}: every seq once, in order");
+    }
+}
+
 /// What a steady sender got: the seq of each of its acks by message id, how many it
 /// sent, and the messages it received as a member (seq, body), in arrival order.
 struct Steady {
@@ -700,50 +759,12 @@ async fn restarting_redis_mid_stream_loses_nothing_and_every_member_gets_every_m
         senders.push(task.await.expect("a sender's task does not panic"));
     }
 
-    // The room's history, read from the database itself.
-    let history: Vec<(u64, String)> = {
-        use sqlx::Connection;
-        let mut db = sqlx::PgConnection::connect(&held.database.url)
-            .await
-            .expect("the test database accepts a connection");
-        let rows: Vec<(i64, String)> =
-            sqlx::query_as("SELECT seq, body FROM messages WHERE room = $1 ORDER BY seq")
-                .bind(ROOM)
-                .fetch_all(&mut db)
-                .await
-                .expect("the history reads");
-        rows.into_iter()
-            .map(|(seq, body)| (u64::try_from(seq).expect("a positive seq"), body))
-            .collect()
-    };
-    let total = history.len() as u64;
-    let seqs: Vec<u64> = history.iter().map(|(seq, _)| *seq).collect();
-    assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "seqs 1..=N, no gap");
-    let mut sent = 0;
-    for (s, steady) in senders.iter().enumerate() {
-        assert_eq!(
-            steady.acked.len() as u64,
-            steady.sent,
-            "sender{s}: all acked"
-        );
-        for (id, seq) in &steady.acked {
-            let stored = &history[usize::try_from(*seq - 1).expect("an index")].1;
-            assert_eq!(*stored, message(s, *id).0, "the ack names its message");
-        }
-        sent += steady.sent;
-    }
-    assert_eq!(sent, total, "each message sent is stored once");
-    eprintln!("{total} messages, {ACKS_WHILE_DOWN}+ acked while Redis was down");
-
-    last_seq.send_replace(total);
-    for (n, watcher) in watchers.into_iter().enumerate() {
-        let got = watcher.await.expect("a watcher's task does not panic");
-        assert_eq!(got, history, "watcher{n}: every seq once, in order");
-    }
-    for (s, mut steady) in senders.into_iter().enumerate() {
-        messages_through(&mut steady.client, &mut steady.got, total).await;
-        assert_eq!(steady.got, history, "sender{s}: every seq once, in order");
-    }
+    let history = stored_history_matching_acks(&held.database.url, &senders).await;
+    eprintln!(
+        "{} messages, {ACKS_WHILE_DOWN}+ acked while Redis was down",
+        history.len()
+    );
+    everyone_got(&history, &last_seq, watchers, senders).await;
     for node in nodes {
         node.stop().await;
     }
@@ -1016,63 +1037,23 @@ async fn restarting_postgresql_mid_stream_refuses_sends_as_unavailable_and_loses
     let ready = restarted.elapsed();
     more_acks(&mut acked, ACKS_PER_PHASE).await;
     stop.send_replace(true);
-    let mut senders = Vec::new();
+    let mut retried = Vec::new();
     for task in sending {
-        senders.push(task.await.expect("a sender's task does not panic"));
+        retried.push(task.await.expect("a sender's task does not panic"));
     }
+    let refused: Vec<u64> = retried.iter().map(|r| r.refused).collect();
+    let duplicates: u64 = retried.iter().map(|r| r.duplicates).sum();
+    let senders: Vec<Steady> = retried.into_iter().map(|r| r.steady).collect();
 
-    // The room's history, read from the (recovered) database itself.
-    let history: Vec<(u64, String)> = {
-        use sqlx::Connection;
-        let mut db = sqlx::PgConnection::connect(&url)
-            .await
-            .expect("the private database accepts a connection");
-        let rows: Vec<(i64, String)> =
-            sqlx::query_as("SELECT seq, body FROM messages WHERE room = $1 ORDER BY seq")
-                .bind(ROOM)
-                .fetch_all(&mut db)
-                .await
-                .expect("the history reads");
-        rows.into_iter()
-            .map(|(seq, body)| (u64::try_from(seq).expect("a positive seq"), body))
-            .collect()
-    };
-    let total = history.len() as u64;
-    let seqs: Vec<u64> = history.iter().map(|(seq, _)| *seq).collect();
-    assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "seqs 1..=N, no gap");
-    let mut sent = 0;
-    for (s, retried) in senders.iter().enumerate() {
-        let steady = &retried.steady;
-        assert_eq!(
-            steady.acked.len() as u64,
-            steady.sent,
-            "sender{s}: all acked"
-        );
-        for (id, seq) in &steady.acked {
-            let stored = &history[usize::try_from(*seq - 1).expect("an index")].1;
-            assert_eq!(*stored, message(s, *id).0, "the ack names its message");
-        }
-        sent += steady.sent;
-    }
-    assert_eq!(sent, total, "each message sent is stored once");
+    // From the (recovered) database.
+    let history = stored_history_matching_acks(&url, &senders).await;
     eprintln!(
-        "{total} messages; every sender refused {first_refusals:?} after the crash, down \
+        "{} messages; every sender refused {first_refusals:?} after the crash, down \
          {down_for:?}; after the restart: first ack {first_ack:?}, every node ready \
-         {ready:?}; refusals {:?}, resends already stored {}",
-        senders.iter().map(|r| r.refused).collect::<Vec<_>>(),
-        senders.iter().map(|r| r.duplicates).sum::<u64>(),
+         {ready:?}; refusals {refused:?}, resends already stored {duplicates}",
+        history.len()
     );
-
-    last_seq.send_replace(total);
-    for (n, watcher) in watchers.into_iter().enumerate() {
-        let got = watcher.await.expect("a watcher's task does not panic");
-        assert_eq!(got, history, "watcher{n}: every seq once, in order");
-    }
-    for (s, mut retried) in senders.into_iter().enumerate() {
-        let steady = &mut retried.steady;
-        messages_through(&mut steady.client, &mut steady.got, total).await;
-        assert_eq!(steady.got, history, "sender{s}: every seq once, in order");
-    }
+    everyone_got(&history, &last_seq, watchers, senders).await;
     for node in nodes {
         node.stop().await;
     }
