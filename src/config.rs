@@ -589,6 +589,10 @@ pub enum ConfigError {
     /// Limits that cannot work, one sentence each naming the flag and the rule.
     #[error("{}", .0.join("; "))]
     BadLimits(Vec<String>),
+    /// A `PALISADE_*` variable that does not parse, where no command line reports it
+    /// (the Shuttle entrypoint parses the environment alone).
+    #[error("invalid PALISADE_* environment: {0}")]
+    BadEnvironment(String),
     #[error(
         "invalid trusted proxy (--trusted-proxies, PALISADE_TRUSTED_PROXIES or TRUSTED_PROXIES): {0}"
     )]

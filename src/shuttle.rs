@@ -61,9 +61,8 @@ impl PalisadeService {
     /// The settings for listening on `addr`: `PALISADE_*` variables and the secrets, as
     /// for `cargo run`, then what Shuttle decides (see the module docs).
     fn settings(&self, addr: SocketAddr) -> Result<Settings, ConfigError> {
-        let mut cli = Cli::try_parse_from(["palisade"]).map_err(|error| {
-            ConfigError::BadLimits(vec![format!("PALISADE_* environment: {error}")])
-        })?;
+        let mut cli = Cli::try_parse_from(["palisade"])
+            .map_err(|error| ConfigError::BadEnvironment(error.to_string()))?;
         cli.listen = addr;
         cli.database_url = Some(self.database_url.clone());
         if self.deployed {
